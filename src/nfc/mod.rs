@@ -1,0 +1,101 @@
+//! The NFC side: the QRIS TAP APDU exchange as pure protocol code over [`ApduChannel`], the
+//! card-event stream a lane consumes, and the scripted phone used by the demo and tests.
+
+/// One ISO 7816-4 APDU transport to the card (phone) in the field. Blocking by design: PC/SC
+/// blocks, so a real reader runs on its own OS thread.
+pub trait ApduChannel {
+    /// Sends one command APDU and returns the whole response, data followed by SW1 SW2.
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, ChannelError>;
+}
+
+/// Why a transmit failed at the transport level.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// The phone left the field (or was reset) mid-exchange.
+    #[error("phone left the field")]
+    CardRemoved,
+    /// The per-APDU or per-tap deadline passed.
+    #[error("reader did not answer in time")]
+    Timeout,
+    /// The reader or pcscd failed; the text names the call and its cause.
+    #[error("reader failure: {0}")]
+    Reader(String),
+}
+
+/// Why a tap did not yield a payload. Each variant maps to passenger feedback.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TapReadError {
+    /// `00 00` or `6A 82` to SELECT (or READ RECORD): the wallet's QRIS TAP screen is not open.
+    #[error("wallet not ready (status {sw:04X}): open the wallet's QRIS TAP screen and tap again")]
+    WalletNotReady {
+        /// The status word the phone answered.
+        sw: u16,
+    },
+    /// The phone went away or answered with fewer than two bytes.
+    #[error("phone lost mid-exchange at {step}")]
+    CardLost {
+        /// Which command was in flight (`SELECT`, `READ RECORD 2`).
+        step: String,
+    },
+    /// Any other status word.
+    #[error("unexpected status {sw:04X} to {step}")]
+    UnexpectedStatus {
+        /// Which command was answered.
+        step: String,
+        /// The status word.
+        sw: u16,
+    },
+    /// The phone kept answering `61 xx` past the record cap.
+    #[error("phone sent more than {cap} records")]
+    TooManyRecords {
+        /// The cap.
+        cap: u8,
+    },
+    /// The payload exceeded 512 characters.
+    #[error("payload too long ({len} characters, at most 512)")]
+    TooLong {
+        /// Characters received so far.
+        len: usize,
+    },
+    /// Record data was not printable ASCII (the payload is base64 text).
+    #[error("record data is not ASCII text")]
+    NotText,
+    /// The transport failed for another reason.
+    #[error(transparent)]
+    Channel(ChannelError),
+}
+
+/// What a card source reports to its lane.
+#[derive(Clone, Debug)]
+pub enum CardEvent {
+    /// A phone was read: the QRIS TAP payload text exactly as received.
+    Payload {
+        /// The reader's name.
+        reader: String,
+        /// The base64 payload text (`qrContent`). Never log it.
+        qr_content: String,
+        /// Time spent on the APDU exchange, microseconds.
+        read_us: u64,
+    },
+    /// A phone was in the field but could not be read.
+    ReadFailed {
+        /// The reader's name.
+        reader: String,
+        /// Why.
+        error: TapReadError,
+        /// Time spent before giving up, microseconds.
+        read_us: u64,
+    },
+    /// The lane's reader appeared (or came back).
+    ReaderUp {
+        /// The reader's name.
+        reader: String,
+    },
+    /// The lane's reader went away, or pcscd did.
+    ReaderDown {
+        /// The reader's name (or pattern when none matched).
+        reader: String,
+        /// Why, for the technician.
+        why: String,
+    },
+}
