@@ -18,6 +18,7 @@
 
 pub mod aggregator;
 pub mod clock;
+pub mod cmd;
 pub mod config;
 pub mod cpm;
 pub mod daemon;

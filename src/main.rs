@@ -1,1 +1,125 @@
-fn main() {}
+//! `tapgate`: command-line entry. Parses arguments and calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use tapgate::cmd;
+
+/// QRIS TAP fare-gate daemon and its tools.
+#[derive(Parser, Debug)]
+#[command(name = "tapgate", version, about)]
+struct Cli {
+    /// Log format on stderr: text or json.
+    #[arg(long, global = true, default_value = "text")]
+    log_format: cmd::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a scripted set of journeys against the built-in aggregator simulator (no hardware,
+    /// no credentials, no money).
+    Demo {
+        /// Keep the demo's journal in this file instead of a temporary one.
+        #[arg(long)]
+        journal: Option<PathBuf>,
+    },
+    /// Decode and validate a QRIS TAP payload (`-` reads stdin). Exit 0 valid, 1 rejected.
+    Decode {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// The base64 payload text, or `-`.
+        payload: String,
+    },
+    /// Validate a station config without starting anything. Exit 0 valid, 1 invalid.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
+    /// Drive one tap through the full pipeline (journal, aggregator, relay) without a reader,
+    /// and print the decision as JSON.
+    Tap {
+        /// The station config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The lane to tap at.
+        #[arg(long)]
+        lane: String,
+        /// The base64 payload text, or `-`.
+        payload: String,
+    },
+    /// Drive every uncertain payment and owed refund to a final state, then exit.
+    Reconcile {
+        /// The station config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Give up after this many seconds (what is left stays for the daemon).
+        #[arg(long, default_value_t = 120)]
+        max_seconds: u64,
+    },
+    /// Run the acquirer simulator on loopback (for integration and certification rehearsals).
+    Sim {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8600")]
+        listen: String,
+        /// The partner's public key (PEM: PUBLIC KEY, RSA PUBLIC KEY, or the private key).
+        /// Default: the built-in demo key.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Client id to accept. Default: the demo's.
+        #[arg(long)]
+        client_id: Option<String>,
+        /// File holding the client secret to accept. Default: the demo's.
+        #[arg(long)]
+        client_secret_file: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cmd::init_logging(cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tapgate: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Demo { journal } => cmd::demo::run(journal).await,
+            Command::Decode { json, payload } => cmd::decode(&payload, json),
+            Command::CheckConfig { file } => cmd::check_config(&file),
+            Command::Tap {
+                config,
+                lane,
+                payload,
+            } => cmd::tap(&config, &lane, &payload).await,
+            Command::Reconcile {
+                config,
+                max_seconds,
+            } => cmd::reconcile(&config, max_seconds).await,
+            Command::Sim {
+                listen,
+                public_key,
+                client_id,
+                client_secret_file,
+            } => cmd::sim(&listen, public_key, client_id, client_secret_file).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tapgate: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,1 +1,96 @@
-//! (in progress)
+//! The daemon: the station context, lanes (the pipeline of one tap), the reconciler, and
+//! assembly from a config file.
+
+pub mod lane;
+pub mod reconcile;
+pub mod station;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::aggregator::Aggregator;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{resolve_secret_path, Config, RelayConfig};
+use crate::journal::Journal;
+use crate::relay::{RecordingRelay, Relay};
+use crate::snap::client::{DeviceContext, SnapClient};
+use crate::snap::sign::RsaSigner;
+
+pub use station::{PassengerKey, Station, StartupError};
+
+/// Builds the aggregator client from the config, reading the secrets from their files.
+pub fn aggregator_from_config(
+    cfg: &Config,
+    config_path: &Path,
+    clock: Arc<dyn Clock>,
+) -> Result<Aggregator, StartupError> {
+    let base = config_path.parent().unwrap_or_else(|| Path::new("."));
+    let a = &cfg.aggregator;
+    let secret_path = resolve_secret_path(&a.client_secret_file, base);
+    let secret = station::read_secret("aggregator client secret", &secret_path)?;
+    let key_path = resolve_secret_path(&a.private_key_file, base);
+    let pem = station::read_secret("aggregator private key", &key_path)?;
+    let signer = RsaSigner::from_pem(&pem).map_err(|source| StartupError::Key {
+        what: "aggregator private key",
+        path: key_path,
+        source,
+    })?;
+    aggregator_with_secrets(cfg, secret, signer, clock)
+}
+
+/// Builds the aggregator client from secrets already in memory (the demo's built-in ones).
+pub fn aggregator_with_secrets(
+    cfg: &Config,
+    secret: String,
+    signer: RsaSigner,
+    clock: Arc<dyn Clock>,
+) -> Result<Aggregator, StartupError> {
+    let device = DeviceContext {
+        device_id: cfg
+            .lanes
+            .first()
+            .map(|l| l.device_id(&cfg.station))
+            .unwrap_or_else(|| cfg.station.id.clone()),
+        latitude: cfg.station.latitude,
+        longitude: cfg.station.longitude,
+    };
+    let client = SnapClient::new(&cfg.aggregator, secret, signer, device, clock)
+        .map_err(|e| StartupError::Client(e.to_string()))?;
+    Ok(Aggregator::new(client, &cfg.aggregator))
+}
+
+/// Opens the journal and the passenger key named by the config.
+pub fn open_storage(cfg: &Config) -> Result<(Journal, PassengerKey), StartupError> {
+    let path = &cfg.journal.path;
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+    }
+    let journal = Journal::open(path).map_err(|source| StartupError::Journal {
+        path: path.clone(),
+        source,
+    })?;
+    let key_path = cfg.journal.passenger_key_path();
+    let key = PassengerKey::load_or_create(&key_path).map_err(|source| StartupError::Secret {
+        what: "passenger key",
+        path: key_path,
+        source,
+    })?;
+    Ok((journal, key))
+}
+
+/// Builds a whole station from a config file.
+pub fn station_from_config(cfg: Config, config_path: &Path) -> Result<Arc<Station>, StartupError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new(cfg.time_zone()));
+    let aggregator = aggregator_from_config(&cfg, config_path, clock.clone())?;
+    let (journal, key) = open_storage(&cfg)?;
+    Ok(Station::new(Arc::new(cfg), journal, aggregator, clock, key))
+}
+
+/// The relay a lane's config asks for.
+pub fn relay_from_config(cfg: &RelayConfig) -> Result<Arc<dyn Relay>, StartupError> {
+    match cfg {
+        RelayConfig::Recording => Ok(Arc::new(RecordingRelay::new())),
+    }
+}

@@ -2,6 +2,9 @@
 
 use std::fmt;
 
+pub mod policy;
+pub mod tariff;
+
 /// An amount in whole Indonesian rupiah. IDR has no minor unit in practice; the wire carries
 /// it as a string with two zero decimals (`"14000.00"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

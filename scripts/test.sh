@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and property tests, the real-stack tiers
+# (loopback HTTP simulator, SQLite files, pcscd + vpcd with a virtual phone, SIGKILLed
+# processes, gpio-sim under qemu). Installs what it needs when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh test
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test

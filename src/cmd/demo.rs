@@ -1,0 +1,247 @@
+//! `tapgate demo`: a handful of journeys at a Blok M gate pair against the built-in acquirer
+//! simulator, through the real pipeline (APDU exchange with a scripted phone, decoder, policy,
+//! SQLite journal, SNAP client over loopback HTTP, recording relay, reconciler).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::cpm::build::PayloadSpec;
+use crate::daemon::lane::{Lane, TapReport};
+use crate::daemon::reconcile::Reconciler;
+use crate::daemon::{aggregator_with_secrets, open_storage, Station};
+use crate::fare::policy::TapOutcome;
+use crate::fare::{OpState, Rupiah};
+use crate::nfc::scripted::ScriptedPhone;
+use crate::nfc::CardEvent;
+use crate::relay::RecordingRelay;
+use crate::sim::{Fault, SimConfig, Simulator};
+use crate::snap::sign::RsaSigner;
+
+const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
+
+/// A passenger of the demo: a name for the screen and a wallet PAN.
+struct Passenger {
+    name: &'static str,
+    pan: &'static str,
+}
+
+const SARI: Passenger = Passenger { name: "Sari", pan: "9360000201100456781" };
+const BUDI: Passenger = Passenger { name: "Budi", pan: "9360091430100531720" };
+const DEWI: Passenger = Passenger { name: "Dewi", pan: "9360091530271057414" };
+const RINA: Passenger = Passenger { name: "Rina", pan: "9360001417451180859" };
+const JOKO: Passenger = Passenger { name: "Joko", pan: "9360091800123456789" };
+const AYU: Passenger = Passenger { name: "Ayu", pan: "9360000812345678901" };
+
+/// How the passenger's phone behaves at the reader.
+enum Phone {
+    /// Wallet open on its QRIS TAP screen; payload sent in two records.
+    Ready,
+    /// Wallet not on its QRIS TAP screen: answers `00 00`.
+    NotReady,
+    /// A foreign (non-QRIS) EMV CPM payload.
+    Foreign,
+}
+
+/// What the simulated aggregator does for this tap.
+enum Acquirer {
+    Normal,
+    DeclinePan(&'static str),
+    /// The reply comes after the gate's decision deadline; the payment is applied.
+    LateReply(u64),
+}
+
+struct Step {
+    who: &'static Passenger,
+    lane: &'static str,
+    phone: Phone,
+    acquirer: Acquirer,
+    note: &'static str,
+}
+
+fn script() -> Vec<Step> {
+    use Acquirer::*;
+    use Phone::*;
+    let s = |who, lane, phone, acquirer, note| Step { who, lane, phone, acquirer, note };
+    vec![
+        s(&SARI, "in-1", Ready, Normal, "taps in"),
+        s(&BUDI, "in-1", NotReady, Normal, "taps with the wallet closed"),
+        s(&BUDI, "in-1", Ready, Normal, "opens QRIS TAP, taps again"),
+        s(&SARI, "in-1", Ready, Normal, "phone lingers on the reader"),
+        s(&DEWI, "in-1", Ready, DeclinePan("4036014"), "taps in, balance too low"),
+        s(&RINA, "in-1", Ready, LateReply(1500), "taps in, aggregator slow"),
+        s(&RINA, "in-1", Ready, Normal, "taps again"),
+        s(&AYU, "in-1", Foreign, Normal, "taps a non-QRIS card app"),
+        s(&SARI, "out-1", Ready, Normal, "taps out at the same station"),
+        s(&JOKO, "out-1", Ready, Normal, "taps out, no tap-in known"),
+    ]
+}
+
+/// Runs the demo; `journal` keeps the journal file instead of a temporary one.
+pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let tmp = tempdir()?;
+    let journal_path = journal.unwrap_or_else(|| tmp.join("journal.db"));
+
+    let sim_cfg = SimConfig::demo();
+    let sim = Simulator::start(sim_cfg, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .context("starting the built-in aggregator simulator")?;
+
+    let mut cfg = Config::parse(DEMO_CONFIG, Path::new("config/demo.toml"))?;
+    cfg.aggregator.base_url = sim.base_url();
+    cfg.journal.path = journal_path.clone();
+    cfg.journal.passenger_key_file = Some(tmp.join("passenger.key"));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new(cfg.time_zone()));
+    let signer = RsaSigner::from_pem(crate::sim::DEMO_PRIVATE_KEY_PEM)?;
+    let aggregator = aggregator_with_secrets(
+        &cfg,
+        crate::sim::DEMO_CLIENT_SECRET.to_string(),
+        signer,
+        clock.clone(),
+    )?;
+    let (journal, key) = open_storage(&cfg)?;
+    let station = Station::new(Arc::new(cfg.clone()), journal, aggregator, clock, key);
+
+    let relays: Vec<(String, RecordingRelay)> = cfg
+        .lanes
+        .iter()
+        .map(|l| (l.name.clone(), RecordingRelay::new()))
+        .collect();
+    let lanes: Vec<Lane> = cfg
+        .lanes
+        .iter()
+        .zip(&relays)
+        .map(|(l, (_, r))| Lane::new(l.clone(), station.clone(), Arc::new(r.clone())))
+        .collect();
+
+    println!(
+        "tapgate demo: {} ({}), lanes {}, simulator at {}",
+        cfg.station.name,
+        cfg.station.id,
+        cfg.lanes.iter().map(|l| format!("{} ({})", l.name, l.direction.as_str())).collect::<Vec<_>>().join(", "),
+        sim.base_url()
+    );
+    println!();
+    println!(" #  lane   passenger  issuer PAN             outcome           amount    gate  ms");
+
+    let mut reports: Vec<TapReport> = Vec::new();
+    for (i, step) in script().iter().enumerate() {
+        match step.acquirer {
+            Acquirer::Normal => {}
+            Acquirer::DeclinePan(code) => sim.decline_pan(step.who.pan, code),
+            Acquirer::LateReply(ms) => sim.push_fault(Fault::delay_applied(ms)),
+        }
+        let lane = lanes
+            .iter()
+            .find(|l| l.name() == step.lane)
+            .context("demo script names a lane the demo config lacks")?;
+        let event = tap_phone(step);
+        let t = Instant::now();
+        let Some(report) = lane.handle_event(event).await else {
+            continue;
+        };
+        let ms = t.elapsed().as_millis();
+        println!(
+            "{:>2}  {:<6} {:<10} {:<22} {:<17} {:<9} {:<5} {:>3}   {}",
+            i + 1,
+            report.lane,
+            step.who.name,
+            report.pan_masked.as_deref().unwrap_or("-"),
+            report.outcome.as_str(),
+            report.amount.map(|a| Rupiah(a).to_string()).unwrap_or_else(|| "-".into()),
+            if report.opened { "OPEN" } else { "shut" },
+            ms,
+            step.note
+        );
+        reports.push(report);
+        // Keep the passengers apart, as at a real gate: the debounce window is per passenger.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Late replies land in the journal; then the reconciler settles what is owed.
+    station.drain().await;
+    let rec = Reconciler::new(station.clone());
+    let left = rec.run_until_settled(Duration::from_secs(20)).await?;
+
+    let rows = station.journal.run(|j| j.export(0)).await?;
+    let ledger = sim.ledger();
+    println!();
+    let count = |o: TapOutcome| reports.iter().filter(|r| r.outcome == o).count();
+    let opened: usize = relays.iter().map(|(_, r)| r.opens()).sum();
+    println!(
+        "taps {}: approved {}, declined {}, try again {}, wallet not ready {}, invalid {}, duplicate {}; gate opened {} times",
+        reports.len(),
+        count(TapOutcome::Approved),
+        count(TapOutcome::Declined),
+        count(TapOutcome::TryAgain),
+        count(TapOutcome::WalletNotReady),
+        count(TapOutcome::InvalidPayload),
+        count(TapOutcome::Duplicate),
+        opened
+    );
+    for row in &rows {
+        println!(
+            "  journal {}  {:<4} {:<14} {:>9}  {}",
+            row.partner_reference_no,
+            row.direction.as_str(),
+            row.state.as_str(),
+            row.amount.to_string(),
+            row.reason.as_deref().unwrap_or("")
+        );
+    }
+    let mismatches = crate::sim::compare_with_journal(&ledger, &rows);
+    println!(
+        "journal vs simulator ledger: {} operations, {} mismatches; {} not final",
+        rows.len(),
+        mismatches.len(),
+        left
+    );
+    for m in &mismatches {
+        println!("  MISMATCH {m}");
+    }
+    let refunded = rows.iter().filter(|r| r.state == OpState::Refunded).count();
+    println!("late holds refunded: {refunded}; demo took {} ms", started.elapsed().as_millis());
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(if mismatches.is_empty() && left == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Runs the APDU exchange with the step's scripted phone, as a reader thread would.
+fn tap_phone(step: &Step) -> CardEvent {
+    let payload = match step.phone {
+        Phone::Foreign => FOREIGN_PAYLOAD.to_string(),
+        _ => crate::cpm::build::payload(&PayloadSpec::new(step.who.pan)),
+    };
+    let mut phone = match step.phone {
+        Phone::NotReady => ScriptedPhone::wallet_not_ready(),
+        _ => ScriptedPhone::new(&payload, &[84, 64, 64, 64, 64, 64, 64, 64]),
+    };
+    let t = Instant::now();
+    let result = crate::nfc::qris_tap::read_qr_content(&mut phone);
+    let read_us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let reader = "scripted".to_string();
+    match result {
+        Ok(qr_content) => CardEvent::Payload { reader, qr_content, read_us },
+        Err(error) => CardEvent::ReadFailed { reader, error, read_us },
+    }
+}
+
+/// EMVCo's own CPM example: valid EMV, but not a QRIS application.
+const FOREIGN_PAYLOAD: &str = "hQVDUFYwMWEaTwegAAAAVVVVVw8SNFZ4kBI0WNGRIgESNF8=";
+
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("tapgate-demo-{}-{}", std::process::id(), rand::random::<u32>()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}

@@ -1,0 +1,164 @@
+//! The commands behind the `tapgate` binary. Each returns the process exit code; errors are
+//! printed by `main` with their whole cause chain.
+
+pub mod demo;
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::config::Config;
+use crate::daemon::lane::Lane;
+use crate::daemon::reconcile::Reconciler;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// Sets up tracing on stderr. `RUST_LOG` overrides the default `info` level.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Reads a payload argument: the text itself, or `-` for stdin. Surrounding whitespace is
+/// dropped (a shell's trailing newline is not part of the payload).
+fn payload_arg(arg: &str) -> anyhow::Result<String> {
+    if arg == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the payload from stdin")?;
+        Ok(s.trim().to_string())
+    } else {
+        Ok(arg.trim().to_string())
+    }
+}
+
+/// `tapgate decode`.
+pub fn decode(arg: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let text = payload_arg(arg)?;
+    let report = crate::cpm::decode_report(&text);
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else if report.valid {
+        println!("valid QRIS TAP payload");
+        println!("  issuer NNS  {}", report.nns.as_deref().unwrap_or("-"));
+        println!("  issuer      {}", report.issuer.as_deref().unwrap_or("(not in table)"));
+        println!("  PAN         {}", report.pan_masked.as_deref().unwrap_or("-"));
+        println!("  label       {}", report.label.as_deref().unwrap_or("-"));
+        for w in &report.warnings {
+            println!("  warning     {w}");
+        }
+    } else {
+        println!("rejected: {}", report.error.as_deref().unwrap_or("invalid"));
+    }
+    Ok(if report.valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `tapgate check-config`.
+pub fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
+    match Config::load(file) {
+        Ok(cfg) => {
+            println!(
+                "{}: ok (station {} {:?}, {} lane(s))",
+                file.display(),
+                cfg.station.id,
+                cfg.station.name,
+                cfg.lanes.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `tapgate tap`: one tap through the whole pipeline, printed as one JSON object.
+pub async fn tap(config: &Path, lane_name: &str, arg: &str) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(config)?;
+    let lane_cfg = cfg
+        .lane(lane_name)
+        .cloned()
+        .with_context(|| format!("no lane named {lane_name:?} in {}", config.display()))?;
+    let text = payload_arg(arg)?;
+    let station = crate::daemon::station_from_config(cfg, config)?;
+    Reconciler::new(station.clone()).recover_pending().await?;
+    let relay = crate::daemon::relay_from_config(&lane_cfg.relay)?;
+    let lane = Lane::new(lane_cfg, station.clone(), relay);
+    let report = lane.handle_payload(&text, 0).await;
+    println!("{}", serde_json::to_string(&report)?);
+    // A reply still on its way after the deadline is journaled before exiting.
+    station.drain().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tapgate reconcile`.
+pub async fn reconcile(config: &Path, max_seconds: u64) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(config)?;
+    let station = crate::daemon::station_from_config(cfg, config)?;
+    let rec = Reconciler::new(station);
+    let recovered = rec.recover_pending().await?;
+    if recovered > 0 {
+        tracing::warn!(recovered, "operations found PENDING at start are now UNKNOWN");
+    }
+    let left = rec
+        .run_until_settled(Duration::from_secs(max_seconds))
+        .await?;
+    println!("{{\"not_final\":{left}}}");
+    Ok(if left == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `tapgate sim`.
+pub async fn sim(
+    listen: &str,
+    public_key: Option<PathBuf>,
+    client_id: Option<String>,
+    client_secret_file: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let mut cfg = crate::sim::SimConfig::demo();
+    if let Some(p) = public_key {
+        let pem = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        cfg.partner_public_key_der = crate::snap::sign::rsa_public_key_from_pem(&pem)
+            .with_context(|| format!("public key {}", p.display()))?;
+    }
+    if let Some(id) = client_id {
+        cfg.client_id = id;
+    }
+    if let Some(p) = client_secret_file {
+        cfg.client_secret = crate::daemon::station::read_secret("client secret", &p)?;
+    }
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--listen {listen:?} is not host:port"))?;
+    tracing::info!(%addr, "acquirer simulator listening");
+    crate::sim::serve_forever(cfg, addr).await?;
+    Ok(ExitCode::SUCCESS)
+}
+

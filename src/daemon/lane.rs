@@ -1,0 +1,545 @@
+//! One lane: the pipeline of a tap, from the payload to the relay, journaled before any
+//! money moves. Decisions come from [`crate::fare::policy`]; this module carries them out.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::aggregator::{PayOutcome, TapInRef, TapPayment};
+use crate::config::LaneConfig;
+use crate::cpm;
+use crate::daemon::station::Station;
+use crate::fare::policy::{self, Debouncer, OpenJourney, PayResult, Plan, TapOutcome};
+use crate::fare::{Direction, OpState};
+use crate::journal::{JourneyState, NewOp, Transition};
+use crate::nfc::{CardEvent, TapReadError};
+use crate::relay::Relay;
+
+/// Time spent in each stage of a tap, microseconds.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Timings {
+    /// APDU exchange with the phone.
+    pub read_us: u64,
+    /// Payload decoding and policy.
+    pub decode_us: u64,
+    /// Journal write before the payment (durable).
+    pub journal_us: u64,
+    /// The aggregator call, up to the decision.
+    pub aggregator_us: u64,
+    /// The relay command.
+    pub relay_us: u64,
+    /// Journal write after the decision.
+    pub settle_us: u64,
+    /// From the decoded payload to the decision.
+    pub total_us: u64,
+}
+
+/// What happened to one tap: printed by `tapgate tap`, logged once per tap.
+#[derive(Clone, Debug, Serialize)]
+pub struct TapReport {
+    /// Lane name.
+    pub lane: String,
+    /// `in` or `out`.
+    pub direction: Direction,
+    /// Whether the gate was opened.
+    pub opened: bool,
+    /// What the passenger experienced.
+    pub outcome: TapOutcome,
+    /// The payment's reference, when one was made.
+    #[serde(rename = "partnerReferenceNo", skip_serializing_if = "Option::is_none")]
+    pub partner_reference_no: Option<String>,
+    /// The aggregator's reference, on success.
+    #[serde(rename = "referenceNo", skip_serializing_if = "Option::is_none")]
+    pub reference_no: Option<String>,
+    /// Amount held or settled, whole rupiah.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<u64>,
+    /// How a tap-out fare was found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fare_rule: Option<&'static str>,
+    /// Issuer id (first 8 PAN digits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nns: Option<String>,
+    /// Issuer name, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<&'static str>,
+    /// First 8 and last 4 PAN digits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pan_masked: Option<String>,
+    /// The aggregator's responseCode, when one came.
+    #[serde(rename = "responseCode", skip_serializing_if = "Option::is_none")]
+    pub response_code: Option<String>,
+    /// Human explanation for the technician.
+    pub message: String,
+    /// Stage timings.
+    pub timings: Timings,
+}
+
+/// A gate lane.
+pub struct Lane {
+    cfg: LaneConfig,
+    device_id: String,
+    station: Arc<Station>,
+    relay: Arc<dyn Relay>,
+    debouncer: Mutex<Debouncer>,
+}
+
+impl Lane {
+    /// A lane of `station` driving `relay`.
+    pub fn new(cfg: LaneConfig, station: Arc<Station>, relay: Arc<dyn Relay>) -> Lane {
+        let device_id = cfg.device_id(&station.config.station);
+        let debouncer = Mutex::new(Debouncer::new(station.config.policy.debounce_ms));
+        Lane {
+            cfg,
+            device_id,
+            station,
+            relay,
+            debouncer,
+        }
+    }
+
+    /// The lane's name.
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// The lane's direction.
+    pub fn direction(&self) -> Direction {
+        self.cfg.direction
+    }
+
+    fn report(&self, outcome: TapOutcome, message: impl Into<String>) -> TapReport {
+        TapReport {
+            lane: self.cfg.name.clone(),
+            direction: self.cfg.direction,
+            opened: false,
+            outcome,
+            partner_reference_no: None,
+            reference_no: None,
+            amount: None,
+            fare_rule: None,
+            nns: None,
+            issuer: None,
+            pan_masked: None,
+            response_code: None,
+            message: message.into(),
+            timings: Timings::default(),
+        }
+    }
+
+    /// Handles one card event; reader state changes yield no report.
+    pub async fn handle_event(&self, ev: CardEvent) -> Option<TapReport> {
+        match ev {
+            CardEvent::Payload {
+                qr_content,
+                read_us,
+                ..
+            } => Some(self.handle_payload(&qr_content, read_us).await),
+            CardEvent::ReadFailed { error, read_us, .. } => {
+                let outcome = match error {
+                    TapReadError::WalletNotReady { .. } => TapOutcome::WalletNotReady,
+                    _ => TapOutcome::ReadFailed,
+                };
+                let mut r = self.report(outcome, error.to_string());
+                r.timings.read_us = read_us;
+                log_tap(&r);
+                Some(r)
+            }
+            CardEvent::ReaderUp { .. } | CardEvent::ReaderDown { .. } => None,
+        }
+    }
+
+    /// Runs the whole pipeline for one payload read in `read_us`.
+    pub async fn handle_payload(&self, qr_content: &str, read_us: u64) -> TapReport {
+        let r = self.pipeline(qr_content, read_us).await;
+        log_tap(&r);
+        r
+    }
+
+    async fn pipeline(&self, qr_content: &str, read_us: u64) -> TapReport {
+        let started = Instant::now();
+        let st = &self.station;
+        let policy_cfg = &st.config.policy;
+
+        let payload = match cpm::decode(qr_content) {
+            Ok(p) => p,
+            Err(e) => {
+                let mut r = self.report(TapOutcome::InvalidPayload, e.to_string());
+                r.timings.read_us = read_us;
+                r.timings.decode_us = micros(started);
+                return r;
+            }
+        };
+        let mut r = self.report(TapOutcome::Approved, String::new());
+        r.timings.read_us = read_us;
+        r.nns = Some(payload.nns().to_string());
+        r.issuer = cpm::issuer_name(payload.nns());
+        r.pan_masked = Some(payload.pan().masked());
+        let pan_key = st.passenger_key.of(payload.pan().digits());
+        let now_ms = st.now_ms();
+
+        let repeat = self
+            .debouncer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_repeat(&pan_key, now_ms);
+        if repeat {
+            r.outcome = TapOutcome::Duplicate;
+            r.message = "same passenger within the debounce window: the same tap".into();
+            r.timings.decode_us = micros(started);
+            return r;
+        }
+
+        let key = pan_key.clone();
+        let open = match st.journal.run(move |j| j.find_open_journey(&key)).await {
+            Ok(o) => o.map(|j| OpenJourney {
+                id: j.id,
+                entry_station: j.entry_station,
+                tap_in_ref: j.tap_in_ref,
+            }),
+            Err(e) => return self.journal_down(r, &e.to_string(), started),
+        };
+        let station_id = st.config.station.id.clone();
+        let plan = policy::plan(self.cfg.direction, &station_id, open, &st.tariff, policy_cfg);
+        let (amount, rule, journey, close_first) = match plan {
+            Plan::Refuse(outcome) => {
+                r.outcome = outcome;
+                r.message = "a journey is already open for this passenger (anti-passback)".into();
+                r.timings.decode_us = micros(started);
+                return r;
+            }
+            Plan::Pay {
+                amount,
+                rule,
+                journey,
+                close_first,
+            } => (amount, rule, journey, close_first),
+        };
+        r.amount = Some(amount.0);
+        r.fare_rule = rule.map(|f| f.as_str());
+        r.timings.decode_us = micros(started);
+
+        if let Some(old) = close_first {
+            let at = now_ms;
+            if let Err(e) = st
+                .journal
+                .run(move |j| j.close_journey(old.id, JourneyState::StaleClosed, None, None, at))
+                .await
+            {
+                return self.journal_down(r, &e.to_string(), started);
+            }
+        }
+
+        let partner_ref = new_partner_reference(&station_id, &self.cfg.name, &st.clock.now());
+        r.partner_reference_no = Some(partner_ref.clone());
+        let op = NewOp {
+            partner_reference_no: partner_ref.clone(),
+            kind: match self.cfg.direction {
+                Direction::In => crate::journal::OpKind::Hold,
+                Direction::Out => crate::journal::OpKind::Settle,
+            },
+            lane: self.cfg.name.clone(),
+            direction: self.cfg.direction,
+            station_id: station_id.clone(),
+            amount,
+            pan_key: pan_key.clone(),
+            pan_masked: payload.pan().masked(),
+            nns: payload.nns().to_string(),
+            journey_id: journey.as_ref().map(|j| j.id),
+            created_at_ms: now_ms,
+        };
+        let t = Instant::now();
+        if let Err(e) = st.journal.run(move |j| j.begin(&op)).await {
+            r.partner_reference_no = None;
+            return self.journal_down(r, &e.to_string(), started);
+        }
+        r.timings.journal_us = micros(t);
+
+        // The payment runs in its own task so a reply after the deadline is still journaled.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let st = st.clone();
+            let qr = qr_content.to_string();
+            let pref = partner_ref.clone();
+            let dir = self.cfg.direction;
+            let gate_id = self.device_id.clone();
+            let station_id = station_id.clone();
+            let tap_in = journey.as_ref().map(|j| j.tap_in_ref.clone());
+            tokio::spawn(async move {
+                let tap_in_reference_no = match &tap_in {
+                    Some(tref) => {
+                        let tref = tref.clone();
+                        st.journal
+                            .run(move |j| j.get(&tref))
+                            .await
+                            .ok()
+                            .flatten()
+                            .and_then(|row| row.reference_no)
+                    }
+                    None => None,
+                };
+                let payment = TapPayment {
+                    partner_reference_no: &pref,
+                    qr_content: &qr,
+                    amount,
+                    direction: dir,
+                    station_id: &station_id,
+                    gate_id: &gate_id,
+                    tap_in: tap_in.as_deref().map(|p| TapInRef {
+                        partner_reference_no: p,
+                        reference_no: tap_in_reference_no.as_deref(),
+                    }),
+                };
+                let outcome = st.aggregator.pay(&payment).await;
+                let _ = tx.send(outcome);
+            });
+        }
+        let t = Instant::now();
+        let deadline = Duration::from_millis(policy_cfg.decision_deadline_ms);
+        let mut rx = rx;
+        let (outcome, timed_out) = match tokio::time::timeout(deadline, &mut rx).await {
+            Ok(Ok(o)) => (Some(o), false),
+            Ok(Err(_)) => (
+                Some(PayOutcome::Unknown {
+                    response_code: None,
+                    reason: "payment task ended without a result".into(),
+                }),
+                false,
+            ),
+            Err(_) => (None, true),
+        };
+        r.timings.aggregator_us = micros(t);
+        let result = outcome.as_ref().map(pay_result);
+        let verdict = policy::verdict(self.cfg.direction, result, policy_cfg);
+        if let Some(o) = &outcome {
+            apply_outcome_fields(&mut r, o);
+        } else {
+            r.message = format!(
+                "no answer from the aggregator within {} ms",
+                policy_cfg.decision_deadline_ms
+            );
+        }
+
+        // Open the gate first, record after: a crash in between leaves the row PENDING, which
+        // resolves to a refund (a passenger is never charged for a gate that may not have opened).
+        let mut opened = false;
+        if verdict.open_gate {
+            let t = Instant::now();
+            match self.relay.open() {
+                Ok(()) => opened = true,
+                Err(e) => {
+                    tracing::error!(lane = %self.cfg.name, error = %e, "relay failed: gate not opened");
+                    r.message = format!("relay failed: {e}");
+                }
+            }
+            r.timings.relay_us = micros(t);
+        }
+        r.opened = opened;
+        r.outcome = verdict.outcome;
+        let mut state = verdict.state;
+        if state == OpState::Succeeded && !opened {
+            state = OpState::RefundPending;
+            r.outcome = TapOutcome::TryAgain;
+        }
+
+        let t = Instant::now();
+        let tr = Transition {
+            to: state,
+            reference_no: r.reference_no.clone(),
+            response_code: r.response_code.clone(),
+            gate_opened: Some(opened),
+            reason: (state != OpState::Succeeded).then(|| r.message.clone()),
+            at_ms: st.now_ms(),
+            ..Transition::default()
+        };
+        let pref = partner_ref.clone();
+        if let Err(e) = st.journal.run(move |j| j.transition(&pref, &tr)).await {
+            // The row stays PENDING: startup recovery and the reconciler resolve it by query.
+            tracing::error!(lane = %self.cfg.name, fare_ref = %partner_ref, error = %e,
+                "journal write after the payment failed; the reconciler will resolve it");
+        }
+        // Journeys: a paid tap-in opens one; a tap-out that let the passenger out closes it.
+        let at = st.now_ms();
+        let journey_result = match (self.cfg.direction, opened) {
+            (Direction::In, true) => {
+                let (k, s, p) = (pan_key.clone(), station_id.clone(), partner_ref.clone());
+                st.journal
+                    .run(move |j| j.open_journey(&k, &s, &p, at).map(|_| ()))
+                    .await
+            }
+            (Direction::Out, true) => match journey {
+                Some(jy) => {
+                    let p = partner_ref.clone();
+                    st.journal
+                        .run(move |j| {
+                            j.close_journey(jy.id, JourneyState::Closed, Some(&p), Some(amount), at)
+                        })
+                        .await
+                }
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        };
+        if let Err(e) = journey_result {
+            tracing::error!(lane = %self.cfg.name, fare_ref = %partner_ref, error = %e,
+                "journey update failed");
+        }
+        r.timings.settle_us = micros(t);
+        r.timings.total_us = micros(started);
+
+        if timed_out {
+            let st2 = st.clone();
+            let lane = self.cfg.name.clone();
+            let handle = tokio::spawn(async move {
+                if let Ok(late) = rx.await {
+                    record_late_reply(&st2, &lane, &partner_ref, opened, &late).await;
+                }
+            });
+            st.inflight.lock().await.push(handle);
+        }
+        r
+    }
+
+    fn journal_down(&self, mut r: TapReport, why: &str, started: Instant) -> TapReport {
+        r.outcome = TapOutcome::JournalUnavailable;
+        r.opened = false;
+        r.message = format!("journal unavailable, taps refused until it recovers: {why}");
+        r.timings.total_us = micros(started);
+        r
+    }
+}
+
+/// Journals a payment reply that arrived after the gate had decided.
+async fn record_late_reply(st: &Station, lane: &str, partner_ref: &str, opened: bool, o: &PayOutcome) {
+    let to = policy::resolve(Some(opened), pay_result(o));
+    if to == OpState::Unknown {
+        // Still unknown: the reconciler resolves it by query.
+        return;
+    }
+    let (reference_no, response_code) = match o {
+        PayOutcome::Success {
+            reference_no,
+            response_code,
+        } => (reference_no.clone(), Some(response_code.clone())),
+        PayOutcome::Declined { response_code, .. } | PayOutcome::Refused { response_code, .. } => {
+            (None, Some(response_code.clone()))
+        }
+        PayOutcome::Unknown { response_code, .. } => (None, response_code.clone()),
+    };
+    let tr = Transition {
+        to,
+        reference_no,
+        response_code: response_code.clone(),
+        reason: Some(match to {
+            OpState::RefundPending => "paid after the decision deadline; gate stayed shut".into(),
+            OpState::Declined if opened => {
+                "released at exit on an unknown outcome; payment later declined: fare not collected"
+                    .into()
+            }
+            _ => "late reply".into(),
+        }),
+        at_ms: st.now_ms(),
+        ..Transition::default()
+    };
+    let pref = partner_ref.to_string();
+    match st.journal.run(move |j| j.transition(&pref, &tr)).await {
+        Ok(_) => tracing::info!(
+            target: "tapgate::fare",
+            lane,
+            fare_ref = partner_ref,
+            state = to.as_str(),
+            response_code = response_code.as_deref().unwrap_or("-"),
+            "late payment reply journaled"
+        ),
+        Err(e) => tracing::error!(lane, fare_ref = partner_ref, error = %e,
+            "journal write of a late reply failed; the reconciler will resolve it"),
+    }
+}
+
+/// Maps an aggregator outcome onto the policy's view.
+pub fn pay_result(o: &PayOutcome) -> PayResult {
+    match o {
+        PayOutcome::Success { .. } => PayResult::Success,
+        PayOutcome::Declined { .. } => PayResult::Declined,
+        PayOutcome::Refused { .. } => PayResult::Refused,
+        PayOutcome::Unknown { .. } => PayResult::Unknown,
+    }
+}
+
+fn apply_outcome_fields(r: &mut TapReport, o: &PayOutcome) {
+    match o {
+        PayOutcome::Success {
+            reference_no,
+            response_code,
+        } => {
+            r.reference_no = reference_no.clone();
+            r.response_code = Some(response_code.clone());
+            r.message = "paid".into();
+        }
+        PayOutcome::Declined {
+            response_code,
+            message,
+        } => {
+            r.response_code = Some(response_code.clone());
+            r.message = format!("declined by issuer: {message}");
+        }
+        PayOutcome::Refused {
+            response_code,
+            message,
+            ..
+        } => {
+            r.response_code = Some(response_code.clone());
+            r.message = format!("refused by aggregator: {message}");
+        }
+        PayOutcome::Unknown {
+            response_code,
+            reason,
+        } => {
+            r.response_code = response_code.clone();
+            r.message = format!("outcome unknown, will be resolved by query: {reason}");
+        }
+    }
+}
+
+/// A `partnerReferenceNo`: `TG` + station + lane digest + local time to the millisecond + 6
+/// random digits. Unique per gate without coordination, at most 46 characters, alphanumeric.
+pub fn new_partner_reference(station: &str, lane: &str, now: &jiff::Zoned) -> String {
+    let lane_tag: u32 = lane.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % 100;
+    format!(
+        "TG{station}{lane_tag:02}{}{:06}",
+        now.strftime("%y%m%d%H%M%S%3f"),
+        rand::random::<u32>() % 1_000_000
+    )
+}
+
+fn micros(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// One structured event per tap: what a technician greps for in `journalctl -u tapgate`.
+pub fn log_tap(r: &TapReport) {
+    let t = &r.timings;
+    tracing::info!(
+        target: "tapgate::tap",
+        lane = %r.lane,
+        direction = r.direction.as_str(),
+        outcome = r.outcome.as_str(),
+        opened = r.opened,
+        fare_ref = r.partner_reference_no.as_deref().unwrap_or("-"),
+        amount = r.amount.unwrap_or(0),
+        nns = r.nns.as_deref().unwrap_or("-"),
+        pan = r.pan_masked.as_deref().unwrap_or("-"),
+        response_code = r.response_code.as_deref().unwrap_or("-"),
+        read_us = t.read_us,
+        decode_us = t.decode_us,
+        journal_us = t.journal_us,
+        aggregator_us = t.aggregator_us,
+        relay_us = t.relay_us,
+        settle_us = t.settle_us,
+        total_us = t.total_us,
+        "tap {}: {}",
+        r.outcome.as_str(),
+        r.message
+    );
+}

@@ -1,0 +1,334 @@
+//! The reconciler: drives every uncertain payment to a final state by query, and every owed
+//! refund by refund, with exponential backoff and full jitter. Nothing is ever re-sent as a new
+//! payment. The decisions are pure functions ([`plan_step`], [`after_query`],
+//! [`after_refund`], [`backoff_ms`]); [`Reconciler`] carries them out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::aggregator::{QueryOutcome, RefundOutcome, TxStatus};
+use crate::config::ReconcilerConfig;
+use crate::daemon::station::Station;
+use crate::fare::policy::{self, PayResult};
+use crate::fare::OpState;
+use crate::journal::{OpRow, Transition};
+
+/// What to do next with one operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing yet (in flight, or not due).
+    Wait,
+    /// Ask the aggregator what became of the payment.
+    Query,
+    /// Refund the payment (gate did not open).
+    Refund,
+    /// Give up and ask a person, with the reason.
+    Attention(String),
+}
+
+/// Decides the next step for a non-final row at `now_ms`. `in_flight_ms` is how long a PENDING
+/// row may belong to a tap still waiting for its reply.
+pub fn plan_step(row: &OpRow, now_ms: i64, cfg: &ReconcilerConfig, in_flight_ms: i64) -> Step {
+    let age_ms = now_ms.saturating_sub(row.created_at_ms);
+    let too_old = age_ms > i64::try_from(cfg.attention_after_minutes.saturating_mul(60_000)).unwrap_or(i64::MAX);
+    if row.state.is_final() {
+        return Step::Wait;
+    }
+    if row.attempts >= cfg.max_attempts || too_old {
+        return Step::Attention(format!(
+            "still {} after {} attempts and {} minutes",
+            row.state,
+            row.attempts,
+            age_ms / 60_000
+        ));
+    }
+    if row.next_attempt_at_ms.is_some_and(|t| t > now_ms) {
+        return Step::Wait;
+    }
+    match row.state {
+        OpState::Pending if age_ms < in_flight_ms => Step::Wait,
+        OpState::Pending | OpState::Unknown => Step::Query,
+        OpState::RefundPending if row.reference_no.is_none() => Step::Query,
+        OpState::RefundPending => Step::Refund,
+        _ => Step::Wait,
+    }
+}
+
+/// Retry delay for `attempt` (0-based): uniform in `[0, min(cap, base·2^attempt)]` with
+/// `jitter` in `[0, 1)` (full jitter: spreads a fleet's retries after an outage).
+pub fn backoff_ms(attempt: u32, base_ms: u64, cap_ms: u64, jitter: f64) -> u64 {
+    let exp = base_ms.saturating_mul(1u64.checked_shl(attempt.min(40)).unwrap_or(u64::MAX));
+    let ceiling = exp.min(cap_ms);
+    // Truncation is the intent: a delay in whole milliseconds.
+    (ceiling as f64 * jitter.clamp(0.0, 1.0)) as u64
+}
+
+fn retry(row: &OpRow, now_ms: i64, cfg: &ReconcilerConfig, why: String) -> Transition {
+    let delay = backoff_ms(row.attempts, cfg.backoff_base_ms, cfg.backoff_cap_ms, rand::random());
+    Transition {
+        to: row.state,
+        next_attempt_at_ms: Some(now_ms.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX))),
+        reason: Some(why),
+        bump_attempts: true,
+        at_ms: now_ms,
+        ..Transition::default()
+    }
+}
+
+/// The transition a query answer leads to.
+pub fn after_query(row: &OpRow, q: &QueryOutcome, now_ms: i64, cfg: &ReconcilerConfig) -> Transition {
+    let done = |to: OpState, reference_no: Option<String>, code: &str, why: &str| Transition {
+        to,
+        reference_no,
+        response_code: Some(code.to_string()),
+        reason: Some(why.to_string()),
+        bump_attempts: true,
+        at_ms: now_ms,
+        ..Transition::default()
+    };
+    match q {
+        QueryOutcome::Status {
+            status,
+            reference_no,
+            response_code,
+        } => match status {
+            TxStatus::Success => {
+                let mut to = policy::resolve(row.gate_opened, PayResult::Success);
+                if row.state == OpState::RefundPending {
+                    to = OpState::RefundPending;
+                }
+                let why = if to == OpState::RefundPending {
+                    "query: paid, but the gate did not open: refund owed"
+                } else {
+                    "query: paid"
+                };
+                let mut t = done(to, reference_no.clone(), response_code, why);
+                if to == OpState::RefundPending && reference_no.is_none() && row.reference_no.is_none() {
+                    t = retry(row, now_ms, cfg, "query: paid but no referenceNo to refund against".into());
+                }
+                t
+            }
+            TxStatus::Failed | TxStatus::Cancelled | TxStatus::NotFound => {
+                done(OpState::Declined, None, response_code, &format!("query: {status:?}"))
+            }
+            TxStatus::Refunded => done(OpState::Refunded, reference_no.clone(), response_code, "query: refunded"),
+            TxStatus::Initiated | TxStatus::Paying | TxStatus::Pending => {
+                retry(row, now_ms, cfg, format!("query: {status:?}, polling"))
+            }
+        },
+        QueryOutcome::NotFound { response_code } => {
+            let grace = i64::try_from(cfg.not_found_after_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+            if now_ms.saturating_sub(row.created_at_ms) >= grace {
+                done(OpState::Declined, None, response_code, "query: aggregator has no such payment")
+            } else {
+                retry(row, now_ms, cfg, "query: not found yet".into())
+            }
+        }
+        QueryOutcome::Unavailable { reason } => retry(row, now_ms, cfg, format!("query unavailable: {reason}")),
+        QueryOutcome::Refused {
+            response_code,
+            message,
+        } => retry(row, now_ms, cfg, format!("query refused {response_code}: {message}")),
+    }
+}
+
+/// The transition a refund answer leads to.
+pub fn after_refund(row: &OpRow, r: &RefundOutcome, now_ms: i64, cfg: &ReconcilerConfig) -> Transition {
+    match r {
+        RefundOutcome::Refunded {
+            refund_no,
+            response_code,
+        } => Transition {
+            to: OpState::Refunded,
+            response_code: Some(response_code.clone()),
+            refund_no: refund_no.clone(),
+            refund_amount: Some(row.amount),
+            reason: Some("refunded".into()),
+            bump_attempts: true,
+            at_ms: now_ms,
+            ..Transition::default()
+        },
+        RefundOutcome::Unavailable { reason } => retry(row, now_ms, cfg, format!("refund unavailable: {reason}")),
+        RefundOutcome::Refused {
+            response_code,
+            message,
+        } => Transition {
+            to: OpState::Attention,
+            response_code: Some(response_code.clone()),
+            reason: Some(format!("refund refused {response_code}: {message}")),
+            bump_attempts: true,
+            at_ms: now_ms,
+            ..Transition::default()
+        },
+    }
+}
+
+/// Carries out the reconciler's steps against the station's journal and aggregator.
+pub struct Reconciler {
+    station: Arc<Station>,
+}
+
+/// What one pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassStats {
+    /// Operations looked at.
+    pub seen: usize,
+    /// Queries sent.
+    pub queries: usize,
+    /// Refunds sent.
+    pub refunds: usize,
+    /// Operations moved to ATTENTION.
+    pub attention: usize,
+}
+
+impl Reconciler {
+    /// A reconciler for `station`.
+    pub fn new(station: Arc<Station>) -> Self {
+        Reconciler { station }
+    }
+
+    fn in_flight_ms(&self) -> i64 {
+        let c = &self.station.config;
+        i64::try_from(
+            c.policy
+                .decision_deadline_ms
+                .saturating_add(c.aggregator.request_timeout_ms)
+                .saturating_add(5_000),
+        )
+        .unwrap_or(i64::MAX)
+    }
+
+    /// Startup recovery: every PENDING row was left by a process that died between journal and
+    /// reply. It becomes UNKNOWN (resolved by query), never re-sent.
+    pub async fn recover_pending(&self) -> Result<usize, crate::journal::JournalError> {
+        let now = self.station.now_ms();
+        self.station
+            .journal
+            .run(move |j| {
+                let rows = j.list(&crate::journal::OpFilter {
+                    state: Some(OpState::Pending),
+                    ..Default::default()
+                })?;
+                let n = rows.len();
+                for row in rows {
+                    j.transition(
+                        &row.partner_reference_no,
+                        &Transition {
+                            to: OpState::Unknown,
+                            reason: Some("found PENDING at startup: process stopped mid-payment".into()),
+                            at_ms: now,
+                            ..Transition::default()
+                        },
+                    )?;
+                }
+                Ok(n)
+            })
+            .await
+    }
+
+    /// One pass over the due operations.
+    pub async fn pass(&self) -> Result<PassStats, crate::journal::JournalError> {
+        let st = &self.station;
+        let now = st.now_ms();
+        let rows = st.journal.run(move |j| j.due(now, 64)).await?;
+        let mut stats = PassStats::default();
+        let cfg = &st.config.reconciler;
+        for row in rows {
+            stats.seen += 1;
+            let now = st.now_ms();
+            let t = match plan_step(&row, now, cfg, self.in_flight_ms()) {
+                Step::Wait => continue,
+                Step::Attention(why) => {
+                    stats.attention += 1;
+                    tracing::warn!(target: "tapgate::fare", fare_ref = %row.partner_reference_no,
+                        lane = %row.lane, reason = %why, "operation needs ATTENTION");
+                    Transition {
+                        to: OpState::Attention,
+                        reason: Some(why),
+                        at_ms: now,
+                        ..Transition::default()
+                    }
+                }
+                Step::Query => {
+                    stats.queries += 1;
+                    let q = st.aggregator.query(&row.partner_reference_no).await;
+                    after_query(&row, &q, st.now_ms(), cfg)
+                }
+                Step::Refund => {
+                    stats.refunds += 1;
+                    let reference = row.reference_no.clone().unwrap_or_default();
+                    let r = st
+                        .aggregator
+                        .refund(&row.partner_reference_no, &reference, row.amount, "gate did not open")
+                        .await;
+                    after_refund(&row, &r, st.now_ms(), cfg)
+                }
+            };
+            let to = t.to;
+            let pref = row.partner_reference_no.clone();
+            let reason = t.reason.clone().unwrap_or_default();
+            st.journal.run(move |j| j.transition(&pref, &t).map(|_| ())).await?;
+            if to != row.state {
+                tracing::info!(target: "tapgate::fare", fare_ref = %row.partner_reference_no,
+                    lane = %row.lane, from = row.state.as_str(), to = to.as_str(), reason = %reason,
+                    "operation state changed");
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Runs passes until every operation is final or `limit` passes; returns the non-final count.
+    pub async fn run_until_settled(&self, limit: Duration) -> Result<usize, crate::journal::JournalError> {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            self.pass().await?;
+            let open = self
+                .station
+                .journal
+                .run(|j| {
+                    Ok(j.counts_by_state()?
+                        .into_iter()
+                        .filter(|(s, _)| !s.is_final())
+                        .map(|(_, n)| n as usize)
+                        .sum::<usize>())
+                })
+                .await?;
+            if open == 0 || tokio::time::Instant::now() >= until {
+                return Ok(open);
+            }
+            tokio::time::sleep(Duration::from_millis(self.station.config.reconciler.interval_ms.min(250))).await;
+        }
+    }
+
+    /// The background loop: a pass every `interval_ms` until `stop` fires. Stops between
+    /// operations, never in the middle of one.
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let every = Duration::from_millis(self.station.config.reconciler.interval_ms);
+        loop {
+            if let Err(e) = self.pass().await {
+                tracing::warn!(target: "tapgate::fare", error = %e, "reconciler pass failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff_ms(0, 2000, 300_000, 0.999_999), 1999);
+        assert_eq!(backoff_ms(3, 2000, 300_000, 0.5), 8000);
+        assert_eq!(backoff_ms(30, 2000, 300_000, 0.5), 150_000);
+        assert_eq!(backoff_ms(200, 2000, 300_000, 1.0), 300_000);
+        assert_eq!(backoff_ms(5, 2000, 300_000, 0.0), 0);
+    }
+}

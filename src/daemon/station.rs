@@ -1,0 +1,234 @@
+//! The station context shared by every lane: config, tariff, journal, aggregator, clock and
+//! the passenger key.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::aggregator::Aggregator;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::fare::tariff::Tariff;
+use crate::journal::{Journal, JournalError};
+
+/// Why the daemon cannot start. Always fatal: fix the config or the files it names.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The config is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A secret file is missing or unreadable.
+    #[error("cannot read {what} from {path}: {source}")]
+    Secret {
+        /// Which secret.
+        what: &'static str,
+        /// Where it was looked for.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A key could not be used.
+    #[error("{what} in {path}: {source}")]
+    Key {
+        /// Which key.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: crate::snap::sign::KeyError,
+    },
+    /// The journal could not be opened.
+    #[error("journal {path}: {source}")]
+    Journal {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: JournalError,
+    },
+    /// The SNAP client could not be built.
+    #[error("aggregator client: {0}")]
+    Client(String),
+}
+
+/// Hashes PANs into passenger keys with a per-installation secret, so the journal can link a
+/// tap-out to its tap-in without ever holding a PAN.
+#[derive(Clone)]
+pub struct PassengerKey([u8; 32]);
+
+impl std::fmt::Debug for PassengerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PassengerKey(<secret>)")
+    }
+}
+
+impl PassengerKey {
+    /// A key from raw bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        PassengerKey(bytes)
+    }
+
+    /// Loads the key file, creating it (random, mode 0600) when missing.
+    pub fn load_or_create(path: &Path) -> Result<PassengerKey, std::io::Error> {
+        match std::fs::read(path) {
+            Ok(bytes) if bytes.len() >= 32 => {
+                let mut k = [0u8; 32];
+                k.copy_from_slice(&bytes[..32]);
+                Ok(PassengerKey(k))
+            }
+            Ok(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "passenger key file is shorter than 32 bytes",
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let k: [u8; 32] = rand::random();
+                write_private_file(path, &k)?;
+                Ok(PassengerKey(k))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The passenger key of a PAN: hex of the first 16 bytes of HMAC-SHA256.
+    pub fn of(&self, pan_digits: &str) -> String {
+        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.0) {
+            Ok(m) => m,
+            Err(_) => return String::new(),
+        };
+        mac.update(pan_digits.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+}
+
+/// Creates a new file readable only by its owner, durably.
+fn write_private_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// The journal, shared by lanes and the reconciler. rusqlite connections are not `Sync`, and
+/// every write fsyncs: calls run on the blocking pool, one at a time.
+#[derive(Clone)]
+pub struct JournalHandle(Arc<Mutex<Journal>>);
+
+impl JournalHandle {
+    /// Wraps an open journal.
+    pub fn new(j: Journal) -> Self {
+        JournalHandle(Arc::new(Mutex::new(j)))
+    }
+
+    /// Runs `f` with the journal on the blocking pool.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Journal) -> Result<T, JournalError> + Send + 'static,
+    {
+        let inner = self.0.clone();
+        match tokio::task::spawn_blocking(move || {
+            let mut guard = inner.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut guard)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => Err(JournalError::Task(e.to_string())),
+        }
+    }
+}
+
+/// Everything the lanes of one station share.
+pub struct Station {
+    /// The config.
+    pub config: Arc<Config>,
+    /// The tariff.
+    pub tariff: Tariff,
+    /// The journal.
+    pub journal: JournalHandle,
+    /// The aggregator.
+    pub aggregator: Arc<Aggregator>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// PAN → passenger key.
+    pub passenger_key: PassengerKey,
+    /// Late payment replies still being awaited (after a missed deadline).
+    pub(crate) inflight: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Station {
+    /// Assembles a station from its parts.
+    pub fn new(
+        config: Arc<Config>,
+        journal: Journal,
+        aggregator: Aggregator,
+        clock: Arc<dyn Clock>,
+        passenger_key: PassengerKey,
+    ) -> Arc<Station> {
+        Arc::new(Station {
+            tariff: Tariff::from_config(&config.tariff),
+            config,
+            journal: JournalHandle::new(journal),
+            aggregator: Arc::new(aggregator),
+            clock,
+            passenger_key,
+            inflight: tokio::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Milliseconds since the Unix epoch, from the station clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now().timestamp().as_millisecond()
+    }
+
+    /// Waits until every late payment reply has been journaled (shutdown, `tapgate tap`).
+    pub async fn drain(&self) {
+        let handles: Vec<_> = std::mem::take(&mut *self.inflight.lock().await);
+        for h in handles {
+            let _ = h.await;
+        }
+    }
+}
+
+/// Reads a secret file, trimming one trailing newline (editors add it; secrets never end in one).
+pub fn read_secret(what: &'static str, path: &Path) -> Result<String, StartupError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+        .map_err(|source| StartupError::Secret {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passenger_key_is_stable_and_keyed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k");
+        let a = PassengerKey::load_or_create(&path).expect("create");
+        let b = PassengerKey::load_or_create(&path).expect("reload");
+        assert_eq!(a.of("9360000211219862952"), b.of("9360000211219862952"));
+        assert_ne!(a.of("9360000211219862952"), a.of("9360000211219862953"));
+        let other = PassengerKey::from_bytes([7; 32]);
+        assert_ne!(a.of("9360000211219862952"), other.of("9360000211219862952"));
+        assert_eq!(a.of("9360000211219862952").len(), 32);
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

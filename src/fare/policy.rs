@@ -1,0 +1,334 @@
+//! Lane policy: what a tap means and what each payment result makes the gate do. Pure: takes
+//! facts (the open journey, the result, the station's policy) and returns decisions.
+
+use std::collections::HashMap;
+
+use super::tariff::{FareRule, Tariff};
+use super::{Direction, OpState, Rupiah};
+use crate::config::{AntiPassback, PolicyConfig, UnknownAtExit};
+
+/// What the passenger experiences, for logs, metrics, feedback and `tapgate tap`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TapOutcome {
+    /// Paid; gate opened.
+    Approved,
+    /// Exit with an unknown payment outcome, let out by policy; settled later.
+    Released,
+    /// The issuer declined (insufficient funds, blocked...): no money moved, gate shut.
+    Declined,
+    /// Our side was refused (auth, bad request, unreachable): no money moved, gate shut; alert.
+    Refused,
+    /// No answer in time: the gate stays shut, tap again. A late success is refunded.
+    TryAgain,
+    /// The wallet's QRIS TAP screen was not open.
+    WalletNotReady,
+    /// The phone could not be read (pulled away, reader error).
+    ReadFailed,
+    /// The payload is not a valid QRIS TAP payload.
+    InvalidPayload,
+    /// Same passenger at the same lane within the debounce window: the same tap, ignored.
+    Duplicate,
+    /// Tap-in while a journey is open, refused by anti-passback.
+    Passback,
+    /// The journal cannot be written: no money may move without a record.
+    JournalUnavailable,
+    /// Free-exit (emergency) mode: no validation, gates held open.
+    FreeExit,
+}
+
+impl TapOutcome {
+    /// Spelling for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TapOutcome::Approved => "approved",
+            TapOutcome::Released => "released",
+            TapOutcome::Declined => "declined",
+            TapOutcome::Refused => "refused",
+            TapOutcome::TryAgain => "try_again",
+            TapOutcome::WalletNotReady => "wallet_not_ready",
+            TapOutcome::ReadFailed => "read_failed",
+            TapOutcome::InvalidPayload => "invalid_payload",
+            TapOutcome::Duplicate => "duplicate",
+            TapOutcome::Passback => "passback",
+            TapOutcome::JournalUnavailable => "journal_unavailable",
+            TapOutcome::FreeExit => "free_exit",
+        }
+    }
+}
+
+/// An open journey as the policy needs to see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenJourney {
+    /// Journal id.
+    pub id: i64,
+    /// Where it began.
+    pub entry_station: String,
+    /// The tap-in payment.
+    pub tap_in_ref: String,
+}
+
+/// What to do with a decoded tap before any money moves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Pay `amount`. On tap-out, `journey` is the tap-in being closed; `close_first` is a
+    /// journey to close at the maximum fare before a tap-in (anti-passback `close_at_max_fare`).
+    Pay {
+        /// Hold (tap-in) or fare (tap-out).
+        amount: Rupiah,
+        /// How a tap-out fare was found (`None` on tap-in).
+        rule: Option<FareRule>,
+        /// The journey a tap-out closes.
+        journey: Option<OpenJourney>,
+        /// A stale journey to close before this tap-in.
+        close_first: Option<OpenJourney>,
+    },
+    /// Refuse without paying.
+    Refuse(TapOutcome),
+}
+
+/// Decides a tap given the passenger's open journey (if any).
+pub fn plan(
+    direction: Direction,
+    station: &str,
+    open: Option<OpenJourney>,
+    tariff: &Tariff,
+    policy: &PolicyConfig,
+) -> Plan {
+    match direction {
+        Direction::In => match (open, policy.anti_passback) {
+            (Some(_), AntiPassback::Refuse) => Plan::Refuse(TapOutcome::Passback),
+            (open, _) => Plan::Pay {
+                amount: tariff.hold_at_entry(station),
+                rule: None,
+                journey: None,
+                close_first: open,
+            },
+        },
+        Direction::Out => {
+            let (amount, rule) = tariff.fare(open.as_ref().map(|j| j.entry_station.as_str()), station);
+            Plan::Pay {
+                amount,
+                rule: Some(rule),
+                journey: open,
+                close_first: None,
+            }
+        }
+    }
+}
+
+/// A payment's result as the policy sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayResult {
+    /// Confirmed paid.
+    Success,
+    /// The issuer declined.
+    Declined,
+    /// Refused on our side before any money moved.
+    Refused,
+    /// Money may have moved.
+    Unknown,
+}
+
+/// What the gate does right after the payment call (or its deadline).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Pulse the relay.
+    pub open_gate: bool,
+    /// The journal state to record.
+    pub state: OpState,
+    /// What the passenger sees.
+    pub outcome: TapOutcome,
+}
+
+/// The verdict at decision time. `None` result means the deadline passed with no answer.
+pub fn verdict(direction: Direction, result: Option<PayResult>, policy: &PolicyConfig) -> Verdict {
+    let shut = |state, outcome| Verdict {
+        open_gate: false,
+        state,
+        outcome,
+    };
+    match result {
+        Some(PayResult::Success) => Verdict {
+            open_gate: true,
+            state: OpState::Succeeded,
+            outcome: TapOutcome::Approved,
+        },
+        Some(PayResult::Declined) => shut(OpState::Declined, TapOutcome::Declined),
+        Some(PayResult::Refused) => shut(OpState::Declined, TapOutcome::Refused),
+        Some(PayResult::Unknown) | None => match (direction, policy.unknown_at_exit) {
+            (Direction::Out, UnknownAtExit::Open) => Verdict {
+                open_gate: true,
+                state: OpState::Unknown,
+                outcome: TapOutcome::Released,
+            },
+            _ => shut(OpState::Unknown, TapOutcome::TryAgain),
+        },
+    }
+}
+
+/// The state an uncertain operation moves to once its result is learned (a late reply, or
+/// the reconciler's query). `gate_opened` is what the journal knows: `None` (crashed before it
+/// was recorded) counts as not opened, so a passenger is never charged for a gate that may
+/// have stayed shut.
+pub fn resolve(gate_opened: Option<bool>, result: PayResult) -> OpState {
+    match result {
+        PayResult::Success if gate_opened == Some(true) => OpState::Succeeded,
+        PayResult::Success => OpState::RefundPending,
+        PayResult::Declined | PayResult::Refused => OpState::Declined,
+        PayResult::Unknown => OpState::Unknown,
+    }
+}
+
+/// Remembers recent passengers per lane: the same passenger within the window is the same tap.
+#[derive(Debug, Default)]
+pub struct Debouncer {
+    window_ms: i64,
+    last: HashMap<String, i64>,
+}
+
+impl Debouncer {
+    /// A debouncer with a window in milliseconds.
+    pub fn new(window_ms: u64) -> Self {
+        Debouncer {
+            window_ms: i64::try_from(window_ms).unwrap_or(i64::MAX),
+            last: HashMap::new(),
+        }
+    }
+
+    /// Whether `key` tapped within the window before `now_ms`; records this tap either way, so
+    /// a phone held at the gate keeps extending its window.
+    pub fn is_repeat(&mut self, key: &str, now_ms: i64) -> bool {
+        if self.last.len() > 256 {
+            let window = self.window_ms;
+            self.last.retain(|_, at| now_ms.saturating_sub(*at) < window);
+        }
+        let repeat = self
+            .last
+            .get(key)
+            .is_some_and(|at| now_ms.saturating_sub(*at) < self.window_ms);
+        self.last.insert(key.to_string(), now_ms);
+        repeat
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StaleJourney;
+
+    fn policy(unknown_at_exit: UnknownAtExit, anti_passback: AntiPassback) -> PolicyConfig {
+        PolicyConfig {
+            decision_deadline_ms: 1000,
+            debounce_ms: 3000,
+            anti_passback,
+            unknown_at_exit,
+            max_trip_minutes: 240,
+            stale_journey: StaleJourney::MaxFare,
+        }
+    }
+
+    fn journey(entry: &str) -> OpenJourney {
+        OpenJourney {
+            id: 7,
+            entry_station: entry.into(),
+            tap_in_ref: "TGREF".into(),
+        }
+    }
+
+    #[test]
+    fn gate_opens_only_on_success_or_released_exit() {
+        for dir in [Direction::In, Direction::Out] {
+            for uae in [UnknownAtExit::Open, UnknownAtExit::KeepClosed] {
+                let p = policy(uae, AntiPassback::Refuse);
+                for r in [
+                    None,
+                    Some(PayResult::Success),
+                    Some(PayResult::Declined),
+                    Some(PayResult::Refused),
+                    Some(PayResult::Unknown),
+                ] {
+                    let v = verdict(dir, r, &p);
+                    let released =
+                        dir == Direction::Out && uae == UnknownAtExit::Open && v.state == OpState::Unknown;
+                    assert_eq!(
+                        v.open_gate,
+                        r == Some(PayResult::Success) || released,
+                        "{dir:?} {uae:?} {r:?}"
+                    );
+                    if r == Some(PayResult::Declined) || r == Some(PayResult::Refused) {
+                        assert_eq!(v.state, OpState::Declined);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tap_in_unknown_is_try_again() {
+        let v = verdict(Direction::In, None, &policy(UnknownAtExit::Open, AntiPassback::Refuse));
+        assert_eq!(v.outcome, TapOutcome::TryAgain);
+        assert_eq!(v.state, OpState::Unknown);
+    }
+
+    #[test]
+    fn late_success_without_an_open_gate_is_refunded() {
+        assert_eq!(resolve(Some(false), PayResult::Success), OpState::RefundPending);
+        assert_eq!(resolve(None, PayResult::Success), OpState::RefundPending);
+        assert_eq!(resolve(Some(true), PayResult::Success), OpState::Succeeded);
+        assert_eq!(resolve(Some(true), PayResult::Declined), OpState::Declined);
+        assert_eq!(resolve(None, PayResult::Unknown), OpState::Unknown);
+    }
+
+    #[test]
+    fn anti_passback_refuses_or_closes_first() {
+        let t = Tariff::Flat(Rupiah(3500));
+        let refuse = policy(UnknownAtExit::Open, AntiPassback::Refuse);
+        assert_eq!(
+            plan(Direction::In, "BLM", Some(journey("BLM")), &t, &refuse),
+            Plan::Refuse(TapOutcome::Passback)
+        );
+        let close = policy(UnknownAtExit::Open, AntiPassback::CloseAtMaxFare);
+        match plan(Direction::In, "BLM", Some(journey("BLM")), &t, &close) {
+            Plan::Pay { close_first, amount, .. } => {
+                assert_eq!(close_first, Some(journey("BLM")));
+                assert_eq!(amount, Rupiah(3500));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn exit_without_entry_pays_the_maximum() {
+        let t = Tariff::Matrix {
+            stations: vec!["A".into(), "B".into()],
+            fares: vec![vec![3000, 5000], vec![5000, 3000]],
+        };
+        let p = policy(UnknownAtExit::Open, AntiPassback::Refuse);
+        match plan(Direction::Out, "A", None, &t, &p) {
+            Plan::Pay { amount, rule, .. } => {
+                assert_eq!(amount, Rupiah(5000));
+                assert_eq!(rule, Some(FareRule::UnknownEntry));
+            }
+            other => panic!("{other:?}"),
+        }
+        match plan(Direction::Out, "A", Some(journey("A")), &t, &p) {
+            Plan::Pay { amount, journey, .. } => {
+                assert_eq!(amount, Rupiah(3000));
+                assert!(journey.is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn debounce_window() {
+        let mut d = Debouncer::new(3000);
+        assert!(!d.is_repeat("p1", 0));
+        assert!(d.is_repeat("p1", 2999));
+        assert!(!d.is_repeat("p2", 3000));
+        // Held on the reader: each read extends the window.
+        assert!(d.is_repeat("p1", 5000));
+        assert!(!d.is_repeat("p1", 8001));
+    }
+}
