@@ -474,7 +474,10 @@ impl Config {
             return Err(("station.latitude".into(), "must be within -90..90".into()));
         }
         if !(-180.0..=180.0).contains(&s.longitude) {
-            return Err(("station.longitude".into(), "must be within -180..180".into()));
+            return Err((
+                "station.longitude".into(),
+                "must be within -180..180".into(),
+            ));
         }
         if jiff::tz::TimeZone::get(&s.timezone).is_err() {
             return Err((
@@ -548,7 +551,10 @@ impl Config {
             ));
         }
         if p.max_trip_minutes == 0 {
-            return Err(("policy.max_trip_minutes".into(), "must be above zero".into()));
+            return Err((
+                "policy.max_trip_minutes".into(),
+                "must be above zero".into(),
+            ));
         }
         let a = &self.aggregator;
         let scheme_ok = a.base_url.starts_with("https://") || a.base_url.starts_with("http://");
@@ -630,7 +636,8 @@ fn table_at(text: &str, offset: usize) -> Option<String> {
     let before = text.get(..offset).unwrap_or(text);
     before.lines().rev().find_map(|l| {
         let l = l.trim();
-        l.starts_with('[').then(|| l.trim_matches(|c| c == '[' || c == ']').to_string())
+        l.starts_with('[')
+            .then(|| l.trim_matches(|c| c == '[' || c == ']').to_string())
     })
 }
 
@@ -689,7 +696,10 @@ fn locate_key(text: &str, key: &str) -> Option<(usize, usize)> {
             return Some((n + 1, col));
         }
         // Inline tables: `card_source = { kind = "pcsc", reader = "..." }`.
-        if l.contains('=') && want.len() == current.len() + 1 && matches_path(&current, &want[..current.len()]) {
+        if l.contains('=')
+            && want.len() == current.len() + 1
+            && matches_path(&current, &want[..current.len()])
+        {
             if let Some(last) = want.last() {
                 if key_here == last.0 && l.contains(&format!("{leaf} ")) {
                     let col = raw.find(leaf).map_or(1, |c| c + 1);
@@ -743,12 +753,18 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("debounse_ms"));
         assert!(e.message.contains("unknown field"), "{}", e.message);
         let shown = e.to_string();
-        assert!(shown.starts_with(&format!("station.toml:{}:", line.unwrap_or(0))), "{shown}");
+        assert!(
+            shown.starts_with(&format!("station.toml:{}:", line.unwrap_or(0))),
+            "{shown}"
+        );
     }
 
     #[test]
     fn wrong_type_names_the_line() {
-        let text = DEMO.replace("decision_deadline_ms = 800", "decision_deadline_ms = \"fast\"");
+        let text = DEMO.replace(
+            "decision_deadline_ms = 800",
+            "decision_deadline_ms = \"fast\"",
+        );
         let e = parse(&text).expect_err("string for a number");
         let line = text
             .lines()
@@ -761,8 +777,15 @@ mod tests {
     fn bad_direction_is_rejected_with_its_line() {
         let text = DEMO.replace("direction = \"out\"", "direction = \"sideways\"");
         let e = parse(&text).expect_err("bad enum");
-        assert!(e.message.contains("sideways") || e.message.contains("unknown variant"), "{}", e.message);
-        let line = text.lines().position(|l| l.contains("sideways")).map(|i| i + 1);
+        assert!(
+            e.message.contains("sideways") || e.message.contains("unknown variant"),
+            "{}",
+            e.message
+        );
+        let line = text
+            .lines()
+            .position(|l| l.contains("sideways"))
+            .map(|i| i + 1);
         assert_eq!(e.line, line);
     }
 
@@ -771,7 +794,10 @@ mod tests {
         let text = DEMO.replace("decision_deadline_ms = 800", "decision_deadline_ms = 5");
         let e = parse(&text).expect_err("deadline too short");
         assert_eq!(e.key.as_deref(), Some("policy.decision_deadline_ms"));
-        let line = text.lines().position(|l| l.starts_with("decision_deadline_ms")).map(|i| i + 1);
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("decision_deadline_ms"))
+            .map(|i| i + 1);
         assert_eq!(e.line, line);
 
         let text = DEMO.replace("name = \"out-1\"", "name = \"in-1\"");
@@ -785,7 +811,10 @@ mod tests {
             .map(|(i, _)| i + 1);
         assert_eq!(e.line, second);
 
-        let text = DEMO.replace("base_url = \"http://127.0.0.1:8600\"", "base_url = \"http://h/v1.0\"");
+        let text = DEMO.replace(
+            "base_url = \"http://127.0.0.1:8600\"",
+            "base_url = \"http://h/v1.0\"",
+        );
         let e = parse(&text).expect_err("path in base url");
         assert_eq!(e.key.as_deref(), Some("aggregator.base_url"));
         assert!(e.line.is_some());

@@ -32,12 +32,30 @@ struct Passenger {
     pan: &'static str,
 }
 
-const SARI: Passenger = Passenger { name: "Sari", pan: "9360000201100456781" };
-const BUDI: Passenger = Passenger { name: "Budi", pan: "9360091430100531720" };
-const DEWI: Passenger = Passenger { name: "Dewi", pan: "9360091530271057414" };
-const RINA: Passenger = Passenger { name: "Rina", pan: "9360001417451180859" };
-const JOKO: Passenger = Passenger { name: "Joko", pan: "9360091800123456789" };
-const AYU: Passenger = Passenger { name: "Ayu", pan: "9360000812345678901" };
+const SARI: Passenger = Passenger {
+    name: "Sari",
+    pan: "9360000201100456781",
+};
+const BUDI: Passenger = Passenger {
+    name: "Budi",
+    pan: "9360091430100531720",
+};
+const DEWI: Passenger = Passenger {
+    name: "Dewi",
+    pan: "9360091530271057414",
+};
+const RINA: Passenger = Passenger {
+    name: "Rina",
+    pan: "9360001417451180859",
+};
+const JOKO: Passenger = Passenger {
+    name: "Joko",
+    pan: "9360091800123456789",
+};
+const AYU: Passenger = Passenger {
+    name: "Ayu",
+    pan: "9360000812345678901",
+};
 
 /// How the passenger's phone behaves at the reader.
 enum Phone {
@@ -68,17 +86,47 @@ struct Step {
 fn script() -> Vec<Step> {
     use Acquirer::*;
     use Phone::*;
-    let s = |who, lane, phone, acquirer, note| Step { who, lane, phone, acquirer, note };
+    let s = |who, lane, phone, acquirer, note| Step {
+        who,
+        lane,
+        phone,
+        acquirer,
+        note,
+    };
     vec![
         s(&SARI, "in-1", Ready, Normal, "taps in"),
-        s(&BUDI, "in-1", NotReady, Normal, "taps with the wallet closed"),
+        s(
+            &BUDI,
+            "in-1",
+            NotReady,
+            Normal,
+            "taps with the wallet closed",
+        ),
         s(&BUDI, "in-1", Ready, Normal, "opens QRIS TAP, taps again"),
         s(&SARI, "in-1", Ready, Normal, "phone lingers on the reader"),
-        s(&DEWI, "in-1", Ready, DeclinePan("4036014"), "taps in, balance too low"),
-        s(&RINA, "in-1", Ready, LateReply(1500), "taps in, aggregator slow"),
+        s(
+            &DEWI,
+            "in-1",
+            Ready,
+            DeclinePan("4036014"),
+            "taps in, balance too low",
+        ),
+        s(
+            &RINA,
+            "in-1",
+            Ready,
+            LateReply(1500),
+            "taps in, aggregator slow",
+        ),
         s(&RINA, "in-1", Ready, Normal, "taps again"),
         s(&AYU, "in-1", Foreign, Normal, "taps a non-QRIS card app"),
-        s(&SARI, "out-1", Ready, Normal, "taps out at the same station"),
+        s(
+            &SARI,
+            "out-1",
+            Ready,
+            Normal,
+            "taps out at the same station",
+        ),
         s(&JOKO, "out-1", Ready, Normal, "taps out, no tap-in known"),
     ]
 }
@@ -125,7 +173,11 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         "tapgate demo: {} ({}), lanes {}, simulator at {}",
         cfg.station.name,
         cfg.station.id,
-        cfg.lanes.iter().map(|l| format!("{} ({})", l.name, l.direction.as_str())).collect::<Vec<_>>().join(", "),
+        cfg.lanes
+            .iter()
+            .map(|l| format!("{} ({})", l.name, l.direction.as_str()))
+            .collect::<Vec<_>>()
+            .join(", "),
         sim.base_url()
     );
     println!();
@@ -155,7 +207,10 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             step.who.name,
             report.pan_masked.as_deref().unwrap_or("-"),
             report.outcome.as_str(),
-            report.amount.map(|a| Rupiah(a).to_string()).unwrap_or_else(|| "-".into()),
+            report
+                .amount
+                .map(|a| Rupiah(a).to_string())
+                .unwrap_or_else(|| "-".into()),
             if report.opened { "OPEN" } else { "shut" },
             ms,
             step.note
@@ -207,7 +262,10 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         println!("  MISMATCH {m}");
     }
     let refunded = rows.iter().filter(|r| r.state == OpState::Refunded).count();
-    println!("late holds refunded: {refunded}; demo took {} ms", started.elapsed().as_millis());
+    println!(
+        "late holds refunded: {refunded}; demo took {} ms",
+        started.elapsed().as_millis()
+    );
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(if mismatches.is_empty() && left == 0 {
@@ -232,8 +290,16 @@ fn tap_phone(step: &Step) -> CardEvent {
     let read_us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
     let reader = "scripted".to_string();
     match result {
-        Ok(qr_content) => CardEvent::Payload { reader, qr_content, read_us },
-        Err(error) => CardEvent::ReadFailed { reader, error, read_us },
+        Ok(qr_content) => CardEvent::Payload {
+            reader,
+            qr_content,
+            read_us,
+        },
+        Err(error) => CardEvent::ReadFailed {
+            reader,
+            error,
+            read_us,
+        },
     }
 }
 
@@ -241,7 +307,11 @@ fn tap_phone(step: &Step) -> CardEvent {
 const FOREIGN_PAYLOAD: &str = "hQVDUFYwMWEaTwegAAAAVVVVVw8SNFZ4kBI0WNGRIgESNF8=";
 
 fn tempdir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("tapgate-demo-{}-{}", std::process::id(), rand::random::<u32>()));
+    let dir = std::env::temp_dir().join(format!(
+        "tapgate-demo-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }

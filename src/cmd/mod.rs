@@ -60,8 +60,14 @@ pub fn decode(arg: &str, json: bool) -> anyhow::Result<ExitCode> {
     } else if report.valid {
         println!("valid QRIS TAP payload");
         println!("  issuer NNS  {}", report.nns.as_deref().unwrap_or("-"));
-        println!("  issuer      {}", report.issuer.as_deref().unwrap_or("(not in table)"));
-        println!("  PAN         {}", report.pan_masked.as_deref().unwrap_or("-"));
+        println!(
+            "  issuer      {}",
+            report.issuer.as_deref().unwrap_or("(not in table)")
+        );
+        println!(
+            "  PAN         {}",
+            report.pan_masked.as_deref().unwrap_or("-")
+        );
         println!("  label       {}", report.label.as_deref().unwrap_or("-"));
         for w in &report.warnings {
             println!("  warning     {w}");
@@ -122,7 +128,10 @@ pub async fn reconcile(config: &Path, max_seconds: u64) -> anyhow::Result<ExitCo
     let rec = Reconciler::new(station);
     let recovered = rec.recover_pending().await?;
     if recovered > 0 {
-        tracing::warn!(recovered, "operations found PENDING at start are now UNKNOWN");
+        tracing::warn!(
+            recovered,
+            "operations found PENDING at start are now UNKNOWN"
+        );
     }
     let left = rec
         .run_until_settled(Duration::from_secs(max_seconds))
@@ -144,7 +153,8 @@ pub async fn sim(
 ) -> anyhow::Result<ExitCode> {
     let mut cfg = crate::sim::SimConfig::demo();
     if let Some(p) = public_key {
-        let pem = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let pem =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
         cfg.partner_public_key_der = crate::snap::sign::rsa_public_key_from_pem(&pem)
             .with_context(|| format!("public key {}", p.display()))?;
     }
@@ -161,4 +171,3 @@ pub async fn sim(
     crate::sim::serve_forever(cfg, addr).await?;
     Ok(ExitCode::SUCCESS)
 }
-

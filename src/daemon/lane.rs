@@ -201,7 +201,13 @@ impl Lane {
             Err(e) => return self.journal_down(r, &e.to_string(), started),
         };
         let station_id = st.config.station.id.clone();
-        let plan = policy::plan(self.cfg.direction, &station_id, open, &st.tariff, policy_cfg);
+        let plan = policy::plan(
+            self.cfg.direction,
+            &station_id,
+            open,
+            &st.tariff,
+            policy_cfg,
+        );
         let (amount, rule, journey, close_first) = match plan {
             Plan::Refuse(outcome) => {
                 r.outcome = outcome;
@@ -411,7 +417,13 @@ impl Lane {
 }
 
 /// Journals a payment reply that arrived after the gate had decided.
-async fn record_late_reply(st: &Station, lane: &str, partner_ref: &str, opened: bool, o: &PayOutcome) {
+async fn record_late_reply(
+    st: &Station,
+    lane: &str,
+    partner_ref: &str,
+    opened: bool,
+    o: &PayOutcome,
+) {
     let to = policy::resolve(Some(opened), pay_result(o));
     if to == OpState::Unknown {
         // Still unknown: the reconciler resolves it by query.
@@ -505,7 +517,10 @@ fn apply_outcome_fields(r: &mut TapReport, o: &PayOutcome) {
 /// A `partnerReferenceNo`: `TG` + station + lane digest + local time to the millisecond + 6
 /// random digits. Unique per gate without coordination, at most 46 characters, alphanumeric.
 pub fn new_partner_reference(station: &str, lane: &str, now: &jiff::Zoned) -> String {
-    let lane_tag: u32 = lane.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % 100;
+    let lane_tag: u32 = lane
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
+        % 100;
     format!(
         "TG{station}{lane_tag:02}{}{:06}",
         now.strftime("%y%m%d%H%M%S%3f"),

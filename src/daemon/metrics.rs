@@ -40,10 +40,16 @@ fn help(name: &str) -> (&'static str, &'static str) {
             "counter",
             "Aggregator calls by endpoint and response code (or transport failure).",
         ),
-        "tapgate_journal_operations" => ("gauge", "Journal operations by state; ATTENTION needs a person."),
+        "tapgate_journal_operations" => (
+            "gauge",
+            "Journal operations by state; ATTENTION needs a person.",
+        ),
         "tapgate_reader_up" => ("gauge", "1 when the lane's reader is present."),
         "tapgate_relay_failures_total" => ("counter", "Relay commands that failed."),
-        "tapgate_free_exit" => ("gauge", "1 while the station is in free-exit (emergency) mode."),
+        "tapgate_free_exit" => (
+            "gauge",
+            "1 while the station is in free-exit (emergency) mode.",
+        ),
         "tapgate_journal_writable" => ("gauge", "1 when the journal accepts writes."),
         _ => ("untyped", "tapgate metric."),
     }
@@ -123,7 +129,12 @@ impl Metrics {
                     h.counts[i]
                 );
             }
-            let _ = writeln!(out, "{name}_bucket{} {}", fmt_labels(labels, Some("+Inf")), h.count);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{} {}",
+                fmt_labels(labels, Some("+Inf")),
+                h.count
+            );
             let _ = writeln!(out, "{name}_sum{} {}", fmt_labels(labels, None), h.sum);
             let _ = writeln!(out, "{name}_count{} {}", fmt_labels(labels, None), h.count);
         }
@@ -151,7 +162,9 @@ fn fmt_labels(labels: &Labels, le: Option<&str>) -> String {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -161,18 +174,46 @@ mod tests {
     #[test]
     fn renders_counters_gauges_and_histograms() {
         let m = Metrics::new();
-        m.inc("tapgate_taps_total", &[("lane", "in-1"), ("outcome", "approved")]);
-        m.inc("tapgate_taps_total", &[("lane", "in-1"), ("outcome", "approved")]);
+        m.inc(
+            "tapgate_taps_total",
+            &[("lane", "in-1"), ("outcome", "approved")],
+        );
+        m.inc(
+            "tapgate_taps_total",
+            &[("lane", "in-1"), ("outcome", "approved")],
+        );
         m.set("tapgate_free_exit", &[], 1.0);
-        m.observe("tapgate_tap_stage_seconds", &[("stage", "aggregator")], 0.03);
+        m.observe(
+            "tapgate_tap_stage_seconds",
+            &[("stage", "aggregator")],
+            0.03,
+        );
         let t = m.render();
         assert!(t.contains("# TYPE tapgate_taps_total counter"), "{t}");
-        assert!(t.contains("tapgate_taps_total{lane=\"in-1\",outcome=\"approved\"} 2"), "{t}");
+        assert!(
+            t.contains("tapgate_taps_total{lane=\"in-1\",outcome=\"approved\"} 2"),
+            "{t}"
+        );
         assert!(t.contains("tapgate_free_exit 1"), "{t}");
-        assert!(t.contains("tapgate_tap_stage_seconds_bucket{stage=\"aggregator\",le=\"0.025\"} 0"), "{t}");
-        assert!(t.contains("tapgate_tap_stage_seconds_bucket{stage=\"aggregator\",le=\"0.05\"} 1"), "{t}");
-        assert!(t.contains("tapgate_tap_stage_seconds_count{stage=\"aggregator\"} 1"), "{t}");
-        assert_eq!(m.counter("tapgate_taps_total", &[("lane", "in-1"), ("outcome", "approved")]), 2);
+        assert!(
+            t.contains("tapgate_tap_stage_seconds_bucket{stage=\"aggregator\",le=\"0.025\"} 0"),
+            "{t}"
+        );
+        assert!(
+            t.contains("tapgate_tap_stage_seconds_bucket{stage=\"aggregator\",le=\"0.05\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("tapgate_tap_stage_seconds_count{stage=\"aggregator\"} 1"),
+            "{t}"
+        );
+        assert_eq!(
+            m.counter(
+                "tapgate_taps_total",
+                &[("lane", "in-1"), ("outcome", "approved")]
+            ),
+            2
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::relay::{RecordingRelay, Relay};
 use crate::snap::client::{DeviceContext, SnapClient};
 use crate::snap::sign::RsaSigner;
 
-pub use station::{PassengerKey, Station, StartupError};
+pub use station::{PassengerKey, StartupError, Station};
 
 /// Builds the aggregator client from the config, reading the secrets from their files.
 pub fn aggregator_from_config(

@@ -30,7 +30,8 @@ pub enum Step {
 /// row may belong to a tap still waiting for its reply.
 pub fn plan_step(row: &OpRow, now_ms: i64, cfg: &ReconcilerConfig, in_flight_ms: i64) -> Step {
     let age_ms = now_ms.saturating_sub(row.created_at_ms);
-    let too_old = age_ms > i64::try_from(cfg.attention_after_minutes.saturating_mul(60_000)).unwrap_or(i64::MAX);
+    let too_old = age_ms
+        > i64::try_from(cfg.attention_after_minutes.saturating_mul(60_000)).unwrap_or(i64::MAX);
     if row.state.is_final() {
         return Step::Wait;
     }
@@ -64,7 +65,12 @@ pub fn backoff_ms(attempt: u32, base_ms: u64, cap_ms: u64, jitter: f64) -> u64 {
 }
 
 fn retry(row: &OpRow, now_ms: i64, cfg: &ReconcilerConfig, why: String) -> Transition {
-    let delay = backoff_ms(row.attempts, cfg.backoff_base_ms, cfg.backoff_cap_ms, rand::random());
+    let delay = backoff_ms(
+        row.attempts,
+        cfg.backoff_base_ms,
+        cfg.backoff_cap_ms,
+        rand::random(),
+    );
     Transition {
         to: row.state,
         next_attempt_at_ms: Some(now_ms.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX))),
@@ -76,7 +82,12 @@ fn retry(row: &OpRow, now_ms: i64, cfg: &ReconcilerConfig, why: String) -> Trans
 }
 
 /// The transition a query answer leads to.
-pub fn after_query(row: &OpRow, q: &QueryOutcome, now_ms: i64, cfg: &ReconcilerConfig) -> Transition {
+pub fn after_query(
+    row: &OpRow,
+    q: &QueryOutcome,
+    now_ms: i64,
+    cfg: &ReconcilerConfig,
+) -> Transition {
     let done = |to: OpState, reference_no: Option<String>, code: &str, why: &str| Transition {
         to,
         reference_no,
@@ -103,37 +114,71 @@ pub fn after_query(row: &OpRow, q: &QueryOutcome, now_ms: i64, cfg: &ReconcilerC
                     "query: paid"
                 };
                 let mut t = done(to, reference_no.clone(), response_code, why);
-                if to == OpState::RefundPending && reference_no.is_none() && row.reference_no.is_none() {
-                    t = retry(row, now_ms, cfg, "query: paid but no referenceNo to refund against".into());
+                if to == OpState::RefundPending
+                    && reference_no.is_none()
+                    && row.reference_no.is_none()
+                {
+                    t = retry(
+                        row,
+                        now_ms,
+                        cfg,
+                        "query: paid but no referenceNo to refund against".into(),
+                    );
                 }
                 t
             }
-            TxStatus::Failed | TxStatus::Cancelled | TxStatus::NotFound => {
-                done(OpState::Declined, None, response_code, &format!("query: {status:?}"))
-            }
-            TxStatus::Refunded => done(OpState::Refunded, reference_no.clone(), response_code, "query: refunded"),
+            TxStatus::Failed | TxStatus::Cancelled | TxStatus::NotFound => done(
+                OpState::Declined,
+                None,
+                response_code,
+                &format!("query: {status:?}"),
+            ),
+            TxStatus::Refunded => done(
+                OpState::Refunded,
+                reference_no.clone(),
+                response_code,
+                "query: refunded",
+            ),
             TxStatus::Initiated | TxStatus::Paying | TxStatus::Pending => {
                 retry(row, now_ms, cfg, format!("query: {status:?}, polling"))
             }
         },
         QueryOutcome::NotFound { response_code } => {
-            let grace = i64::try_from(cfg.not_found_after_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+            let grace =
+                i64::try_from(cfg.not_found_after_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
             if now_ms.saturating_sub(row.created_at_ms) >= grace {
-                done(OpState::Declined, None, response_code, "query: aggregator has no such payment")
+                done(
+                    OpState::Declined,
+                    None,
+                    response_code,
+                    "query: aggregator has no such payment",
+                )
             } else {
                 retry(row, now_ms, cfg, "query: not found yet".into())
             }
         }
-        QueryOutcome::Unavailable { reason } => retry(row, now_ms, cfg, format!("query unavailable: {reason}")),
+        QueryOutcome::Unavailable { reason } => {
+            retry(row, now_ms, cfg, format!("query unavailable: {reason}"))
+        }
         QueryOutcome::Refused {
             response_code,
             message,
-        } => retry(row, now_ms, cfg, format!("query refused {response_code}: {message}")),
+        } => retry(
+            row,
+            now_ms,
+            cfg,
+            format!("query refused {response_code}: {message}"),
+        ),
     }
 }
 
 /// The transition a refund answer leads to.
-pub fn after_refund(row: &OpRow, r: &RefundOutcome, now_ms: i64, cfg: &ReconcilerConfig) -> Transition {
+pub fn after_refund(
+    row: &OpRow,
+    r: &RefundOutcome,
+    now_ms: i64,
+    cfg: &ReconcilerConfig,
+) -> Transition {
     match r {
         RefundOutcome::Refunded {
             refund_no,
@@ -148,7 +193,9 @@ pub fn after_refund(row: &OpRow, r: &RefundOutcome, now_ms: i64, cfg: &Reconcile
             at_ms: now_ms,
             ..Transition::default()
         },
-        RefundOutcome::Unavailable { reason } => retry(row, now_ms, cfg, format!("refund unavailable: {reason}")),
+        RefundOutcome::Unavailable { reason } => {
+            retry(row, now_ms, cfg, format!("refund unavailable: {reason}"))
+        }
         RefundOutcome::Refused {
             response_code,
             message,
@@ -215,7 +262,9 @@ impl Reconciler {
                         &row.partner_reference_no,
                         &Transition {
                             to: OpState::Unknown,
-                            reason: Some("found PENDING at startup: process stopped mid-payment".into()),
+                            reason: Some(
+                                "found PENDING at startup: process stopped mid-payment".into(),
+                            ),
                             at_ms: now,
                             ..Transition::default()
                         },
@@ -259,7 +308,12 @@ impl Reconciler {
                     let reference = row.reference_no.clone().unwrap_or_default();
                     let r = st
                         .aggregator
-                        .refund(&row.partner_reference_no, &reference, row.amount, "gate did not open")
+                        .refund(
+                            &row.partner_reference_no,
+                            &reference,
+                            row.amount,
+                            "gate did not open",
+                        )
                         .await;
                     after_refund(&row, &r, st.now_ms(), cfg)
                 }
@@ -267,7 +321,9 @@ impl Reconciler {
             let to = t.to;
             let pref = row.partner_reference_no.clone();
             let reason = t.reason.clone().unwrap_or_default();
-            st.journal.run(move |j| j.transition(&pref, &t).map(|_| ())).await?;
+            st.journal
+                .run(move |j| j.transition(&pref, &t).map(|_| ()))
+                .await?;
             if to != row.state {
                 tracing::info!(target: "tapgate::fare", fare_ref = %row.partner_reference_no,
                     lane = %row.lane, from = row.state.as_str(), to = to.as_str(), reason = %reason,
@@ -278,7 +334,10 @@ impl Reconciler {
     }
 
     /// Runs passes until every operation is final or `limit` passes; returns the non-final count.
-    pub async fn run_until_settled(&self, limit: Duration) -> Result<usize, crate::journal::JournalError> {
+    pub async fn run_until_settled(
+        &self,
+        limit: Duration,
+    ) -> Result<usize, crate::journal::JournalError> {
         let until = tokio::time::Instant::now() + limit;
         loop {
             self.pass().await?;
@@ -296,7 +355,10 @@ impl Reconciler {
             if open == 0 || tokio::time::Instant::now() >= until {
                 return Ok(open);
             }
-            tokio::time::sleep(Duration::from_millis(self.station.config.reconciler.interval_ms.min(250))).await;
+            tokio::time::sleep(Duration::from_millis(
+                self.station.config.reconciler.interval_ms.min(250),
+            ))
+            .await;
         }
     }
 

@@ -106,7 +106,8 @@ pub fn plan(
             },
         },
         Direction::Out => {
-            let (amount, rule) = tariff.fare(open.as_ref().map(|j| j.entry_station.as_str()), station);
+            let (amount, rule) =
+                tariff.fare(open.as_ref().map(|j| j.entry_station.as_str()), station);
             Plan::Pay {
                 amount,
                 rule: Some(rule),
@@ -201,7 +202,8 @@ impl Debouncer {
     pub fn is_repeat(&mut self, key: &str, now_ms: i64) -> bool {
         if self.last.len() > 256 {
             let window = self.window_ms;
-            self.last.retain(|_, at| now_ms.saturating_sub(*at) < window);
+            self.last
+                .retain(|_, at| now_ms.saturating_sub(*at) < window);
         }
         let repeat = self
             .last
@@ -249,8 +251,9 @@ mod tests {
                     Some(PayResult::Unknown),
                 ] {
                     let v = verdict(dir, r, &p);
-                    let released =
-                        dir == Direction::Out && uae == UnknownAtExit::Open && v.state == OpState::Unknown;
+                    let released = dir == Direction::Out
+                        && uae == UnknownAtExit::Open
+                        && v.state == OpState::Unknown;
                     assert_eq!(
                         v.open_gate,
                         r == Some(PayResult::Success) || released,
@@ -266,14 +269,21 @@ mod tests {
 
     #[test]
     fn tap_in_unknown_is_try_again() {
-        let v = verdict(Direction::In, None, &policy(UnknownAtExit::Open, AntiPassback::Refuse));
+        let v = verdict(
+            Direction::In,
+            None,
+            &policy(UnknownAtExit::Open, AntiPassback::Refuse),
+        );
         assert_eq!(v.outcome, TapOutcome::TryAgain);
         assert_eq!(v.state, OpState::Unknown);
     }
 
     #[test]
     fn late_success_without_an_open_gate_is_refunded() {
-        assert_eq!(resolve(Some(false), PayResult::Success), OpState::RefundPending);
+        assert_eq!(
+            resolve(Some(false), PayResult::Success),
+            OpState::RefundPending
+        );
         assert_eq!(resolve(None, PayResult::Success), OpState::RefundPending);
         assert_eq!(resolve(Some(true), PayResult::Success), OpState::Succeeded);
         assert_eq!(resolve(Some(true), PayResult::Declined), OpState::Declined);
@@ -290,7 +300,11 @@ mod tests {
         );
         let close = policy(UnknownAtExit::Open, AntiPassback::CloseAtMaxFare);
         match plan(Direction::In, "BLM", Some(journey("BLM")), &t, &close) {
-            Plan::Pay { close_first, amount, .. } => {
+            Plan::Pay {
+                close_first,
+                amount,
+                ..
+            } => {
                 assert_eq!(close_first, Some(journey("BLM")));
                 assert_eq!(amount, Rupiah(3500));
             }
@@ -313,7 +327,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match plan(Direction::Out, "A", Some(journey("A")), &t, &p) {
-            Plan::Pay { amount, journey, .. } => {
+            Plan::Pay {
+                amount, journey, ..
+            } => {
                 assert_eq!(amount, Rupiah(3000));
                 assert!(journey.is_some());
             }

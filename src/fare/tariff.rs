@@ -130,7 +130,10 @@ mod tests {
         assert_eq!(t.hold_at_entry("LBB"), Rupiah(5000));
         assert_eq!(t.hold_at_entry("FTM"), Rupiah(4000));
         assert_eq!(t.hold_at_entry("XXX"), Rupiah(5000));
-        assert_eq!(Tariff::Flat(Rupiah(3500)).hold_at_entry("any"), Rupiah(3500));
+        assert_eq!(
+            Tariff::Flat(Rupiah(3500)).hold_at_entry("any"),
+            Rupiah(3500)
+        );
     }
 
     #[test]
@@ -139,7 +142,10 @@ mod tests {
         assert_eq!(t.fare(Some("LBB"), "HJN"), (Rupiah(5000), FareRule::Matrix));
         assert_eq!(t.fare(Some("CPR"), "CPR"), (Rupiah(3000), FareRule::Matrix));
         assert_eq!(t.fare(None, "FTM"), (Rupiah(5000), FareRule::UnknownEntry));
-        assert_eq!(t.fare(Some("ZZZ"), "FTM"), (Rupiah(5000), FareRule::UnknownEntry));
+        assert_eq!(
+            t.fare(Some("ZZZ"), "FTM"),
+            (Rupiah(5000), FareRule::UnknownEntry)
+        );
         assert_eq!(
             Tariff::Flat(Rupiah(3500)).fare(None, "x"),
             (Rupiah(3500), FareRule::Flat)
