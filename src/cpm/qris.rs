@@ -224,7 +224,7 @@ pub enum CpmError {
     NoApplicationTemplate,
     /// Application templates, but none for QRIS.
     #[error(
-        "no QRIS application: AIDs found {found}, expected one starting A0000006022020 \
+        "no QRIS AID: found {found}, expected one starting A0000006022020 \
          (a card or wallet for another scheme)"
     )]
     NoQrisAid {
