@@ -72,6 +72,14 @@ impl Pan {
         self.0.get(..8).unwrap_or(&self.0)
     }
 
+    /// The passenger key: lower-case hex of HMAC-SHA256 over the digits with a per-installation
+    /// secret. Stable for one account at one installation, so tap-in and tap-out link by it
+    /// (never by the payload text, which changes every tap); useless elsewhere without the key.
+    pub fn keyed_hash(&self, key: &[u8]) -> String {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+        hex::encode(ring::hmac::sign(&key, self.0.as_bytes()).as_ref())
+    }
+
     /// Whether the digits pass the Luhn check. Real QRIS payloads fail it often; tapgate only
     /// warns.
     pub fn luhn_ok(&self) -> bool {
@@ -651,6 +659,22 @@ mod tests {
             p.warnings().iter().any(|w| w.contains("9F25")),
             "{:?}",
             p.warnings()
+        );
+    }
+
+    #[test]
+    fn keyed_hash_depends_on_key_and_digits() {
+        let a = Pan("9360000211219862952".into());
+        let b = Pan("9360000211219862953".into());
+        assert_eq!(a.keyed_hash(b"k1"), a.keyed_hash(b"k1"));
+        assert_ne!(a.keyed_hash(b"k1"), a.keyed_hash(b"k2"));
+        assert_ne!(a.keyed_hash(b"k1"), b.keyed_hash(b"k1"));
+        assert_eq!(a.keyed_hash(b"k1").len(), 64);
+        // RFC 4231 test case 2 shape: HMAC-SHA256("Jefe", ...) checks we use the real HMAC.
+        let p = Pan("what do ya want for nothing?".into());
+        assert_eq!(
+            p.keyed_hash(b"Jefe"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
     }
 
