@@ -474,5 +474,6 @@ fn decode_report_json_shape() {
     assert_eq!(v["valid"], false);
     assert_eq!(v["error_code"], "no_application_template");
     assert_eq!(v["error"], "payload has no application template (61)");
+    assert_eq!(v["next_step"], "use_another_wallet");
     assert!(v["nns"].is_null() && v["pan_masked"].is_null());
 }

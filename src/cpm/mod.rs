@@ -19,7 +19,7 @@ pub mod build;
 pub mod qris;
 pub mod tlv;
 
-pub use qris::{decode, decode_bytes, issuer_name, CpmError, Pan, QrisPayload};
+pub use qris::{decode, decode_bytes, issuer_name, CpmError, NextStep, Pan, QrisPayload};
 
 /// The result of decoding one payload, for people and scripts (`tapgate decode --json`).
 /// Carries the masked PAN only, never the full one, the name, or the payload text.
@@ -45,6 +45,8 @@ pub struct DecodeReport {
     pub error: Option<String>,
     /// The stable code of the rejection ([`CpmError::code`]), when invalid.
     pub error_code: Option<&'static str>,
+    /// Whether tapping again may help ([`CpmError::next_step`]), when invalid.
+    pub next_step: Option<NextStep>,
 }
 
 /// Decodes `text` and describes the outcome, valid or not.
@@ -61,6 +63,7 @@ pub fn decode_report(text: &str) -> DecodeReport {
             warnings: p.warnings().to_vec(),
             error: None,
             error_code: None,
+            next_step: None,
         },
         Err(e) => DecodeReport {
             valid: false,
@@ -73,6 +76,7 @@ pub fn decode_report(text: &str) -> DecodeReport {
             warnings: Vec::new(),
             error: Some(e.to_string()),
             error_code: Some(e.code()),
+            next_step: Some(e.next_step()),
         },
     }
 }

@@ -174,8 +174,8 @@ impl QrisPayload {
 
 /// Why a payload was rejected. `Display` is the reason a technician reads; [`CpmError::code`]
 /// is a stable short id for metrics, JSON and tests. Every variant means the same thing to the
-/// gate: a definitive refusal of this tap (no payment is attempted), with the passenger asked
-/// to tap again or use another wallet.
+/// gate: a definitive refusal of this tap (no payment is attempted); [`CpmError::next_step`]
+/// says whether the passenger should tap again or use another wallet.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CpmError {
     /// Nothing was read.
@@ -270,7 +270,41 @@ pub enum CpmError {
     },
 }
 
+/// What the passenger should do after a rejected payload (the gate itself never pays for one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NextStep {
+    /// The bytes look damaged (a read cut short, a mangled record): a fresh tap may work.
+    TapAgain,
+    /// The payload is well formed but not something this gate can charge (another scheme, a
+    /// non-Indonesian account, a merchant QR): tapping again will not help.
+    UseAnotherWallet,
+}
+
 impl CpmError {
+    /// Whether a fresh tap may succeed, for the gate's feedback.
+    pub fn next_step(&self) -> NextStep {
+        match self {
+            CpmError::Empty
+            | CpmError::TooLong { .. }
+            | CpmError::NotBase64 { .. }
+            | CpmError::NotCpmPrefix
+            | CpmError::Tlv(_)
+            | CpmError::FirstObjectNot85 { .. }
+            | CpmError::DuplicateTag { .. }
+            | CpmError::NoPan
+            | CpmError::BadPan(_)
+            | CpmError::BadTrack2(_)
+            | CpmError::PanMismatch { .. } => NextStep::TapAgain,
+            CpmError::MerchantPresented
+            | CpmError::UnsupportedFormat { .. }
+            | CpmError::NoApplicationTemplate
+            | CpmError::NoQrisAid { .. }
+            | CpmError::PanLength { .. }
+            | CpmError::NotQrisPan { .. } => NextStep::UseAnotherWallet,
+        }
+    }
+
     /// A stable short id: `not_base64`, `no_qris_aid`, ...
     pub fn code(&self) -> &'static str {
         match self {
@@ -731,5 +765,16 @@ mod tests {
             "merchant_presented"
         );
         assert_eq!(decode("").unwrap_err().code(), "empty");
+    }
+
+    #[test]
+    fn next_step_separates_damage_from_wrong_wallet() {
+        let cut = &Q1[..100];
+        assert_eq!(decode(cut).unwrap_err().next_step(), NextStep::TapAgain);
+        let not_qris = "hQVDUFYwMWEaTwegAAAAVVVVVw8SNFZ4kBI0WNGRIgESNF8=";
+        assert_eq!(
+            decode(not_qris).unwrap_err().next_step(),
+            NextStep::UseAnotherWallet
+        );
     }
 }
