@@ -1,6 +1,9 @@
 //! The NFC side: the QRIS TAP APDU exchange as pure protocol code over [`ApduChannel`], the
 //! card-event stream a lane consumes, and the scripted phone used by the demo and tests.
 
+pub mod qris_tap;
+pub mod scripted;
+
 /// One ISO 7816-4 APDU transport to the card (phone) in the field. Blocking by design: PC/SC
 /// blocks, so a real reader runs on its own OS thread.
 pub trait ApduChannel {
