@@ -279,11 +279,15 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 fn tap_phone(step: &Step) -> CardEvent {
     let payload = match step.phone {
         Phone::Foreign => FOREIGN_PAYLOAD.to_string(),
-        _ => crate::cpm::build::payload(&PayloadSpec::new(step.who.pan)),
+        // Each tap yields a fresh issuer token, as a real wallet does.
+        _ => crate::cpm::build::payload(
+            &PayloadSpec::new(step.who.pan).with_token(&rand::random::<[u8; 16]>()),
+        ),
     };
     let mut phone = match step.phone {
-        Phone::NotReady => ScriptedPhone::wallet_not_ready(),
-        _ => ScriptedPhone::new(&payload, &[84, 64, 64, 64, 64, 64, 64, 64]),
+        Phone::NotReady => ScriptedPhone::new(&payload, &[84, 64])
+            .with_fault(crate::nfc::scripted::Fault::WalletNotReady),
+        _ => ScriptedPhone::new(&payload, &[84, 64]),
     };
     let t = Instant::now();
     let result = crate::nfc::qris_tap::read_qr_content(&mut phone);

@@ -176,7 +176,7 @@ impl Lane {
         r.nns = Some(payload.nns().to_string());
         r.issuer = cpm::issuer_name(payload.nns());
         r.pan_masked = Some(payload.pan().masked());
-        let pan_key = st.passenger_key.of(payload.pan().digits());
+        let pan_key = st.passenger_key.of(payload.pan());
         let now_ms = st.now_ms();
 
         let repeat = self

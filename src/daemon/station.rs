@@ -4,9 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 use crate::aggregator::Aggregator;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -90,14 +87,9 @@ impl PassengerKey {
         }
     }
 
-    /// The passenger key of a PAN: hex of the first 16 bytes of HMAC-SHA256.
-    pub fn of(&self, pan_digits: &str) -> String {
-        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.0) {
-            Ok(m) => m,
-            Err(_) => return String::new(),
-        };
-        mac.update(pan_digits.as_bytes());
-        hex::encode(&mac.finalize().into_bytes()[..16])
+    /// The passenger key of a PAN: hex HMAC-SHA256 under the installation key.
+    pub fn of(&self, pan: &crate::cpm::Pan) -> String {
+        pan.keyed_hash(&self.0)
     }
 }
 
@@ -218,15 +210,21 @@ mod tests {
 
     #[test]
     fn passenger_key_is_stable_and_keyed() {
+        let pan = |d: &str| {
+            crate::cpm::decode(&crate::cpm::build::payload(&crate::cpm::build::PayloadSpec::new(d)))
+                .expect("built payload decodes")
+                .pan()
+                .clone()
+        };
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("k");
         let a = PassengerKey::load_or_create(&path).expect("create");
         let b = PassengerKey::load_or_create(&path).expect("reload");
-        assert_eq!(a.of("9360000211219862952"), b.of("9360000211219862952"));
-        assert_ne!(a.of("9360000211219862952"), a.of("9360000211219862953"));
-        let other = PassengerKey::from_bytes([7; 32]);
-        assert_ne!(a.of("9360000211219862952"), other.of("9360000211219862952"));
-        assert_eq!(a.of("9360000211219862952").len(), 32);
+        let p1 = pan("9360000211219862952");
+        let p2 = pan("9360000211219862953");
+        assert_eq!(a.of(&p1), b.of(&p1));
+        assert_ne!(a.of(&p1), a.of(&p2));
+        assert_ne!(a.of(&p1), PassengerKey::from_bytes([7; 32]).of(&p1));
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
