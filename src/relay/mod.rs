@@ -54,7 +54,10 @@ impl RecordingRelay {
 
     /// How many times the gate was opened.
     pub fn opens(&self) -> usize {
-        self.lock().iter().filter(|(_, c)| *c == RelayCommand::Open).count()
+        self.lock()
+            .iter()
+            .filter(|(_, c)| *c == RelayCommand::Open)
+            .count()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Instant, RelayCommand)>> {
