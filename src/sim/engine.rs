@@ -1077,7 +1077,7 @@ impl Engine {
         if let Some((p, r, key)) = self.ledger.refund(refund_no) {
             let same = key.original_reference_no == reference
                 && key.amount == amount
-                && partner.is_none_or(|x| x == p.partner_reference_no);
+                && partner.map_or(true, |x| x == p.partner_reference_no);
             if !same {
                 return Err(reject(
                     Kind::Refund,
