@@ -411,6 +411,13 @@ impl Engine {
     }
 
     fn note(&mut self, service: Service, kind: &str, code: String, detail: String) {
+        tracing::info!(
+            service = service.as_str(),
+            kind,
+            code,
+            detail,
+            "simulator noted"
+        );
         if self.stats.recent.len() >= 64 {
             self.stats.recent.remove(0);
         }

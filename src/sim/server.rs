@@ -190,6 +190,20 @@ async fn snap(
         Ok(a) => a,
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
+    let name = service.as_str();
+    match &action {
+        Action::Answer(r) => {
+            let code = r.body["responseCode"].as_str().unwrap_or_default();
+            tracing::info!(
+                service = name,
+                status = r.status,
+                code,
+                "simulator answered"
+            );
+        }
+        Action::Garbage(_) => tracing::info!(service = name, "simulator sent a cut body (fault)"),
+        Action::Drop => tracing::info!(service = name, "simulator dropped the connection (fault)"),
+    }
     match action {
         Action::Answer(reply) => json_reply(&reply),
         Action::Garbage(reply) => {
