@@ -1249,6 +1249,144 @@ fn parse_payment(body: &Map<String, Value>) -> Result<PaymentFields<'_>, FieldEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{Clock as _, ManualClock};
+    use crate::snap::sign::RsaSigner;
+    use axum::http::HeaderValue;
+
+    const KEY: &str = include_str!("../../tests/fixtures/snap-doc-key.pem");
+    const Q1: &str = "hQVDUFYwMWFmTwegAAAGAiAgUAdRUklTQ1BNWgqTYAACESGYYpUvXyARUkVORFkgTVVIQVJESUFOVE9fLQRpZGVuX1AYcm11aGFyZGlhbnRvQGhvdG1haWwuY29tnyUCYpVjC590CDRiODg5MGY1";
+
+    /// An engine on a manual clock, with a token already issued.
+    fn engine() -> (Engine, ManualClock, String) {
+        let clock = ManualClock::new(
+            Timestamp::from_second(1_800_000_000).unwrap(),
+            super::super::jakarta(),
+        );
+        let mut cfg = SimConfig::demo();
+        cfg.clock = std::sync::Arc::new(clock.clone());
+        let mut e = Engine::new(cfg);
+        let ts = sign::timestamp(&clock.now());
+        let sig = RsaSigner::from_pem(KEY)
+            .unwrap()
+            .sign_b2b("tapgate-demo", &ts);
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("content-type", "application/json"),
+            ("x-timestamp", &ts),
+            ("x-client-key", "tapgate-demo"),
+            ("x-signature", &sig),
+        ] {
+            h.insert(k, HeaderValue::from_str(v).unwrap());
+        }
+        let req = SimRequest {
+            path: "/v1.0/access-token/b2b",
+            headers: &h,
+            body: br#"{"grantType":"client_credentials"}"#,
+        };
+        let Action::Answer(r) = e.handle(Service::Token, &req, None) else {
+            panic!()
+        };
+        let token = r.body["accessToken"].as_str().unwrap().to_string();
+        (e, clock, token)
+    }
+
+    fn pay(
+        e: &mut Engine,
+        clock: &ManualClock,
+        token: &str,
+        ext: u32,
+        pref: &str,
+        fault: Option<Fault>,
+    ) -> Action {
+        let body = serde_json::to_vec(&json!({
+            "partnerReferenceNo": pref, "qrContent": Q1, "merchantId": "MRT-JKT-DEMO",
+            "amount": {"value": "3000.00", "currency": "IDR"}
+        }))
+        .unwrap();
+        let path = "/v1.0/qr/qr-cpm-payment";
+        let ts = sign::timestamp(&clock.now());
+        let sig = sign::transaction_signature(
+            "demo-secret-not-for-production",
+            "POST",
+            path,
+            token,
+            &body,
+            &ts,
+        );
+        let mut h = HeaderMap::new();
+        let ext = ext.to_string();
+        let bearer = format!("Bearer {token}");
+        for (k, v) in [
+            ("content-type", "application/json"),
+            ("authorization", &bearer),
+            ("x-timestamp", &ts),
+            ("x-signature", &sig),
+            ("x-partner-id", "TAPGATE-DEMO"),
+            ("x-external-id", &ext),
+            ("channel-id", "95221"),
+            ("origin", "gate"),
+            ("x-ip-address", "10.0.0.1"),
+            ("x-device-id", "G1"),
+            ("x-latitude", "-6.2"),
+            ("x-longitude", "106.8"),
+        ] {
+            h.insert(k, HeaderValue::from_str(v).unwrap());
+        }
+        e.handle(
+            Service::Payment,
+            &SimRequest {
+                path,
+                headers: &h,
+                body: &body,
+            },
+            fault,
+        )
+    }
+
+    #[test]
+    fn faults_combine_with_processing_as_documented() {
+        let (mut e, clock, token) = engine();
+        // Not applied: nothing recorded, and the single-use payload is still unused.
+        assert_eq!(
+            pay(
+                &mut e,
+                &clock,
+                &token,
+                1,
+                "A",
+                Some(Fault::Garbage { applied: false })
+            )
+            .clone(),
+            {
+                Action::Garbage(Reply {
+                    status: 200,
+                    body: json!({"responseCode": "2006000", "responseMessage": "Successful"}),
+                })
+            }
+        );
+        assert!(e.ledger().is_empty());
+        // Applied: recorded, marked, and the client got nothing.
+        assert_eq!(
+            pay(
+                &mut e,
+                &clock,
+                &token,
+                2,
+                "A",
+                Some(Fault::Drop { applied: true })
+            ),
+            Action::Drop
+        );
+        let l = e.ledger();
+        assert_eq!((l.len(), l[0].fault.as_deref()), (1, Some("drop")));
+        // A 202 on a call that records nothing (here: the payload is used up) answers normally.
+        let Action::Answer(r) = pay(&mut e, &clock, &token, 3, "B", Some(Fault::Accepted)) else {
+            panic!()
+        };
+        assert_eq!(r.body["responseCode"], "4036000");
+        assert_eq!(e.stats().protocol_violations(), 0, "{:?}", e.stats().recent);
+        assert_eq!(e.stats().payment_requests, 3);
+    }
 
     #[test]
     fn amounts_must_have_two_zero_decimals() {

@@ -69,7 +69,8 @@ pub enum Fault {
     },
     /// HTTP 202, `202xx00` Request In Progress. A payment that reaches the ledger stays
     /// pending (query answers `03`) for the configured `pending_ms`, then takes its real
-    /// outcome. Other services are processed and answered with the 202 instead.
+    /// outcome. A token or refund call is processed and answered with the 202 instead; a
+    /// call that records nothing (a query, a rejected request) gets its normal answer.
     Accepted,
     /// Read the whole request, then close the connection without a byte of answer.
     Drop {
