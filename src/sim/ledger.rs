@@ -1,0 +1,387 @@
+//! The simulator's truth: every payment it recorded, by `partnerReferenceNo`, with its refunds.
+//!
+//! Full PANs live in this memory only (to match declines); everything that leaves it, the
+//! [`LedgerEntry`] snapshots and the `/sim/ledger` JSON, carries the masked PAN and the NNS.
+
+use std::collections::{HashMap, HashSet};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// Where a payment stands, as the aggregator would report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentStatus {
+    /// Accepted (after a 202) and not yet resolved: query answers `03`.
+    Pending,
+    /// Paid: query answers `00`.
+    Succeeded,
+    /// Paid and partly refunded: query still answers `00`.
+    PartiallyRefunded,
+    /// Paid and refunded in full: query answers `04`.
+    Refunded,
+    /// Declined by the issuer: query answers `06`, nothing was charged.
+    Declined,
+}
+
+impl PaymentStatus {
+    /// `latestTransactionStatus` for this status.
+    pub fn latest_transaction_status(self) -> &'static str {
+        match self {
+            PaymentStatus::Pending => "03",
+            PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded => "00",
+            PaymentStatus::Refunded => "04",
+            PaymentStatus::Declined => "06",
+        }
+    }
+
+    /// `transactionStatusDesc` for this status.
+    pub fn description(self) -> &'static str {
+        match self {
+            PaymentStatus::Pending => "Pending",
+            PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded => "Success",
+            PaymentStatus::Refunded => "Refunded",
+            PaymentStatus::Declined => "Failed",
+        }
+    }
+}
+
+/// The tap markers a payment carried in `additionalInfo` (all as received, all optional).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TapInfo {
+    /// `tapType`: `IN` or `OUT` in tapgate's default profile.
+    pub tap_type: Option<String>,
+    /// `stationId`.
+    pub station_id: Option<String>,
+    /// `gateId`.
+    pub gate_id: Option<String>,
+    /// `tapInPartnerReferenceNo` (tap-out only).
+    pub tap_in_partner_reference_no: Option<String>,
+    /// `tapInReferenceNo` (tap-out only).
+    pub tap_in_reference_no: Option<String>,
+}
+
+/// One refund recorded against a payment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundEntry {
+    /// The client's `partnerRefundNo` (the idempotency key).
+    pub partner_refund_no: String,
+    /// The `refundNo` the simulator issued.
+    pub refund_no: String,
+    /// Refunded amount, whole rupiah.
+    pub amount: u64,
+    /// `refundTime` as answered.
+    pub refund_time: String,
+    /// The fault that hid the answer from the client, if any (`drop`, `garbage`, ...).
+    pub fault: Option<String>,
+}
+
+/// A snapshot of one payment, safe to print and serialize (no full PAN).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// The client's `partnerReferenceNo`.
+    pub partner_reference_no: String,
+    /// The `referenceNo` issued (absent for declines).
+    pub reference_no: Option<String>,
+    /// The `X-EXTERNAL-ID` of the request that created the payment.
+    pub external_id: String,
+    /// The PAN with all but its first 8 and last 4 digits masked.
+    pub masked_pan: String,
+    /// The issuer's NNS (first 8 PAN digits).
+    pub nns: String,
+    /// Amount, whole rupiah.
+    pub amount: u64,
+    /// Status now.
+    pub status: PaymentStatus,
+    /// The decline code, for declined payments.
+    pub decline_code: Option<String>,
+    /// `transactionDate` as answered (SNAP timestamp).
+    pub transaction_date: String,
+    /// The tap markers from `additionalInfo`.
+    pub tap: TapInfo,
+    /// The refunds, oldest first.
+    pub refunds: Vec<RefundEntry>,
+    /// Sum of the refunds, whole rupiah.
+    pub refunded: u64,
+    /// The fault that hid the payment's answer from the client, if any.
+    pub fault: Option<String>,
+}
+
+impl LedgerEntry {
+    /// What the passenger is out of pocket for this payment right now: paid minus refunded
+    /// (zero for pending and declined payments).
+    pub fn net_charged(&self) -> u64 {
+        match self.status {
+            PaymentStatus::Succeeded
+            | PaymentStatus::PartiallyRefunded
+            | PaymentStatus::Refunded => self.amount.saturating_sub(self.refunded),
+            PaymentStatus::Pending | PaymentStatus::Declined => 0,
+        }
+    }
+}
+
+/// First 8 and last 4 digits kept, the rest replaced by `*`.
+pub fn mask_pan(pan: &str) -> String {
+    let n = pan.chars().count();
+    if n <= 12 {
+        return "*".repeat(n);
+    }
+    pan.chars()
+        .enumerate()
+        .map(|(i, c)| if i < 8 || i >= n - 4 { c } else { '*' })
+        .collect()
+}
+
+/// A payment as the simulator keeps it.
+#[derive(Clone, Debug)]
+pub(crate) struct Payment {
+    pub(crate) partner_reference_no: String,
+    pub(crate) reference_no: Option<String>,
+    pub(crate) external_id: String,
+    pub(crate) pan: String,
+    pub(crate) amount: u64,
+    /// `None`: paid; `Some(code)`: declined with that code.
+    pub(crate) decline_code: Option<String>,
+    /// Until then the payment shows as pending.
+    pub(crate) pending_until: Option<Timestamp>,
+    pub(crate) created: Timestamp,
+    pub(crate) transaction_date: String,
+    pub(crate) tap: TapInfo,
+    pub(crate) refunds: Vec<RefundEntry>,
+    pub(crate) fault: Option<String>,
+}
+
+impl Payment {
+    pub(crate) fn status(&self, now: Timestamp) -> PaymentStatus {
+        if self.pending_until.is_some_and(|t| now < t) {
+            return PaymentStatus::Pending;
+        }
+        if self.decline_code.is_some() {
+            return PaymentStatus::Declined;
+        }
+        let refunded = self.refunded();
+        if refunded == 0 {
+            PaymentStatus::Succeeded
+        } else if refunded >= self.amount {
+            PaymentStatus::Refunded
+        } else {
+            PaymentStatus::PartiallyRefunded
+        }
+    }
+
+    pub(crate) fn refunded(&self) -> u64 {
+        self.refunds.iter().map(|r| r.amount).sum()
+    }
+
+    /// When the money moved: creation, or the end of the pending time.
+    pub(crate) fn paid_at(&self) -> Timestamp {
+        self.pending_until.unwrap_or(self.created)
+    }
+
+    pub(crate) fn snapshot(&self, now: Timestamp) -> LedgerEntry {
+        LedgerEntry {
+            partner_reference_no: self.partner_reference_no.clone(),
+            reference_no: self.reference_no.clone(),
+            external_id: self.external_id.clone(),
+            masked_pan: mask_pan(&self.pan),
+            nns: self.pan.chars().take(8).collect(),
+            amount: self.amount,
+            status: self.status(now),
+            decline_code: self.decline_code.clone(),
+            transaction_date: self.transaction_date.clone(),
+            tap: self.tap.clone(),
+            refunds: self.refunds.clone(),
+            refunded: self.refunded(),
+            fault: self.fault.clone(),
+        }
+    }
+}
+
+/// The request behind a refund, kept to tell a replay from a conflicting reuse of
+/// `partnerRefundNo`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RefundKey {
+    pub(crate) original_reference_no: String,
+    pub(crate) amount: u64,
+}
+
+/// All payments and the indexes over them.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    payments: Vec<Payment>,
+    by_partner_ref: HashMap<String, usize>,
+    by_reference: HashMap<String, usize>,
+    /// partnerRefundNo → (payment index, refund index, what was asked).
+    refunds: HashMap<String, (usize, usize, RefundKey)>,
+    /// SHA-256 of every qrContent that reached the issuer: the token inside is single-use,
+    /// and the text itself is never kept.
+    used_qr: HashSet<[u8; 32]>,
+    seq: u64,
+}
+
+impl Ledger {
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// A fresh `referenceNo`.
+    pub(crate) fn new_reference(&mut self) -> String {
+        format!("SIMREF{:010}", self.next_seq())
+    }
+
+    pub(crate) fn has_partner_reference(&self, r: &str) -> bool {
+        self.by_partner_ref.contains_key(r)
+    }
+
+    /// Marks a qrContent as consumed; `false` if it had been used before.
+    pub(crate) fn consume_qr(&mut self, qr: &str) -> bool {
+        self.used_qr.insert(Sha256::digest(qr.as_bytes()).into())
+    }
+
+    pub(crate) fn insert(&mut self, p: Payment) {
+        let i = self.payments.len();
+        self.by_partner_ref
+            .insert(p.partner_reference_no.clone(), i);
+        if let Some(r) = &p.reference_no {
+            self.by_reference.insert(r.clone(), i);
+        }
+        self.payments.push(p);
+    }
+
+    pub(crate) fn get(
+        &self,
+        partner_ref: Option<&str>,
+        reference: Option<&str>,
+    ) -> Option<&Payment> {
+        let a = partner_ref.map(|r| self.by_partner_ref.get(r));
+        let b = reference.map(|r| self.by_reference.get(r));
+        let i = match (a, b) {
+            (Some(Some(a)), Some(Some(b))) if a == b => *a,
+            (Some(Some(a)), None) => *a,
+            (None, Some(Some(b))) => *b,
+            _ => return None,
+        };
+        self.payments.get(i)
+    }
+
+    /// The refund already recorded under `partner_refund_no`, with what it was asked for.
+    pub(crate) fn refund(
+        &self,
+        partner_refund_no: &str,
+    ) -> Option<(&Payment, &RefundEntry, &RefundKey)> {
+        let (pi, ri, key) = self.refunds.get(partner_refund_no)?;
+        let p = self.payments.get(*pi)?;
+        Some((p, p.refunds.get(*ri)?, key))
+    }
+
+    /// Records a refund against the payment with `reference`; returns it. The caller checked
+    /// the amount.
+    pub(crate) fn add_refund(
+        &mut self,
+        reference: &str,
+        partner_refund_no: &str,
+        amount: u64,
+        refund_time: String,
+        fault: Option<String>,
+    ) -> Option<RefundEntry> {
+        let pi = *self.by_reference.get(reference)?;
+        let refund_no = format!("SIMRFD{:010}", self.next_seq());
+        let entry = RefundEntry {
+            partner_refund_no: partner_refund_no.to_string(),
+            refund_no,
+            amount,
+            refund_time,
+            fault,
+        };
+        let p = self.payments.get_mut(pi)?;
+        p.refunds.push(entry.clone());
+        let key = RefundKey {
+            original_reference_no: reference.to_string(),
+            amount,
+        };
+        self.refunds.insert(
+            partner_refund_no.to_string(),
+            (pi, p.refunds.len() - 1, key),
+        );
+        Some(entry)
+    }
+
+    pub(crate) fn snapshot(&self, now: Timestamp) -> Vec<LedgerEntry> {
+        self.payments.iter().map(|p| p.snapshot(now)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payment(pref: &str, reference: Option<&str>) -> Payment {
+        Payment {
+            partner_reference_no: pref.into(),
+            reference_no: reference.map(Into::into),
+            external_id: "1".into(),
+            pan: "9360000211219862952".into(),
+            amount: 14000,
+            decline_code: None,
+            pending_until: None,
+            created: Timestamp::UNIX_EPOCH,
+            transaction_date: String::new(),
+            tap: TapInfo::default(),
+            refunds: vec![],
+            fault: None,
+        }
+    }
+
+    #[test]
+    fn masks_all_but_first_eight_and_last_four() {
+        assert_eq!(mask_pan("9360000211219862952"), "93600002*******2952");
+        assert_eq!(mask_pan("123"), "***");
+    }
+
+    #[test]
+    fn status_follows_pending_time_and_refunds() {
+        let mut p = payment("A", Some("R"));
+        let t0 = Timestamp::UNIX_EPOCH;
+        let later = Timestamp::from_second(10).unwrap();
+        p.pending_until = Some(later);
+        assert_eq!(p.status(t0), PaymentStatus::Pending);
+        assert_eq!(p.status(later), PaymentStatus::Succeeded);
+        let mut l = Ledger::default();
+        l.insert(p);
+        l.add_refund("R", "RF1", 4000, String::new(), None).unwrap();
+        assert_eq!(
+            l.get(Some("A"), None).unwrap().status(later),
+            PaymentStatus::PartiallyRefunded
+        );
+        l.add_refund("R", "RF2", 10000, String::new(), None)
+            .unwrap();
+        let snap = l.snapshot(later);
+        assert_eq!(snap[0].status, PaymentStatus::Refunded);
+        assert_eq!(snap[0].net_charged(), 0);
+        assert_eq!(snap[0].masked_pan, "93600002*******2952");
+        assert_eq!(snap[0].nns, "93600002");
+        assert!(l.refund("RF2").is_some());
+    }
+
+    #[test]
+    fn lookups_by_both_references_must_agree() {
+        let mut l = Ledger::default();
+        l.insert(payment("A", Some("RA")));
+        l.insert(payment("B", Some("RB")));
+        assert!(l.get(Some("A"), Some("RA")).is_some());
+        assert!(l.get(None, Some("RB")).is_some());
+        assert!(l.get(Some("A"), Some("RB")).is_none());
+        assert!(l.get(Some("C"), None).is_none());
+        assert!(l.get(None, None).is_none());
+    }
+
+    #[test]
+    fn qr_content_is_single_use() {
+        let mut l = Ledger::default();
+        assert!(l.consume_qr("hQVDUFYx"));
+        assert!(!l.consume_qr("hQVDUFYx"));
+        assert!(l.consume_qr("hQVDUFYy"));
+    }
+}
