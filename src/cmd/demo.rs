@@ -188,7 +188,7 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         match step.acquirer {
             Acquirer::Normal => {}
             Acquirer::DeclinePan(code) => sim.decline_pan(step.who.pan, code),
-            Acquirer::LateReply(ms) => sim.push_fault(Fault::delay_applied(ms)),
+            Acquirer::LateReply(ms) => sim.push_fault(Fault::Delay { ms }),
         }
         let lane = lanes
             .iter()

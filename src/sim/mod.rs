@@ -46,7 +46,12 @@ use engine::Engine;
 
 /// The documentation key the demo configuration signs with (published with a SNAP example;
 /// never a production key).
-const DEMO_KEY_PEM: &str = include_str!("../../tests/fixtures/snap-doc-key.pem");
+/// The demo partner's RSA private key: a published documentation key (the SNAP signature
+/// vectors'), safe to embed, never to be used for anything real.
+pub const DEMO_PRIVATE_KEY_PEM: &str = include_str!("../../tests/fixtures/snap-doc-key.pem");
+/// The demo partner's client secret.
+pub const DEMO_CLIENT_SECRET: &str = "demo-secret-not-for-production";
+use DEMO_PRIVATE_KEY_PEM as DEMO_KEY_PEM;
 
 /// The endpoint paths, as the client sends them (with any provider prefix).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -181,7 +186,7 @@ impl SimConfig {
         let key = crate::snap::sign::rsa_public_key_from_pem(DEMO_KEY_PEM).unwrap_or_default();
         SimConfig {
             client_id: "tapgate-demo".into(),
-            client_secret: "demo-secret-not-for-production".into(),
+            client_secret: DEMO_CLIENT_SECRET.into(),
             partner_public_key_der: key,
             partner_id: "TAPGATE-DEMO".into(),
             merchant_id: "MRT-JKT-DEMO".into(),
