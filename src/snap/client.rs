@@ -318,6 +318,9 @@ impl SnapClient {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
             .timeout(timeout)
+            // Idle connections are dropped before the 60 s keep-alive common at load
+            // balancers: a connection the far end closes just as a payment is written
+            // turns that payment into an Unknown.
             .pool_idle_timeout(Duration::from_secs(50))
             .pool_max_idle_per_host(4)
             .tcp_keepalive(Duration::from_secs(30))
@@ -774,6 +777,23 @@ mod tests {
         ] {
             let o = interpret(status, body, "1".into());
             assert_eq!(kind(&o), "garbled", "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn interpret_survives_every_truncation_and_byte_flip() {
+        let good = br#"{"responseCode":"2006000","referenceNo":"FP1","amount":{"value":"1.00"}}"#;
+        for end in 0..good.len() {
+            let o = interpret(200, &good[..end], "1".into());
+            assert_eq!(kind(&o), "garbled", "prefix {end}");
+        }
+        for i in 0..good.len() {
+            for flip in [0x01u8, 0x20, 0x80, 0xff] {
+                let mut b = good.to_vec();
+                b[i] ^= flip;
+                let o = interpret(200, &b, "1".into());
+                assert!(matches!(kind(&o), "garbled" | "answered"));
+            }
         }
     }
 

@@ -41,19 +41,21 @@ impl ResponseCode {
         if chars != 7 {
             return Err(CodeError::Length(chars));
         }
-        let b = s.as_bytes();
-        if b.len() != 7 || !b.iter().all(u8::is_ascii_digit) {
+        let Ok(digits) = <[u8; 7]>::try_from(s.as_bytes()) else {
+            return Err(CodeError::NotDigits);
+        };
+        if !digits.iter().all(u8::is_ascii_digit) {
             return Err(CodeError::NotDigits);
         }
-        let d = |i: usize| u16::from(b[i] - b'0');
-        let http = d(0) * 100 + d(1) * 10 + d(2);
+        let [h1, h2, h3, s1, s2, c1, c2] = digits.map(|b| u16::from(b - b'0'));
+        let http = h1 * 100 + h2 * 10 + h3;
         if !(100..=599).contains(&http) {
             return Err(CodeError::HttpStatus(http));
         }
         Ok(ResponseCode {
             http,
-            service: (d(3) * 10 + d(4)) as u8,
-            case: (d(5) * 10 + d(6)) as u8,
+            service: (s1 * 10 + s2) as u8,
+            case: (c1 * 10 + c2) as u8,
         })
     }
 
