@@ -590,6 +590,12 @@ impl Config {
                 "timeouts must be above zero".into(),
             ));
         }
+        if a.connect_timeout_ms >= a.request_timeout_ms {
+            return Err((
+                "aggregator.connect_timeout_ms".into(),
+                "must be shorter than request_timeout_ms (a slow connect would count as an unknown outcome)".into(),
+            ));
+        }
         Ok(())
     }
 }

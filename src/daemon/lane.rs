@@ -434,9 +434,8 @@ async fn record_late_reply(
             reference_no,
             response_code,
         } => (reference_no.clone(), Some(response_code.clone())),
-        PayOutcome::Declined { response_code, .. } | PayOutcome::Refused { response_code, .. } => {
-            (None, Some(response_code.clone()))
-        }
+        PayOutcome::Declined { response_code, .. } => (None, Some(response_code.clone())),
+        PayOutcome::Refused { response_code, .. } => (None, response_code.clone()),
         PayOutcome::Unknown { response_code, .. } => (None, response_code.clone()),
     };
     let tr = Transition {
@@ -501,7 +500,7 @@ fn apply_outcome_fields(r: &mut TapReport, o: &PayOutcome) {
             message,
             ..
         } => {
-            r.response_code = Some(response_code.clone());
+            r.response_code = response_code.clone();
             r.message = format!("refused by aggregator: {message}");
         }
         PayOutcome::Unknown {

@@ -167,7 +167,10 @@ pub fn after_query(
             row,
             now_ms,
             cfg,
-            format!("query refused {response_code}: {message}"),
+            format!(
+                "query refused {}: {message}",
+                response_code.as_deref().unwrap_or("-")
+            ),
         ),
     }
 }
@@ -201,8 +204,11 @@ pub fn after_refund(
             message,
         } => Transition {
             to: OpState::Attention,
-            response_code: Some(response_code.clone()),
-            reason: Some(format!("refund refused {response_code}: {message}")),
+            response_code: response_code.clone(),
+            reason: Some(format!(
+                "refund refused {}: {message}",
+                response_code.as_deref().unwrap_or("-")
+            )),
             bump_attempts: true,
             at_ms: now_ms,
             ..Transition::default()
