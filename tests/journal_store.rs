@@ -872,3 +872,61 @@ fn the_story_of_a_late_success_refunded() {
     );
     assert!(j.due(i64::MAX, 10).unwrap().is_empty());
 }
+
+#[test]
+fn a_reader_opens_after_the_writer_has_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    let mut w = Journal::open(&path).unwrap();
+    w.begin(&op("R1", T0)).unwrap();
+    drop(w);
+    let r = Journal::open_read_only(&path).unwrap();
+    assert_eq!(r.get("R1").unwrap().unwrap().state, OpState::Pending);
+}
+
+#[test]
+fn a_garbage_file_is_a_storage_fault_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    let junk = b"this is not an sqlite database, it is a shopping list".repeat(100);
+    std::fs::write(&path, &junk).unwrap();
+    let e = Journal::open(&path).unwrap_err();
+    assert_eq!(e.storage_fault(), Some(StorageFault::Corrupt), "{e:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), junk);
+}
+
+#[test]
+fn several_connections_opening_a_fresh_file_at_once_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut j = Journal::open(&path).unwrap();
+                j.begin(&op(&format!("R{i}"), T0 + i)).unwrap();
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let j = Journal::open(&path).unwrap();
+    assert_eq!(j.list(&OpFilter::default()).unwrap().len(), 4);
+}
+
+#[test]
+fn a_journal_can_move_to_a_blocking_thread() {
+    fn is_send<T: Send>(_: &T) {}
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    let mut j = Journal::open(&path).unwrap();
+    is_send(&j);
+    let j2 = std::thread::spawn(move || {
+        j.begin(&op("R1", T0)).unwrap();
+        j
+    })
+    .join()
+    .unwrap();
+    assert!(j2.get("R1").unwrap().is_some());
+}

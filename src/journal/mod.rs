@@ -86,9 +86,7 @@ impl Journal {
         let header = schema::read_header(&conn).map_err(|e| JournalError::open(path, e))?;
         schema::check_header(path, header)?;
 
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(|e| JournalError::open(path, e))?;
+        let mode = switch_to_wal(&conn).map_err(|e| JournalError::open(path, e))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(JournalError::NoWal {
                 path: path.to_path_buf(),
@@ -575,6 +573,29 @@ impl Journal {
             }
         }
         Ok(out)
+    }
+}
+
+/// Puts the file in WAL mode (persistent, so only a fresh file changes) and returns the mode
+/// SQLite settled on.
+///
+/// While another process is creating the same fresh file, SQLite can answer the switch with
+/// `SQLITE_BUSY` at once, without calling the busy handler (it refuses to wait where a
+/// deadlock is possible), so the switch is retried here for up to [`BUSY_TIMEOUT`].
+fn switch_to_wal(conn: &Connection) -> Result<String, rusqlite::Error> {
+    const PAUSE: Duration = Duration::from_millis(10);
+    let mut waited = Duration::ZERO;
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)) {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && waited < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(PAUSE);
+                waited += PAUSE;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -95,15 +95,22 @@ pub(crate) struct Header {
     pub objects: i64,
 }
 
+/// Reads the header in one statement, so the three values come from one snapshot even while
+/// another process is migrating the same file.
 pub(crate) fn read_header(conn: &Connection) -> Result<Header, rusqlite::Error> {
-    let user_version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let application_id = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
-    let objects = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
-    Ok(Header {
-        user_version,
-        application_id,
-        objects,
-    })
+    conn.query_row(
+        "SELECT (SELECT user_version FROM pragma_user_version), \
+                (SELECT application_id FROM pragma_application_id), \
+                (SELECT count(*) FROM sqlite_schema)",
+        [],
+        |r| {
+            Ok(Header {
+                user_version: r.get(0)?,
+                application_id: r.get(1)?,
+                objects: r.get(2)?,
+            })
+        },
+    )
 }
 
 /// Refuses files that are not tapgate journals or are newer than this build.
