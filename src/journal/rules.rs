@@ -41,11 +41,13 @@ pub enum Rejection {
     ReferenceNoChanged,
     /// The gate outcome is already recorded and differs: it is a physical fact.
     GateOutcomeChanged,
-    /// The gate opened, so the passenger got what was paid for: no refund.
+    /// The gate opened, so the passenger got what was paid for: no refund (checked for both
+    /// `REFUND_PENDING` and `REFUNDED`).
     RefundAfterGateOpened,
     /// `REFUND_PENDING` needs the amount to refund.
     MissingRefundAmount,
-    /// The refund is zero or larger than the operation's amount.
+    /// The refund is zero or larger than the operation's amount (checked for both
+    /// `REFUND_PENDING` and `REFUNDED`).
     RefundAmountOutOfRange,
     /// `ATTENTION` needs a reason: a person must know what to look at.
     MissingReason,
@@ -128,7 +130,7 @@ pub fn apply(cur: &OpRow, t: &Transition) -> Result<OpRow, TransitionError> {
     let has_reference = next.reference_no.as_deref().is_some_and(|r| !r.is_empty());
     match t.to {
         OpState::Succeeded if !has_reference => return Err(R(Rejection::MissingReferenceNo)),
-        OpState::RefundPending => {
+        OpState::RefundPending | OpState::Refunded => {
             if !has_reference {
                 return Err(R(Rejection::MissingReferenceNo));
             }
@@ -465,6 +467,26 @@ mod tests {
             Err(TransitionError::Rejected(Rejection::RefundAfterGateOpened))
         );
 
+        // Found by the random walk: a refund must not complete by claiming the gate opened.
+        let claim_open = Transition {
+            gate_opened: Some(true),
+            ..t(OpState::Refunded)
+        };
+        let mut unknown_gate = pending.clone();
+        unknown_gate.gate_opened = None;
+        assert_eq!(
+            apply(&pending, &claim_open),
+            Err(TransitionError::Rejected(Rejection::GateOutcomeChanged))
+        );
+        assert_eq!(
+            apply(&unknown_gate, &claim_open),
+            Err(TransitionError::Rejected(Rejection::RefundAfterGateOpened))
+        );
+        assert_eq!(
+            apply(&pending, &t(OpState::Refunded)).unwrap().state,
+            OpState::Refunded
+        );
+
         let mut no_ref = row(OpState::Attention);
         no_ref.reason = Some("x".into());
         assert_eq!(
@@ -528,6 +550,75 @@ mod tests {
             "reference_no=R1 response_code=2006000"
         );
         assert_eq!(describe_change(&next, &next), "");
+    }
+
+    /// Random walks through the state machine with random fields: whatever [`apply`] accepts
+    /// keeps the money invariants.
+    #[test]
+    fn random_walks_keep_the_money_invariants() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x7A9_6A7E);
+        let mut accepted = 0u32;
+        for _ in 0..2_000 {
+            let mut cur = row(OpState::Pending);
+            let mut first_reference: Option<String> = None;
+            let mut first_gate: Option<bool> = None;
+            for step in 0..12 {
+                let to = ALL[rng.random_range(0..ALL.len())];
+                let pick = |rng: &mut rand::rngs::StdRng, v: &[&str]| {
+                    if rng.random_bool(0.5) {
+                        Some(v[rng.random_range(0..v.len())].to_owned())
+                    } else {
+                        None
+                    }
+                };
+                let t = Transition {
+                    reference_no: pick(&mut rng, &["R1", "R2", ""]),
+                    response_code: pick(&mut rng, &["2006000", "5006001"]),
+                    gate_opened: if rng.random_bool(0.3) {
+                        Some(rng.random_bool(0.5))
+                    } else {
+                        None
+                    },
+                    reason: pick(&mut rng, &["x", " "]),
+                    refund_amount: if rng.random_bool(0.5) {
+                        Some(Rupiah(rng.random_range(0..20_000)))
+                    } else {
+                        None
+                    },
+                    bump_attempts: rng.random_bool(0.5),
+                    ..Transition::new(to, 100 + step)
+                };
+                let Ok(next) = apply(&cur, &t) else {
+                    continue;
+                };
+                accepted += 1;
+                assert!(allowed(cur.state, next.state));
+                assert_ne!(next.state, OpState::Pending);
+                assert!(next.attempts >= cur.attempts);
+                if let Some(r) = &first_reference {
+                    assert_eq!(next.reference_no.as_ref(), Some(r), "reference changed");
+                }
+                if let Some(g) = first_gate {
+                    assert_eq!(next.gate_opened, Some(g), "gate outcome changed");
+                }
+                if matches!(next.state, OpState::Succeeded | OpState::RefundPending) {
+                    assert!(next.reference_no.as_deref().is_some_and(|r| !r.is_empty()));
+                }
+                if matches!(next.state, OpState::RefundPending | OpState::Refunded) {
+                    assert_ne!(next.gate_opened, Some(true));
+                    let a = next.refund_amount.unwrap();
+                    assert!(a.0 > 0 && a <= next.amount);
+                }
+                if next.state == OpState::Attention {
+                    assert!(!next.reason.as_deref().unwrap().trim().is_empty());
+                }
+                first_reference = next.reference_no.clone().or(first_reference);
+                first_gate = next.gate_opened.or(first_gate);
+                cur = next;
+            }
+        }
+        assert!(accepted > 2_000, "the walk hardly moved: {accepted}");
     }
 
     fn new_op() -> NewOp {
