@@ -159,6 +159,11 @@ impl Journal {
 
     /// Records a new operation as `PENDING`. Durable when it returns `Ok`: only then may the
     /// payment's first byte be sent.
+    ///
+    /// Each call waits for one fsync of the WAL: that is the fsync in the tap's latency
+    /// budget. Hardware truth: the row survives a power cut only if the storage honours flush
+    /// requests; some SD cards and USB sticks acknowledge before the data is on flash, and no
+    /// software setting can fix that.
     pub fn begin(&mut self, op: &NewOp) -> Result<(), JournalError> {
         validate_new(op).map_err(|(field, why)| JournalError::InvalidOp { field, why })?;
         let amount = i64::try_from(op.amount.0).map_err(|_| JournalError::InvalidOp {
@@ -540,6 +545,22 @@ impl Journal {
             since_ms: Some(since_ms),
             ..OpFilter::default()
         })
+    }
+
+    /// Runs SQLite's `PRAGMA quick_check`, for `tapgate doctor`: empty when the file is
+    /// sound, else SQLite's findings. It reads the whole file, so never call it on the tap
+    /// path.
+    pub fn quick_check(&self) -> Result<Vec<String>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare("PRAGMA quick_check")
+            .ctx("checking the file")?;
+        let found = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .ctx("checking the file")?
+            .collect::<Result<Vec<String>, _>>()
+            .ctx("checking the file")?;
+        Ok(found.into_iter().filter(|l| l != "ok").collect())
     }
 
     fn quarantine(&self, table: &str, key: &str, detail: &str) {
