@@ -260,6 +260,7 @@ impl JournalError {
     pub fn storage_fault(&self) -> Option<StorageFault> {
         match self {
             JournalError::Open { fault, .. } | JournalError::Storage { fault, .. } => Some(*fault),
+            JournalError::NoWal { .. } => Some(StorageFault::Other),
             _ => None,
         }
     }
