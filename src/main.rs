@@ -81,7 +81,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cmd::init_logging(cli.log_format);
+    // The demo prints its own table; its logs would only repeat it.
+    let level = match cli.command {
+        Command::Demo { .. } => "warn",
+        _ => "info",
+    };
+    cmd::init_logging(cli.log_format, level);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -252,11 +252,13 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         );
     }
     let mismatches = crate::sim::compare_with_journal(&ledger, &rows);
+    let violations = sim.stats().protocol_violations();
     println!(
-        "journal vs simulator ledger: {} operations, {} mismatches; {} not final",
+        "journal vs simulator ledger: {} operations, {} mismatches; {} not final; {} SNAP protocol violations seen by the simulator",
         rows.len(),
         mismatches.len(),
-        left
+        left,
+        violations
     );
     for m in &mismatches {
         println!("  MISMATCH {m}");
@@ -268,7 +270,7 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     );
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&tmp);
-    Ok(if mismatches.is_empty() && left == 0 {
+    Ok(if mismatches.is_empty() && left == 0 && violations == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

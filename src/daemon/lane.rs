@@ -9,10 +9,11 @@ use serde::Serialize;
 use crate::aggregator::{PayOutcome, TapInRef, TapPayment};
 use crate::config::LaneConfig;
 use crate::cpm;
+use crate::daemon::record::{self, Learned};
 use crate::daemon::station::Station;
 use crate::fare::policy::{self, Debouncer, OpenJourney, PayResult, Plan, TapOutcome};
-use crate::fare::{Direction, OpState};
-use crate::journal::{JourneyState, NewOp, Transition};
+use crate::fare::Direction;
+use crate::journal::{JourneyState, NewOp};
 use crate::nfc::{CardEvent, TapReadError};
 use crate::relay::Relay;
 
@@ -253,6 +254,10 @@ impl Lane {
             pan_masked: payload.pan().masked(),
             nns: payload.nns().to_string(),
             journey_id: journey.as_ref().map(|j| j.id),
+            // The reconciler leaves the row to this tap until its reply can no longer come.
+            next_attempt_at_ms: now_ms
+                .saturating_add(i64::try_from(policy_cfg.decision_deadline_ms).unwrap_or(0))
+                .saturating_add(self.late_reply_window_ms()),
             created_at_ms: now_ms,
         };
         let t = Instant::now();
@@ -318,14 +323,21 @@ impl Lane {
         r.timings.aggregator_us = micros(t);
         let result = outcome.as_ref().map(pay_result);
         let verdict = policy::verdict(self.cfg.direction, result, policy_cfg);
-        if let Some(o) = &outcome {
-            apply_outcome_fields(&mut r, o);
-        } else {
-            r.message = format!(
-                "no answer from the aggregator within {} ms",
-                policy_cfg.decision_deadline_ms
-            );
-        }
+        let mut learned = match &outcome {
+            Some(o) => learned_from(o),
+            None => Learned {
+                result: PayResult::Unknown,
+                reference_no: None,
+                response_code: None,
+                reason: format!(
+                    "no answer within the {} ms decision deadline",
+                    policy_cfg.decision_deadline_ms
+                ),
+            },
+        };
+        r.reference_no = learned.reference_no.clone();
+        r.response_code = learned.response_code.clone();
+        r.message = learned.reason.clone();
 
         // Open the gate first, record after: a crash in between leaves the row PENDING, which
         // resolves to a refund (a passenger is never charged for a gate that may not have opened).
@@ -336,32 +348,31 @@ impl Lane {
                 Ok(()) => opened = true,
                 Err(e) => {
                     tracing::error!(lane = %self.cfg.name, error = %e, "relay failed: gate not opened");
-                    r.message = format!("relay failed: {e}");
+                    learned.reason = format!("{}; relay failed: {e}", learned.reason);
+                    r.message = learned.reason.clone();
                 }
             }
             r.timings.relay_us = micros(t);
         }
         r.opened = opened;
-        r.outcome = verdict.outcome;
-        let mut state = verdict.state;
-        if state == OpState::Succeeded && !opened {
-            state = OpState::RefundPending;
-            r.outcome = TapOutcome::TryAgain;
+        if opened {
+            self.debouncer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .passed(&pan_key, st.now_ms());
         }
+        r.outcome = if verdict.open_gate && !opened {
+            TapOutcome::TryAgain
+        } else {
+            verdict.outcome
+        };
 
         let t = Instant::now();
-        let tr = Transition {
-            to: state,
-            reference_no: r.reference_no.clone(),
-            response_code: r.response_code.clone(),
-            gate_opened: Some(opened),
-            reason: (state != OpState::Succeeded).then(|| r.message.clone()),
-            at_ms: st.now_ms(),
-            ..Transition::default()
-        };
-        let pref = partner_ref.clone();
-        if let Err(e) = st.journal.run(move |j| j.transition(&pref, &tr)).await {
-            // The row stays PENDING: startup recovery and the reconciler resolve it by query.
+        let retry_at = st.now_ms().saturating_add(self.late_reply_window_ms());
+        if let Err(e) =
+            record::apply(st, &partner_ref, learned, Some(opened), amount, retry_at).await
+        {
+            // The row stays as it was: the reconciler resolves it by query.
             tracing::error!(lane = %self.cfg.name, fare_ref = %partner_ref, error = %e,
                 "journal write after the payment failed; the reconciler will resolve it");
         }
@@ -399,12 +410,19 @@ impl Lane {
             let lane = self.cfg.name.clone();
             let handle = tokio::spawn(async move {
                 if let Ok(late) = rx.await {
-                    record_late_reply(&st2, &lane, &partner_ref, opened, &late).await;
+                    record_late_reply(&st2, &lane, &partner_ref, opened, amount, &late).await;
                 }
             });
             st.inflight.lock().await.push(handle);
         }
         r
+    }
+
+    /// How long after the decision a late reply may still arrive: the reconciler leaves the
+    /// operation alone until then.
+    fn late_reply_window_ms(&self) -> i64 {
+        let a = &self.station.config.aggregator;
+        i64::try_from(a.request_timeout_ms.saturating_add(1000)).unwrap_or(i64::MAX)
     }
 
     fn journal_down(&self, mut r: TapReport, why: &str, started: Instant) -> TapReport {
@@ -422,45 +440,23 @@ async fn record_late_reply(
     lane: &str,
     partner_ref: &str,
     opened: bool,
+    amount: crate::fare::Rupiah,
     o: &PayOutcome,
 ) {
-    let to = policy::resolve(Some(opened), pay_result(o));
-    if to == OpState::Unknown {
+    let mut learned = learned_from(o);
+    if learned.result == PayResult::Unknown {
         // Still unknown: the reconciler resolves it by query.
         return;
     }
-    let (reference_no, response_code) = match o {
-        PayOutcome::Success {
-            reference_no,
-            response_code,
-        } => (reference_no.clone(), Some(response_code.clone())),
-        PayOutcome::Declined { response_code, .. } => (None, Some(response_code.clone())),
-        PayOutcome::Refused { response_code, .. } => (None, response_code.clone()),
-        PayOutcome::Unknown { response_code, .. } => (None, response_code.clone()),
-    };
-    let tr = Transition {
-        to,
-        reference_no,
-        response_code: response_code.clone(),
-        reason: Some(match to {
-            OpState::RefundPending => "paid after the decision deadline; gate stayed shut".into(),
-            OpState::Declined if opened => {
-                "released at exit on an unknown outcome; payment later declined: fare not collected"
-                    .into()
-            }
-            _ => "late reply".into(),
-        }),
-        at_ms: st.now_ms(),
-        ..Transition::default()
-    };
-    let pref = partner_ref.to_string();
-    match st.journal.run(move |j| j.transition(&pref, &tr)).await {
-        Ok(_) => tracing::info!(
+    learned.reason = format!("late reply: {}", learned.reason);
+    let code = learned.response_code.clone();
+    match record::apply(st, partner_ref, learned, Some(opened), amount, st.now_ms()).await {
+        Ok(row) => tracing::info!(
             target: "tapgate::fare",
             lane,
             fare_ref = partner_ref,
-            state = to.as_str(),
-            response_code = response_code.as_deref().unwrap_or("-"),
+            state = row.as_ref().map_or("-", |r| r.state.as_str()),
+            response_code = code.as_deref().unwrap_or("-"),
             "late payment reply journaled"
         ),
         Err(e) => tracing::error!(lane, fare_ref = partner_ref, error = %e,
@@ -478,38 +474,48 @@ pub fn pay_result(o: &PayOutcome) -> PayResult {
     }
 }
 
-fn apply_outcome_fields(r: &mut TapReport, o: &PayOutcome) {
-    match o {
+/// What a payment reply teaches the journal.
+pub fn learned_from(o: &PayOutcome) -> Learned {
+    let (reference_no, response_code, reason) = match o {
         PayOutcome::Success {
             reference_no,
             response_code,
-        } => {
-            r.reference_no = reference_no.clone();
-            r.response_code = Some(response_code.clone());
-            r.message = "paid".into();
-        }
+        } => (
+            reference_no.clone(),
+            Some(response_code.clone()),
+            "paid".to_string(),
+        ),
         PayOutcome::Declined {
             response_code,
             message,
-        } => {
-            r.response_code = Some(response_code.clone());
-            r.message = format!("declined by issuer: {message}");
-        }
+        } => (
+            None,
+            Some(response_code.clone()),
+            format!("declined by issuer: {message}"),
+        ),
         PayOutcome::Refused {
             response_code,
             message,
-            ..
-        } => {
-            r.response_code = response_code.clone();
-            r.message = format!("refused by aggregator: {message}");
-        }
+            why,
+        } => (
+            None,
+            response_code.clone(),
+            format!("refused ({}): {message}", why.as_str()),
+        ),
         PayOutcome::Unknown {
             response_code,
             reason,
-        } => {
-            r.response_code = response_code.clone();
-            r.message = format!("outcome unknown, will be resolved by query: {reason}");
-        }
+        } => (
+            None,
+            response_code.clone(),
+            format!("outcome unknown, resolved by query: {reason}"),
+        ),
+    };
+    Learned {
+        result: pay_result(o),
+        reference_no,
+        response_code,
+        reason,
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod lane;
 pub mod metrics;
 pub mod reconcile;
+pub mod record;
 pub mod station;
 
 use std::path::Path;

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use crate::aggregator::{QueryOutcome, RefundOutcome, TxStatus};
 use crate::config::ReconcilerConfig;
+use crate::daemon::record::{self, Learned};
 use crate::daemon::station::Station;
-use crate::fare::policy::{self, PayResult};
+use crate::fare::policy::PayResult;
 use crate::fare::OpState;
 use crate::journal::{OpRow, Transition};
 
@@ -49,7 +50,6 @@ pub fn plan_step(row: &OpRow, now_ms: i64, cfg: &ReconcilerConfig, in_flight_ms:
     match row.state {
         OpState::Pending if age_ms < in_flight_ms => Step::Wait,
         OpState::Pending | OpState::Unknown => Step::Query,
-        OpState::RefundPending if row.reference_no.is_none() => Step::Query,
         OpState::RefundPending => Step::Refund,
         _ => Step::Wait,
     }
@@ -71,31 +71,39 @@ fn retry(row: &OpRow, now_ms: i64, cfg: &ReconcilerConfig, why: String) -> Trans
         cfg.backoff_cap_ms,
         rand::random(),
     );
+    // A PENDING row is never PENDING again once looked at: it becomes UNKNOWN.
+    let to = if row.state == OpState::Pending {
+        OpState::Unknown
+    } else {
+        row.state
+    };
     Transition {
-        to: row.state,
         next_attempt_at_ms: Some(now_ms.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX))),
         reason: Some(why),
         bump_attempts: true,
-        at_ms: now_ms,
-        ..Transition::default()
+        ..Transition::new(to, now_ms)
     }
 }
 
-/// The transition a query answer leads to.
+/// The transitions a query answer leads to.
 pub fn after_query(
     row: &OpRow,
     q: &QueryOutcome,
     now_ms: i64,
     cfg: &ReconcilerConfig,
-) -> Transition {
-    let done = |to: OpState, reference_no: Option<String>, code: &str, why: &str| Transition {
-        to,
+) -> Vec<Transition> {
+    let learned = |result, reference_no: Option<String>, code: &str, why: String| Learned {
+        result,
         reference_no,
         response_code: Some(code.to_string()),
-        reason: Some(why.to_string()),
-        bump_attempts: true,
-        at_ms: now_ms,
-        ..Transition::default()
+        reason: why,
+    };
+    let settle = |l: Learned| {
+        let mut ts = record::plan_transitions(&l, row.gate_opened, row.amount, now_ms, now_ms);
+        if let Some(first) = ts.first_mut() {
+            first.bump_attempts = true;
+        }
+        ts
     };
     match q {
         QueryOutcome::Status {
@@ -103,67 +111,55 @@ pub fn after_query(
             reference_no,
             response_code,
         } => match status {
-            TxStatus::Success => {
-                let mut to = policy::resolve(row.gate_opened, PayResult::Success);
-                if row.state == OpState::RefundPending {
-                    to = OpState::RefundPending;
-                }
-                let why = if to == OpState::RefundPending {
-                    "query: paid, but the gate did not open: refund owed"
-                } else {
-                    "query: paid"
-                };
-                let mut t = done(to, reference_no.clone(), response_code, why);
-                if to == OpState::RefundPending
-                    && reference_no.is_none()
-                    && row.reference_no.is_none()
-                {
-                    t = retry(
-                        row,
-                        now_ms,
-                        cfg,
-                        "query: paid but no referenceNo to refund against".into(),
-                    );
-                }
-                t
-            }
-            TxStatus::Failed | TxStatus::Cancelled | TxStatus::NotFound => done(
-                OpState::Declined,
+            TxStatus::Success => settle(learned(
+                PayResult::Success,
+                reference_no.clone().or_else(|| row.reference_no.clone()),
+                response_code,
+                "query: paid".into(),
+            )),
+            TxStatus::Failed | TxStatus::Cancelled | TxStatus::NotFound => settle(learned(
+                PayResult::Declined,
                 None,
                 response_code,
-                &format!("query: {status:?}"),
-            ),
-            TxStatus::Refunded => done(
-                OpState::Refunded,
-                reference_no.clone(),
-                response_code,
-                "query: refunded",
-            ),
-            TxStatus::Initiated | TxStatus::Paying | TxStatus::Pending => {
-                retry(row, now_ms, cfg, format!("query: {status:?}, polling"))
-            }
+                format!("query: {}", status.as_wire()),
+            )),
+            TxStatus::Refunded => vec![Transition {
+                reason: Some("query: the aggregator reports this payment refunded, but tapgate never refunded it".into()),
+                response_code: Some(response_code.clone()),
+                bump_attempts: true,
+                ..Transition::new(OpState::Attention, now_ms)
+            }],
+            TxStatus::Initiated | TxStatus::Paying | TxStatus::Pending => vec![retry(
+                row,
+                now_ms,
+                cfg,
+                format!("query: status {}, polling", status.as_wire()),
+            )],
         },
         QueryOutcome::NotFound { response_code } => {
-            let grace =
-                i64::try_from(cfg.not_found_after_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+            let grace = i64::try_from(cfg.not_found_after_seconds.saturating_mul(1000))
+                .unwrap_or(i64::MAX);
             if now_ms.saturating_sub(row.created_at_ms) >= grace {
-                done(
-                    OpState::Declined,
+                settle(learned(
+                    PayResult::Declined,
                     None,
                     response_code,
-                    "query: aggregator has no such payment",
-                )
+                    "query: the aggregator has no such payment".into(),
+                ))
             } else {
-                retry(row, now_ms, cfg, "query: not found yet".into())
+                vec![retry(row, now_ms, cfg, "query: not found yet".into())]
             }
         }
-        QueryOutcome::Unavailable { reason } => {
-            retry(row, now_ms, cfg, format!("query unavailable: {reason}"))
-        }
+        QueryOutcome::Unavailable { reason } => vec![retry(
+            row,
+            now_ms,
+            cfg,
+            format!("query unavailable: {reason}"),
+        )],
         QueryOutcome::Refused {
             response_code,
             message,
-        } => retry(
+        } => vec![retry(
             row,
             now_ms,
             cfg,
@@ -171,7 +167,7 @@ pub fn after_query(
                 "query refused {}: {message}",
                 response_code.as_deref().unwrap_or("-")
             ),
-        ),
+        )],
     }
 }
 
@@ -187,14 +183,12 @@ pub fn after_refund(
             refund_no,
             response_code,
         } => Transition {
-            to: OpState::Refunded,
             response_code: Some(response_code.clone()),
             refund_no: refund_no.clone(),
-            refund_amount: Some(row.amount),
+            refund_amount: Some(row.refund_amount.unwrap_or(row.amount)),
             reason: Some("refunded".into()),
             bump_attempts: true,
-            at_ms: now_ms,
-            ..Transition::default()
+            ..Transition::new(OpState::Refunded, now_ms)
         },
         RefundOutcome::Unavailable { reason } => {
             retry(row, now_ms, cfg, format!("refund unavailable: {reason}"))
@@ -203,15 +197,13 @@ pub fn after_refund(
             response_code,
             message,
         } => Transition {
-            to: OpState::Attention,
             response_code: response_code.clone(),
             reason: Some(format!(
                 "refund refused {}: {message}",
                 response_code.as_deref().unwrap_or("-")
             )),
             bump_attempts: true,
-            at_ms: now_ms,
-            ..Transition::default()
+            ..Transition::new(OpState::Attention, now_ms)
         },
     }
 }
@@ -267,12 +259,10 @@ impl Reconciler {
                     j.transition(
                         &row.partner_reference_no,
                         &Transition {
-                            to: OpState::Unknown,
                             reason: Some(
                                 "found PENDING at startup: process stopped mid-payment".into(),
                             ),
-                            at_ms: now,
-                            ..Transition::default()
+                            ..Transition::new(OpState::Unknown, now)
                         },
                     )?;
                 }
@@ -291,18 +281,16 @@ impl Reconciler {
         for row in rows {
             stats.seen += 1;
             let now = st.now_ms();
-            let t = match plan_step(&row, now, cfg, self.in_flight_ms()) {
+            let ts = match plan_step(&row, now, cfg, self.in_flight_ms()) {
                 Step::Wait => continue,
                 Step::Attention(why) => {
                     stats.attention += 1;
                     tracing::warn!(target: "tapgate::fare", fare_ref = %row.partner_reference_no,
                         lane = %row.lane, reason = %why, "operation needs ATTENTION");
-                    Transition {
-                        to: OpState::Attention,
+                    vec![Transition {
                         reason: Some(why),
-                        at_ms: now,
-                        ..Transition::default()
-                    }
+                        ..Transition::new(OpState::Attention, now)
+                    }]
                 }
                 Step::Query => {
                     stats.queries += 1;
@@ -321,15 +309,30 @@ impl Reconciler {
                             "gate did not open",
                         )
                         .await;
-                    after_refund(&row, &r, st.now_ms(), cfg)
+                    vec![after_refund(&row, &r, st.now_ms(), cfg)]
                 }
             };
-            let to = t.to;
+            let Some(last) = ts.last() else { continue };
+            let to = last.to;
+            let reason = last.reason.clone().unwrap_or_default();
             let pref = row.partner_reference_no.clone();
-            let reason = t.reason.clone().unwrap_or_default();
-            st.journal
-                .run(move |j| j.transition(&pref, &t).map(|_| ()))
-                .await?;
+            let applied = st
+                .journal
+                .run(move |j| {
+                    for t in &ts {
+                        j.transition(&pref, t)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = applied {
+                if e.is_storage_fault() {
+                    return Err(e);
+                }
+                tracing::error!(target: "tapgate::fare", fare_ref = %row.partner_reference_no,
+                    error = %e, "journal refused the reconciler's transition");
+                continue;
+            }
             if to != row.state {
                 tracing::info!(target: "tapgate::fare", fare_ref = %row.partner_reference_no,
                     lane = %row.lane, from = row.state.as_str(), to = to.as_str(), reason = %reason,

@@ -136,7 +136,7 @@ impl JournalHandle {
         .await
         {
             Ok(r) => r,
-            Err(e) => Err(JournalError::Task(e.to_string())),
+            Err(e) => Err(JournalError::Worker(e.to_string())),
         }
     }
 }
@@ -211,10 +211,12 @@ mod tests {
     #[test]
     fn passenger_key_is_stable_and_keyed() {
         let pan = |d: &str| {
-            crate::cpm::decode(&crate::cpm::build::payload(&crate::cpm::build::PayloadSpec::new(d)))
-                .expect("built payload decodes")
-                .pan()
-                .clone()
+            crate::cpm::decode(&crate::cpm::build::payload(
+                &crate::cpm::build::PayloadSpec::new(d),
+            ))
+            .expect("built payload decodes")
+            .pan()
+            .clone()
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("k");

@@ -197,20 +197,28 @@ impl Debouncer {
         }
     }
 
-    /// Whether `key` tapped within the window before `now_ms`; records this tap either way, so
-    /// a phone held at the gate keeps extending its window.
+    /// Whether `key` was let through within the window before `now_ms`. A repeat extends the
+    /// window, so a phone left at the gate never pays twice. Taps that did not open the gate
+    /// are not remembered: a passenger told to try again (or declined) may tap again at once.
     pub fn is_repeat(&mut self, key: &str, now_ms: i64) -> bool {
+        let window = self.window_ms;
+        match self.last.get_mut(key) {
+            Some(at) if now_ms.saturating_sub(*at) < window => {
+                *at = now_ms;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Remembers that `key` was let through at `now_ms`.
+    pub fn passed(&mut self, key: &str, now_ms: i64) {
         if self.last.len() > 256 {
             let window = self.window_ms;
             self.last
                 .retain(|_, at| now_ms.saturating_sub(*at) < window);
         }
-        let repeat = self
-            .last
-            .get(key)
-            .is_some_and(|at| now_ms.saturating_sub(*at) < self.window_ms);
         self.last.insert(key.to_string(), now_ms);
-        repeat
     }
 }
 
@@ -341,10 +349,14 @@ mod tests {
     fn debounce_window() {
         let mut d = Debouncer::new(3000);
         assert!(!d.is_repeat("p1", 0));
+        d.passed("p1", 0);
         assert!(d.is_repeat("p1", 2999));
         assert!(!d.is_repeat("p2", 3000));
         // Held on the reader: each read extends the window.
         assert!(d.is_repeat("p1", 5000));
         assert!(!d.is_repeat("p1", 8001));
+        // A tap that did not open the gate is not remembered.
+        assert!(!d.is_repeat("p3", 9000));
+        assert!(!d.is_repeat("p3", 9001));
     }
 }

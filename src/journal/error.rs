@@ -78,6 +78,10 @@ pub enum ErrorClass {
 /// Everything the journal can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
+    /// The worker thread running a journal call died (a panic, or the runtime shutting down):
+    /// nothing is known about that call, so it counts as a storage fault.
+    #[error("journal worker failed: {0}")]
+    Worker(String),
     /// The journal file could not be opened or set up.
     #[error("cannot open journal {}: {fault}: {source}", path.display())]
     Open {
@@ -237,6 +241,7 @@ impl JournalError {
     pub fn class(&self) -> ErrorClass {
         match self {
             JournalError::Open { .. }
+            | JournalError::Worker(_)
             | JournalError::NoWal { .. }
             | JournalError::Storage { .. } => ErrorClass::Storage,
             JournalError::NewerSchema { .. }

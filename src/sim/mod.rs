@@ -28,6 +28,7 @@
 //!
 //! The `/sim/*` API has no authentication: bind the simulator to loopback only.
 
+mod audit;
 mod engine;
 mod faults;
 mod ledger;
@@ -37,6 +38,7 @@ mod server;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+pub use audit::compare_with_journal;
 pub use engine::{Note, SimStats};
 pub use faults::{Fault, FaultMix, Service, WeightedFault};
 pub use ledger::{mask_pan, LedgerEntry, PaymentStatus, RefundEntry, TapInfo};

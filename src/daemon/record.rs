@@ -1,0 +1,180 @@
+//! How a payment result is written to the journal: the one place that turns "what we learned"
+//! (at the decision, from a late reply, or from the reconciler's query) into transitions the
+//! journal's state machine accepts.
+
+use crate::daemon::station::Station;
+use crate::fare::policy::PayResult;
+use crate::fare::{OpState, Rupiah};
+use crate::journal::{JournalError, OpRow, Transition};
+
+/// What was learned about a payment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Learned {
+    /// The result class.
+    pub result: PayResult,
+    /// The aggregator's `referenceNo`, when it gave one.
+    pub reference_no: Option<String>,
+    /// The `responseCode`, when one came.
+    pub response_code: Option<String>,
+    /// Why, for the journal's event log.
+    pub reason: String,
+}
+
+/// The transitions recording `learned` for an operation of `amount` whose gate outcome is
+/// `gate_opened` (`None`: never recorded, counts as not opened). `retry_at_ms` is when the
+/// reconciler may next look at an operation left uncertain.
+pub fn plan_transitions(
+    learned: &Learned,
+    gate_opened: Option<bool>,
+    amount: Rupiah,
+    at_ms: i64,
+    retry_at_ms: i64,
+) -> Vec<Transition> {
+    let opened = gate_opened.unwrap_or(false);
+    let base = |to| Transition {
+        response_code: learned.response_code.clone(),
+        gate_opened: Some(opened),
+        reason: Some(learned.reason.clone()),
+        ..Transition::new(to, at_ms)
+    };
+    match (learned.result, &learned.reference_no) {
+        (PayResult::Success, Some(reference)) => {
+            let paid = Transition {
+                reference_no: Some(reference.clone()),
+                ..base(OpState::Succeeded)
+            };
+            if opened {
+                vec![paid]
+            } else {
+                let refund = Transition {
+                    refund_amount: Some(amount),
+                    reason: Some(format!(
+                        "{}; gate did not open: refund owed",
+                        learned.reason
+                    )),
+                    next_attempt_at_ms: Some(at_ms),
+                    gate_opened: None,
+                    ..Transition::new(OpState::RefundPending, at_ms)
+                };
+                vec![paid, refund]
+            }
+        }
+        (PayResult::Success, None) => vec![Transition {
+            reason: Some(format!(
+                "{}; paid but no referenceNo given: query for it",
+                learned.reason
+            )),
+            next_attempt_at_ms: Some(at_ms),
+            ..base(OpState::Unknown)
+        }],
+        (PayResult::Declined | PayResult::Refused, _) => vec![base(OpState::Declined)],
+        (PayResult::Unknown, _) => vec![Transition {
+            next_attempt_at_ms: Some(retry_at_ms),
+            ..base(OpState::Unknown)
+        }],
+    }
+}
+
+/// Applies [`plan_transitions`] to the journal; returns the row as it ends.
+pub async fn apply(
+    station: &Station,
+    partner_ref: &str,
+    learned: Learned,
+    gate_opened: Option<bool>,
+    amount: Rupiah,
+    retry_at_ms: i64,
+) -> Result<Option<OpRow>, JournalError> {
+    let at = station.now_ms();
+    let plan = plan_transitions(&learned, gate_opened, amount, at, retry_at_ms);
+    let pref = partner_ref.to_string();
+    station
+        .journal
+        .run(move |j| {
+            let mut last = None;
+            for t in &plan {
+                last = Some(j.transition(&pref, t)?);
+            }
+            Ok(last)
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn learned(result: PayResult, reference: Option<&str>) -> Learned {
+        Learned {
+            result,
+            reference_no: reference.map(str::to_string),
+            response_code: Some("2006000".into()),
+            reason: "test".into(),
+        }
+    }
+
+    #[test]
+    fn success_with_open_gate_is_one_step() {
+        let t = plan_transitions(
+            &learned(PayResult::Success, Some("R1")),
+            Some(true),
+            Rupiah(9000),
+            1,
+            2,
+        );
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].to, OpState::Succeeded);
+        assert_eq!(t[0].gate_opened, Some(true));
+    }
+
+    #[test]
+    fn success_without_open_gate_owes_a_refund() {
+        for gate in [Some(false), None] {
+            let t = plan_transitions(
+                &learned(PayResult::Success, Some("R1")),
+                gate,
+                Rupiah(9000),
+                1,
+                2,
+            );
+            let states: Vec<_> = t.iter().map(|t| t.to).collect();
+            assert_eq!(states, vec![OpState::Succeeded, OpState::RefundPending]);
+            assert_eq!(t[0].gate_opened, Some(false));
+            assert_eq!(t[1].refund_amount, Some(Rupiah(9000)));
+        }
+    }
+
+    #[test]
+    fn success_without_reference_is_resolved_by_query() {
+        let t = plan_transitions(
+            &learned(PayResult::Success, None),
+            Some(true),
+            Rupiah(9000),
+            1,
+            2,
+        );
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].to, OpState::Unknown);
+        assert_eq!(t[0].gate_opened, Some(true));
+    }
+
+    #[test]
+    fn unknown_waits_until_retry_time() {
+        let t = plan_transitions(
+            &learned(PayResult::Unknown, None),
+            Some(false),
+            Rupiah(1),
+            1,
+            99,
+        );
+        assert_eq!(t[0].to, OpState::Unknown);
+        assert_eq!(t[0].next_attempt_at_ms, Some(99));
+        let d = plan_transitions(
+            &learned(PayResult::Declined, None),
+            Some(false),
+            Rupiah(1),
+            1,
+            99,
+        );
+        assert_eq!(d[0].to, OpState::Declined);
+    }
+}
