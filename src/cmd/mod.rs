@@ -63,7 +63,7 @@ pub fn decode(arg: &str, json: bool) -> anyhow::Result<ExitCode> {
         println!("  issuer NNS  {}", report.nns.as_deref().unwrap_or("-"));
         println!(
             "  issuer      {}",
-            report.issuer.as_deref().unwrap_or("(not in table)")
+            report.issuer.unwrap_or("(not in table)")
         );
         println!(
             "  PAN         {}",
