@@ -1,0 +1,50 @@
+//! Shared set-up for the pipeline tests: the simulator on loopback, a station config written
+//! to a temp dir with its secret files, and payload builders.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use tapgate::cpm::build::{payload, PayloadSpec};
+use tapgate::sim::{SimConfig, SimHandle, Simulator};
+
+/// The demo station's config, pointed at `base_url`, with its journal and secrets in `dir`.
+pub fn station_config(dir: &Path, base_url: &str, extra_policy: &str) -> PathBuf {
+    std::fs::write(dir.join("client-secret"), tapgate::sim::DEMO_CLIENT_SECRET).unwrap();
+    std::fs::write(dir.join("private-key.pem"), tapgate::sim::DEMO_PRIVATE_KEY_PEM).unwrap();
+    let demo = include_str!("../../config/demo.toml");
+    let mut text = demo
+        .replace("base_url = \"http://127.0.0.1:8600\"", &format!("base_url = \"{base_url}\""))
+        .replace("path = \"demo-journal.db\"", &format!("path = {:?}", dir.join("journal.db")))
+        .replace("client_secret_file = \"demo-client-secret\"", "client_secret_file = \"client-secret\"")
+        .replace("private_key_file = \"demo-private-key.pem\"", "private_key_file = \"private-key.pem\"");
+    if !extra_policy.is_empty() {
+        text = text.replace("[policy]\n", &format!("[policy]\n{extra_policy}\n"));
+        // A key given in `extra_policy` replaces the demo's own line.
+        for line in extra_policy.lines() {
+            if let Some((key, _)) = line.split_once('=') {
+                let key = key.trim();
+                let demo_line = demo.lines().find(|l| l.starts_with(&format!("{key} =")));
+                if let Some(l) = demo_line {
+                    text = text.replacen(&format!("{l}\n"), "", 1);
+                }
+            }
+        }
+    }
+    let path = dir.join("station.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts the simulator with the demo partner on an ephemeral loopback port.
+pub async fn start_sim() -> SimHandle {
+    Simulator::start(SimConfig::demo(), SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("simulator starts")
+}
+
+/// A fresh payload (new issuer token) for `pan`.
+pub fn tap_payload(pan: &str) -> String {
+    payload(&PayloadSpec::new(pan).with_token(&rand::random::<[u8; 16]>()))
+}
