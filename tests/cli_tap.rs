@@ -25,7 +25,7 @@ fn tap(config: &std::path::Path, lane: &str, payload: &str) -> (i32, Value, Stri
 async fn approved_declined_and_journaled() {
     let sim = common::start_sim().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = common::station_config(dir.path(), &sim.base_url(), "");
+    let cfg = common::station_config(dir.path(), &sim.base_url(), "", "");
 
     let sari = "9360000201100456781";
     let (code, v, stderr) = tap(&cfg, "in-1", &common::tap_payload(sari));
@@ -81,7 +81,7 @@ async fn approved_declined_and_journaled() {
 async fn unknown_lane_and_bad_config_fail_clearly() {
     let sim = common::start_sim().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = common::station_config(dir.path(), &sim.base_url(), "");
+    let cfg = common::station_config(dir.path(), &sim.base_url(), "", "");
     let out = Command::new(env!("CARGO_BIN_EXE_tapgate"))
         .args(["tap", "--config"])
         .arg(&cfg)

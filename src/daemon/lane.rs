@@ -368,7 +368,13 @@ impl Lane {
         };
 
         let t = Instant::now();
-        let retry_at = st.now_ms().saturating_add(self.late_reply_window_ms());
+        // A reply that came (even an unclear one) leaves nothing to wait for; after a missed
+        // deadline the reply may still come, so the reconciler waits for it first.
+        let retry_at = if timed_out {
+            st.now_ms().saturating_add(self.late_reply_window_ms())
+        } else {
+            st.now_ms()
+        };
         if let Err(e) =
             record::apply(st, &partner_ref, learned, Some(opened), amount, retry_at).await
         {

@@ -10,7 +10,8 @@ use tapgate::cpm::build::{payload, PayloadSpec};
 use tapgate::sim::{SimConfig, SimHandle, Simulator};
 
 /// The demo station's config, pointed at `base_url`, with its journal and secrets in `dir`.
-pub fn station_config(dir: &Path, base_url: &str, extra_policy: &str) -> PathBuf {
+/// `extra_policy` lines replace or add `[policy]` keys; `extra_toml` is appended (whole sections).
+pub fn station_config(dir: &Path, base_url: &str, extra_policy: &str, extra_toml: &str) -> PathBuf {
     std::fs::write(dir.join("client-secret"), tapgate::sim::DEMO_CLIENT_SECRET).unwrap();
     std::fs::write(dir.join("private-key.pem"), tapgate::sim::DEMO_PRIVATE_KEY_PEM).unwrap();
     let demo = include_str!("../../config/demo.toml");
@@ -32,6 +33,8 @@ pub fn station_config(dir: &Path, base_url: &str, extra_policy: &str) -> PathBuf
             }
         }
     }
+    text.push('\n');
+    text.push_str(extra_toml);
     let path = dir.join("station.toml");
     std::fs::write(&path, text).unwrap();
     path
