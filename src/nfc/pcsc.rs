@@ -720,6 +720,7 @@ impl Service {
                 present,
                 events: states[0].event_count(),
             };
+            tracing::trace!(reader = name, state = ?reader, ?seen, tap = ?self.machine.state(), "reader state");
             if self.machine.on(seen) == Act::ReadPhone {
                 let outcome = self.read_phone(ctx, &cname, name);
                 self.machine.on(Seen::ExchangeDone);
