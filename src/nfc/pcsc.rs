@@ -280,7 +280,13 @@ impl TapMachine {
                 Act::Wait
             }
             (S::WaitingForReader, _) | (_, Seen::ReaderUp) => Act::Wait,
-            (S::WaitingForCard, Seen::Field { present: true, events }) => {
+            (
+                S::WaitingForCard,
+                Seen::Field {
+                    present: true,
+                    events,
+                },
+            ) => {
                 self.state = S::Processing;
                 self.read_at_events = Some(events);
                 Act::ReadPhone
@@ -296,10 +302,15 @@ impl TapMachine {
             }
             // Taken away and put back between two polls: pcscd counted the removal and the
             // insertion, so this is a new tap even though the field never looked empty.
-            (S::WaitingForRemoval, Seen::Field { present: true, events })
-                if self
-                    .read_at_events
-                    .is_some_and(|at| events.wrapping_sub(at) >= 2) =>
+            (
+                S::WaitingForRemoval,
+                Seen::Field {
+                    present: true,
+                    events,
+                },
+            ) if self
+                .read_at_events
+                .is_some_and(|at| events.wrapping_sub(at) >= 2) =>
             {
                 self.state = S::Processing;
                 self.read_at_events = Some(events);
@@ -413,6 +424,13 @@ impl ApduChannel for PcscChannel<'_> {
     }
 }
 
+/// The readers pcscd knows now, for `tapgate readers` and `doctor`. An empty list when pcscd
+/// runs without readers; `Err` (typically `NoService`) when pcscd cannot be reached.
+pub fn list_readers() -> Result<Vec<String>, pcsc::Error> {
+    let ctx = Context::establish(Scope::User)?;
+    Service::list_readers(&ctx)
+}
+
 /// Shared between the service thread and its handle: the context to cancel, and the stop flag.
 struct Control {
     stop: Mutex<bool>,
@@ -445,6 +463,9 @@ impl Control {
 
 /// A running reader service. [`ReaderHandle::stop`] (or dropping the handle) cancels its wait
 /// and joins the thread; a tap being read finishes first (bounded by the tap deadline).
+///
+/// Events are sent with `blocking_send`: the lane must keep receiving, or drop its receiver,
+/// until `stop` returns, or the thread can wait forever on a full channel.
 pub struct ReaderHandle {
     control: Arc<Control>,
     thread: Option<JoinHandle<()>>,
@@ -555,7 +576,10 @@ impl Service {
             match end {
                 ContextEnd::Stop => break,
                 ContextEnd::Lost(e) => {
-                    if self.set_health(Health::ServiceDown, &e.to_string()).is_err() {
+                    if self
+                        .set_health(Health::ServiceDown, &e.to_string())
+                        .is_err()
+                    {
                         break;
                     }
                     let delay = self.backoff.next_delay();
@@ -578,7 +602,11 @@ impl Service {
         let pattern = self.pattern.as_str();
         match &next {
             Health::ServiceDown => {
-                tracing::warn!(pattern, error = why, "pcscd unreachable; retrying with backoff")
+                tracing::warn!(
+                    pattern,
+                    error = why,
+                    "pcscd unreachable; retrying with backoff"
+                )
             }
             Health::NoReader => tracing::warn!(pattern, "no reader matches the lane's pattern"),
             Health::Reader(name) => tracing::info!(reader = %name, "reader up"),
@@ -724,9 +752,7 @@ impl Service {
             if self.machine.on(seen) == Act::ReadPhone {
                 let outcome = self.read_phone(ctx, &cname, name);
                 self.machine.on(Seen::ExchangeDone);
-                if let Err(end) = outcome {
-                    return Err(end);
-                }
+                outcome?;
             }
             if pnp_changed {
                 // Another reader came or went; a better match may exist, and ours may be gone.
@@ -785,7 +811,12 @@ impl Service {
         let read_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let event = match result {
             Ok(qr_content) => {
-                tracing::debug!(reader = name, read_us, chars = qr_content.len(), "phone read");
+                tracing::debug!(
+                    reader = name,
+                    read_us,
+                    chars = qr_content.len(),
+                    "phone read"
+                );
                 CardEvent::Payload {
                     reader: name.to_owned(),
                     qr_content,
@@ -912,7 +943,10 @@ mod tests {
     #[test]
     fn choice_is_independent_of_listing_order() {
         let p = ReaderPattern::new("Virtual PCD");
-        let a = vec!["Virtual PCD 00 01".to_owned(), "Virtual PCD 00 00".to_owned()];
+        let a = vec![
+            "Virtual PCD 00 01".to_owned(),
+            "Virtual PCD 00 00".to_owned(),
+        ];
         assert_eq!(p.choose(&a), Some("Virtual PCD 00 00"));
         assert_eq!(ReaderPattern::new("nothing").choose(&a), None);
     }
@@ -938,7 +972,12 @@ mod tests {
         ] {
             assert_eq!(classify(e), Recovery::Reestablish, "{e:?}");
         }
-        for e in [E::RemovedCard, E::ResetCard, E::NoSmartcard, E::UnresponsiveCard] {
+        for e in [
+            E::RemovedCard,
+            E::ResetCard,
+            E::NoSmartcard,
+            E::UnresponsiveCard,
+        ] {
             assert_eq!(classify(e), Recovery::CardGone, "{e:?}");
         }
         assert_eq!(classify(E::UnknownReader), Recovery::Relist);
@@ -997,10 +1036,7 @@ mod tests {
         assert_eq!(h.set(Health::ServiceDown), Some(Health::Starting));
         assert_eq!(h.set(Health::ServiceDown), None);
         assert_eq!(h.set(Health::ServiceDown), None);
-        assert_eq!(
-            h.set(Health::Reader("r".into())),
-            Some(Health::ServiceDown)
-        );
+        assert_eq!(h.set(Health::Reader("r".into())), Some(Health::ServiceDown));
         assert_eq!(h.current(), &Health::Reader("r".into()));
     }
 

@@ -508,8 +508,14 @@ mod tests {
         assert_eq!(answer(p.on_message(&[0x04])), CONTACTLESS_ATR.to_vec());
         assert_eq!(p.on_message(&[0x01]), Reply::Silent);
         assert_eq!(answer(p.on_message(&SELECT)), vec![0x90, 0x00]);
-        assert_eq!(answer(p.on_message(&read_record(1))), b"hQVDU\x61\xFF".to_vec());
-        assert_eq!(answer(p.on_message(&read_record(2))), b"FYxx\x90\x00".to_vec());
+        assert_eq!(
+            answer(p.on_message(&read_record(1))),
+            b"hQVDU\x61\xFF".to_vec()
+        );
+        assert_eq!(
+            answer(p.on_message(&read_record(2))),
+            b"FYxx\x90\x00".to_vec()
+        );
         assert_eq!(answer(p.on_message(&read_record(3))), vec![0x6A, 0x83]);
     }
 

@@ -43,7 +43,11 @@ fn alive(pid: i32) -> bool {
 
 /// A pcscd this test run did not start, if one is running.
 fn foreign_pcscd() -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(PID_FILE).ok()?.trim().parse().ok()?;
+    let pid: i32 = std::fs::read_to_string(PID_FILE)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     (alive(pid) && comm.trim() == "pcscd").then_some(pid)
 }
@@ -88,10 +92,7 @@ impl Pcscd {
         loop {
             if let Ok(ctx) = pcsc::Context::establish(pcsc::Scope::User) {
                 if let Ok(names) = ctx.list_readers_owned() {
-                    if names
-                        .iter()
-                        .any(|n| n.to_string_lossy() == VPCD_READER)
-                    {
+                    if names.iter().any(|n| n.to_string_lossy() == VPCD_READER) {
                         return;
                     }
                 }
