@@ -99,6 +99,11 @@ struct Rig {
 impl Rig {
     /// None (and a message) when pcscd is not installed.
     fn start(pattern: &str, opts: ReaderOptions) -> Option<Rig> {
+        Self::start_with(pattern, opts, true)
+    }
+
+    /// Like [`Rig::start`]; with `pcscd_first` false the service starts before pcscd does.
+    fn start_with(pattern: &str, opts: ReaderOptions, pcscd_first: bool) -> Option<Rig> {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         if pcscd::binary().is_none() || !pcscd::vpcd_configured() {
             eprintln!(
@@ -109,7 +114,7 @@ impl Rig {
         }
         logs().clear();
         let dir = tempfile::tempdir().unwrap();
-        let pcscd = Pcscd::start(&dir.path().join("pcscd.log"));
+        let pcscd = pcscd_first.then(|| Pcscd::start(&dir.path().join("pcscd.log")));
         let (tx, rx) = mpsc::channel(16);
         let service = spawn_reader(ReaderPattern::new(pattern), tx, opts).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -119,7 +124,7 @@ impl Rig {
         Some(Rig {
             _serial: serial,
             dir,
-            pcscd: Some(pcscd),
+            pcscd,
             service: Some(service),
             rx,
             rt,
@@ -477,4 +482,26 @@ fn readers_are_listed_for_technicians() {
     assert!(names.iter().any(|n| n == VPCD_READER), "{names:?}");
     rig.pcscd().stop();
     assert_eq!(list_readers(), Err(pcsc::Error::NoService));
+}
+
+#[test]
+fn service_started_before_pcscd_picks_the_reader_up_when_pcscd_starts() {
+    let Some(mut rig) = Rig::start_with(VPCD_READER, ReaderOptions::default(), false) else {
+        return;
+    };
+    match rig.expect_event(Duration::from_secs(5), "ReaderDown at start") {
+        CardEvent::ReaderDown { reader, why } => {
+            assert_eq!(reader, VPCD_READER);
+            assert!(why.starts_with("pcscd unreachable"), "{why}");
+        }
+        other => panic!("expected ReaderDown, got {other:?}"),
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = rig.dir.path().join("pcscd.log");
+    rig.pcscd = Some(Pcscd::start(&log));
+    rig.expect_reader_up();
+    let payload = q1();
+    let (event, _) = rig.tap(PhoneScript::chunked(&payload, &[84]));
+    assert_eq!(payload_of(&event), payload);
+    assert_eq!(logs().count("pcscd unreachable"), 1, "{}", logs().text());
 }

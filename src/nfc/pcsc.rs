@@ -576,10 +576,8 @@ impl Service {
             match end {
                 ContextEnd::Stop => break,
                 ContextEnd::Lost(e) => {
-                    if self
-                        .set_health(Health::ServiceDown, &e.to_string())
-                        .is_err()
-                    {
+                    let why = format!("pcscd unreachable: {e}");
+                    if self.set_health(Health::ServiceDown, &why).is_err() {
                         break;
                     }
                     let delay = self.backoff.next_delay();
