@@ -12,7 +12,11 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use support::pcscd::{self, Pcscd, VPCD_READER};
-use tapgate::nfc::pcsc::{list_readers, spawn_reader, ReaderHandle, ReaderOptions, ReaderPattern};
+use tapgate::nfc::feedback::{FeedbackError, FeedbackModel, Signal};
+use tapgate::nfc::pcsc::{
+    list_readers, show_feedback, spawn_reader, FeedbackSendError, ReaderHandle, ReaderOptions,
+    ReaderPattern,
+};
 use tapgate::nfc::vphone::{Fault, PhoneReport, PhoneScript, Step, TapEnd, VirtualPhone};
 use tapgate::nfc::{CardEvent, ChannelError, TapReadError};
 use tokio::sync::mpsc;
@@ -504,4 +508,39 @@ fn service_started_before_pcscd_picks_the_reader_up_when_pcscd_starts() {
     let (event, _) = rig.tap(PhoneScript::chunked(&payload, &[84]));
     assert_eq!(payload_of(&event), payload);
     assert_eq!(logs().count("pcscd unreachable"), 1, "{}", logs().text());
+}
+
+#[test]
+fn feedback_commands_reach_the_reader_by_the_right_path() {
+    let Some(mut rig) = Rig::start(VPCD_READER, ReaderOptions::default()) else {
+        return;
+    };
+    rig.expect_reader_up();
+    // Off: nothing is opened or sent, even with no reader at all.
+    show_feedback("no such reader", FeedbackModel::Off, Signal::Approved).unwrap();
+    // Escape commands go through SCardControl on a direct connection; vpcd has no escape
+    // support, exactly like libccid with escape commands not enabled.
+    match show_feedback(VPCD_READER, FeedbackModel::Acr1252u, Signal::Declined) {
+        Err(FeedbackSendError::Rejected { reader, .. }) => assert_eq!(reader, VPCD_READER),
+        other => panic!("expected the escape command to be rejected, got {other:?}"),
+    }
+    // A pseudo-APDU travels on the card connection while the phone is in the field; a phone is
+    // not a reader, so it refuses it, and the refusal is reported.
+    let payload = q1();
+    let phone = VirtualPhone::local()
+        .spawn(PhoneScript::chunked(&payload, &[84]).hold(Duration::from_millis(1500)))
+        .unwrap();
+    let event = rig.expect_event(Duration::from_secs(5), "tap");
+    assert_eq!(payload_of(&event), payload);
+    match show_feedback(VPCD_READER, FeedbackModel::Acr122u, Signal::Approved) {
+        Err(FeedbackSendError::Refused(FeedbackError::Refused(sw))) => {
+            assert_eq!(sw, vec![0x6D, 0x00])
+        }
+        other => panic!("expected the phone to refuse the pseudo-APDU, got {other:?}"),
+    }
+    let report = phone.join().unwrap().unwrap();
+    let last = report.apdus.last().unwrap();
+    assert_eq!(&last[..3], &[0xFF, 0x00, 0x40]);
+    assert_eq!(report.selects(), 1, "feedback is not a second tap");
+    assert!(rig.next_event(Duration::from_millis(500)).is_none());
 }
