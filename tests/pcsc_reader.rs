@@ -344,10 +344,17 @@ fn phone_held_on_the_reader_is_one_tap() {
     };
     rig.expect_reader_up();
     let payload = q1();
+    let cpu_before = cpu_time();
     let (event, report) =
         rig.tap(PhoneScript::chunked(&payload, &[84]).hold(Duration::from_secs(3)));
+    let cpu_used = cpu_time() - cpu_before;
     assert_eq!(payload_of(&event), payload);
     assert_eq!(report.end, TapEnd::Held);
+    // Waiting for removal is a blocking wait too, not a poll of the phone.
+    assert!(
+        cpu_used < Duration::from_millis(200),
+        "{cpu_used:?} of CPU while a phone sat on the reader for 3 s"
+    );
     assert_eq!(report.selects(), 1, "the phone was read once in 3 s");
     assert!(
         rig.next_event(Duration::from_millis(800)).is_none(),
