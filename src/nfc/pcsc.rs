@@ -407,21 +407,36 @@ impl ApduChannel for PcscChannel<'_> {
         }
         match self.card.transmit(command, &mut self.buf) {
             Ok(answer) => {
-                let now = Instant::now();
-                if now > self.tap_deadline || now.duration_since(sent) > self.apdu_deadline {
-                    return Err(ChannelError::Timeout);
+                if answered_in_time(sent, Instant::now(), self.tap_deadline, self.apdu_deadline) {
+                    Ok(answer.to_vec())
+                } else {
+                    Err(ChannelError::Timeout)
                 }
-                Ok(answer.to_vec())
             }
             Err(e) => {
                 self.failure = Some(e);
-                Err(match classify(e) {
-                    Recovery::CardGone => ChannelError::CardRemoved,
-                    Recovery::Idle => ChannelError::Timeout,
-                    _ => ChannelError::Reader(format!("SCardTransmit: {e}")),
-                })
+                Err(channel_error(e))
             }
         }
+    }
+}
+
+/// Whether an answer that came at `now` to a command sent at `sent` is still usable.
+fn answered_in_time(
+    sent: Instant,
+    now: Instant,
+    tap_deadline: Instant,
+    apdu_deadline: Duration,
+) -> bool {
+    now <= tap_deadline && now.saturating_duration_since(sent) <= apdu_deadline
+}
+
+/// What a failed `SCardTransmit` means to the exchange.
+fn channel_error(e: pcsc::Error) -> ChannelError {
+    match classify(e) {
+        Recovery::CardGone => ChannelError::CardRemoved,
+        Recovery::Idle => ChannelError::Timeout,
+        _ => ChannelError::Reader(format!("SCardTransmit: {e}")),
     }
 }
 
@@ -1074,6 +1089,40 @@ mod tests {
         assert_eq!(classify(E::ReaderUnavailable), Recovery::Relist);
         assert_eq!(classify(E::Timeout), Recovery::Idle);
         assert_eq!(classify(E::Cancelled), Recovery::Stop);
+    }
+
+    #[test]
+    fn late_answers_are_timeouts() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let tap_end = t0 + ms(1500);
+        assert!(answered_in_time(t0, t0 + ms(100), tap_end, ms(700)));
+        assert!(answered_in_time(t0, t0 + ms(700), tap_end, ms(700)));
+        assert!(!answered_in_time(t0, t0 + ms(701), tap_end, ms(700)));
+        let late_start = t0 + ms(1400);
+        assert!(!answered_in_time(
+            late_start,
+            late_start + ms(200),
+            tap_end,
+            ms(700)
+        ));
+    }
+
+    #[test]
+    fn transmit_failures_map_to_channel_errors() {
+        assert_eq!(
+            channel_error(pcsc::Error::RemovedCard),
+            ChannelError::CardRemoved
+        );
+        assert_eq!(
+            channel_error(pcsc::Error::ResetCard),
+            ChannelError::CardRemoved
+        );
+        assert_eq!(channel_error(pcsc::Error::Timeout), ChannelError::Timeout);
+        assert!(matches!(
+            channel_error(pcsc::Error::NoService),
+            ChannelError::Reader(text) if text.starts_with("SCardTransmit")
+        ));
     }
 
     fn field(present: bool, events: u32) -> Seen {
