@@ -1,5 +1,12 @@
 //! The NFC side: the QRIS TAP APDU exchange as pure protocol code over [`ApduChannel`], the
 //! card-event stream a lane consumes, and the scripted phone used by the demo and tests.
+//!
+//! Real readers: [`pcsc`] (reader service on pcscd), [`feedback`] (reader LED/buzzer bytes),
+//! [`vphone`] (a virtual phone for vsmartcard's vpcd, for tests and bench checks).
+
+pub mod feedback;
+pub mod pcsc;
+pub mod vphone;
 
 pub mod qris_tap;
 pub mod scripted;

@@ -1,0 +1,3 @@
+//! Helpers shared by the real-stack tests.
+
+pub mod pcscd;
