@@ -15,7 +15,12 @@ fn decode(arg: &str, stdin: Option<&str>) -> (i32, Value, String) {
         .spawn()
         .expect("run tapgate");
     if let Some(text) = stdin {
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
     } else {
         drop(child.stdin.take());
     }
@@ -38,7 +43,10 @@ fn valid_wallets_give_nns_issuer_and_masked_pan() {
         assert_eq!(v["valid"], true);
         assert_eq!(v["nns"], nns);
         assert!(v["issuer"].as_str().unwrap_or("").contains(issuer), "{raw}");
-        assert_eq!(v["pan_masked"], format!("{}*******{}", &pan[..8], &pan[15..]));
+        assert_eq!(
+            v["pan_masked"],
+            format!("{}*******{}", &pan[..8], &pan[15..])
+        );
         assert_eq!(v["label"], "QRISCPM");
         assert!(!raw.contains(pan), "full PAN printed");
         assert!(!raw.contains("SITI"), "cardholder name printed");
@@ -47,7 +55,10 @@ fn valid_wallets_give_nns_issuer_and_masked_pan() {
 
 #[test]
 fn stdin_and_private_tags() {
-    let text = payload(&PayloadSpec::new("9360091800123456789").with_private_tag(tapgate::cpm::tlv::Tag(0x9F76), b"\x01\x02"));
+    let text = payload(
+        &PayloadSpec::new("9360091800123456789")
+            .with_private_tag(tapgate::cpm::tlv::Tag(0x9F76), b"\x01\x02"),
+    );
     let (code, v, _) = decode("-", Some(&format!("{text}\n")));
     assert_eq!(code, 0);
     assert_eq!(v["nns"], "93600918");
@@ -57,7 +68,10 @@ fn stdin_and_private_tags() {
 fn rejections_exit_one_with_a_reason() {
     for (text, code_word) in [
         ("hQVDUFYwMQ==", "no_application_template"),
-        ("hQVDUFYwMWEaTwegAAAAVVVVVw8SNFZ4kBI0WNGRIgESNF8=", "no_qris_aid"),
+        (
+            "hQVDUFYwMWEaTwegAAAAVVVVVw8SNFZ4kBI0WNGRIgESNF8=",
+            "no_qris_aid",
+        ),
         ("not base64 at all", "not_base64"),
         ("aGVsbG8gd29ybGQ=", "not_cpm_prefix"),
         ("00020101021126", "merchant_presented"),

@@ -33,7 +33,10 @@ async fn approved_declined_and_journaled() {
     assert_eq!(v["opened"], true, "{v}");
     assert_eq!(v["outcome"], "approved");
     assert_eq!(v["amount"], 9000);
-    let pref = v["partnerReferenceNo"].as_str().expect("reference").to_string();
+    let pref = v["partnerReferenceNo"]
+        .as_str()
+        .expect("reference")
+        .to_string();
     assert!(!stderr.contains(sari), "full PAN in logs");
 
     // The simulator holds exactly that payment.
@@ -57,11 +60,18 @@ async fn approved_declined_and_journaled() {
     let out_ref = v["partnerReferenceNo"].as_str().unwrap().to_string();
     let out_entry = sim.entry(&out_ref).expect("ledger has the settlement");
     assert_eq!(out_entry.tap.tap_type.as_deref(), Some("OUT"));
-    assert_eq!(out_entry.tap.tap_in_partner_reference_no.as_deref(), Some(pref.as_str()));
+    assert_eq!(
+        out_entry.tap.tap_in_partner_reference_no.as_deref(),
+        Some(pref.as_str())
+    );
 
     // An invalid payload changes nothing.
     let before = sim.ledger().len();
-    let (_, v, _) = tap(&cfg, "in-1", "hQVDUFYwMWEaTwegAAAAVVVVVw8SNFZ4kBI0WNGRIgESNF8=");
+    let (_, v, _) = tap(
+        &cfg,
+        "in-1",
+        "hQVDUFYwMWEaTwegAAAAVVVVVw8SNFZ4kBI0WNGRIgESNF8=",
+    );
     assert_eq!(v["opened"], false);
     assert_eq!(v["outcome"], "invalid_payload");
     assert!(v.get("partnerReferenceNo").is_none());
@@ -100,5 +110,8 @@ async fn unknown_lane_and_bad_config_fail_clearly() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("client secret") && err.contains("client-secret"), "{err}");
+    assert!(
+        err.contains("client secret") && err.contains("client-secret"),
+        "{err}"
+    );
 }

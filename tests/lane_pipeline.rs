@@ -38,8 +38,16 @@ async fn rig(policy: &str) -> Rig {
     let station = station_from_config(cfg.clone(), &path).unwrap();
     let entry_relay = RecordingRelay::new();
     let exit_relay = RecordingRelay::new();
-    let entry = Lane::new(cfg.lanes[0].clone(), station.clone(), Arc::new(entry_relay.clone()));
-    let exit = Lane::new(cfg.lanes[1].clone(), station.clone(), Arc::new(exit_relay.clone()));
+    let entry = Lane::new(
+        cfg.lanes[0].clone(),
+        station.clone(),
+        Arc::new(entry_relay.clone()),
+    );
+    let exit = Lane::new(
+        cfg.lanes[1].clone(),
+        station.clone(),
+        Arc::new(exit_relay.clone()),
+    );
     Rig {
         _dir: dir,
         sim,
@@ -83,22 +91,35 @@ impl Rig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_pulse_per_approved_tap_and_none_otherwise() {
     let rig = rig("").await;
-    let r = rig.entry.handle_payload(&common::tap_payload(SARI), 0).await;
+    let r = rig
+        .entry
+        .handle_payload(&common::tap_payload(SARI), 0)
+        .await;
     assert_eq!(r.outcome, TapOutcome::Approved);
     assert_eq!(rig.entry_relay.opens(), 1);
 
     // The same phone again within the debounce window: the same tap, no second payment.
-    let r = rig.entry.handle_payload(&common::tap_payload(SARI), 0).await;
+    let r = rig
+        .entry
+        .handle_payload(&common::tap_payload(SARI), 0)
+        .await;
     assert_eq!(r.outcome, TapOutcome::Duplicate);
     assert_eq!(rig.entry_relay.opens(), 1);
     assert_eq!(rig.sim.ledger().len(), 1);
 
     rig.sim.decline_pan(RINA, "4036014");
-    let r = rig.entry.handle_payload(&common::tap_payload(RINA), 0).await;
+    let r = rig
+        .entry
+        .handle_payload(&common::tap_payload(RINA), 0)
+        .await;
     assert_eq!(r.outcome, TapOutcome::Declined);
     let r = rig.entry.handle_payload("hQVDUFYwMQ==", 0).await;
     assert_eq!(r.outcome, TapOutcome::InvalidPayload);
-    assert_eq!(rig.entry_relay.opens(), 1, "no relay action without a successful payment");
+    assert_eq!(
+        rig.entry_relay.opens(),
+        1,
+        "no relay action without a successful payment"
+    );
 
     rig.settle().await;
     rig.assert_books_agree().await;
@@ -108,7 +129,10 @@ async fn one_pulse_per_approved_tap_and_none_otherwise() {
 async fn late_success_at_tap_in_is_refunded() {
     let rig = rig("decision_deadline_ms = 300").await;
     rig.sim.push_fault(Fault::Delay { ms: 900 });
-    let r = rig.entry.handle_payload(&common::tap_payload(RINA), 0).await;
+    let r = rig
+        .entry
+        .handle_payload(&common::tap_payload(RINA), 0)
+        .await;
     assert_eq!(r.outcome, TapOutcome::TryAgain);
     assert!(!r.opened);
     assert_eq!(rig.entry_relay.opens(), 0);
@@ -134,12 +158,19 @@ async fn each_unknown_kind_at_tap_in_resolves_by_query_never_by_resending() {
     ] {
         let rig = rig("").await;
         rig.sim.push_fault(fault.clone());
-        let r = rig.entry.handle_payload(&common::tap_payload(RINA), 0).await;
+        let r = rig
+            .entry
+            .handle_payload(&common::tap_payload(RINA), 0)
+            .await;
         assert_eq!(r.outcome, TapOutcome::TryAgain, "{fault:?}");
         assert_eq!(rig.entry_relay.opens(), 0, "{fault:?}");
         let pref = r.partner_reference_no.clone().unwrap();
         rig.settle().await;
-        let want = if paid { OpState::Refunded } else { OpState::Declined };
+        let want = if paid {
+            OpState::Refunded
+        } else {
+            OpState::Declined
+        };
         assert_eq!(rig.state_of(&pref).await, want, "{fault:?}");
         // Never re-sent: one payment request in the ledger at most.
         assert!(rig.sim.ledger().len() <= 1, "{fault:?}");
@@ -180,24 +211,39 @@ async fn rig_keep_closed() -> Rig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn journeys_link_tap_out_to_tap_in_and_anti_passback_refuses() {
     let rig = rig("debounce_ms = 0").await;
-    let r = rig.entry.handle_payload(&common::tap_payload(SARI), 0).await;
+    let r = rig
+        .entry
+        .handle_payload(&common::tap_payload(SARI), 0)
+        .await;
     assert_eq!(r.outcome, TapOutcome::Approved);
     assert_eq!(r.amount, Some(9000), "hold = highest fare from Blok M");
     let tap_in = r.partner_reference_no.clone().unwrap();
 
-    let r = rig.entry.handle_payload(&common::tap_payload(SARI), 0).await;
+    let r = rig
+        .entry
+        .handle_payload(&common::tap_payload(SARI), 0)
+        .await;
     assert_eq!(r.outcome, TapOutcome::Passback);
     assert_eq!(rig.entry_relay.opens(), 1);
 
     let r = rig.exit.handle_payload(&common::tap_payload(SARI), 0).await;
     assert_eq!(r.outcome, TapOutcome::Approved);
     assert_eq!(r.amount, Some(3000));
-    let out = rig.sim.entry(r.partner_reference_no.as_deref().unwrap()).unwrap();
-    assert_eq!(out.tap.tap_in_partner_reference_no.as_deref(), Some(tap_in.as_str()));
+    let out = rig
+        .sim
+        .entry(r.partner_reference_no.as_deref().unwrap())
+        .unwrap();
+    assert_eq!(
+        out.tap.tap_in_partner_reference_no.as_deref(),
+        Some(tap_in.as_str())
+    );
     assert!(out.tap.tap_in_reference_no.is_some());
 
     // Journey closed: a new tap-in is accepted.
-    let r = rig.entry.handle_payload(&common::tap_payload(SARI), 0).await;
+    let r = rig
+        .entry
+        .handle_payload(&common::tap_payload(SARI), 0)
+        .await;
     assert_eq!(r.outcome, TapOutcome::Approved);
 
     // Unknown entry at exit pays the line's maximum.

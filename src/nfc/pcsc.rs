@@ -30,10 +30,7 @@ use tokio::sync::mpsc;
 use super::feedback::{self, FeedbackError, FeedbackModel, ReaderCommand, Signal};
 use super::{ApduChannel, CardEvent, ChannelError, TapReadError};
 
-// INTERIM (swap at merge): the APDU exchange belongs to `crate::nfc::qris_tap` (branch h-cpm).
-// When it is merged, replace this line with `use super::qris_tap::read_qr_content;` and delete
-// the `interim_qris_tap` module at the end of this file.
-use interim_qris_tap::read_qr_content;
+use super::qris_tap::read_qr_content;
 
 /// Which reader a lane uses, matched against pcscd's reader names, ignoring ASCII case.
 ///
@@ -944,78 +941,6 @@ impl Service {
             Some(e) => Err(ContextEnd::Lost(e)),
             None => Ok(()),
         }
-    }
-}
-
-mod interim_qris_tap {
-    //! INTERIM COPY of the QRIS TAP exchange (protocol.md §1), only until branch h-cpm's
-    //! `crate::nfc::qris_tap::read_qr_content` is merged; then delete this module.
-
-    use crate::nfc::{ApduChannel, ChannelError, TapReadError};
-
-    const AID_TAIL: [u8; 8] = [0x07, 0xA0, 0x00, 0x00, 0x06, 0x02, 0x20, 0x20];
-    const MAX_RECORDS: u8 = 4;
-    const MAX_CHARS: usize = 512;
-
-    fn command(ins: u8, p1: u8) -> Vec<u8> {
-        let mut c = vec![0x00, ins, p1, 0x00];
-        c.extend_from_slice(&AID_TAIL);
-        c.push(0x00);
-        c
-    }
-
-    fn exchange(
-        ch: &mut dyn ApduChannel,
-        cmd: &[u8],
-        step: &str,
-    ) -> Result<(Vec<u8>, u16), TapReadError> {
-        let mut answer = ch.transmit(cmd).map_err(|e| match e {
-            ChannelError::CardRemoved => TapReadError::CardLost { step: step.into() },
-            other => TapReadError::Channel(other),
-        })?;
-        if answer.len() < 2 {
-            return Err(TapReadError::CardLost { step: step.into() });
-        }
-        let sw_at = answer.len() - 2;
-        let sw = u16::from_be_bytes([answer[sw_at], answer[sw_at + 1]]);
-        answer.truncate(sw_at);
-        Ok((answer, sw))
-    }
-
-    /// SELECT, then READ RECORD 1.. while the phone answers `61 xx`.
-    pub(super) fn read_qr_content(ch: &mut dyn ApduChannel) -> Result<String, TapReadError> {
-        let (_, sw) = exchange(ch, &command(0xA4, 0x04), "SELECT")?;
-        match sw {
-            0x9000 => {}
-            0x0000 | 0x6A82 => return Err(TapReadError::WalletNotReady { sw }),
-            sw => {
-                return Err(TapReadError::UnexpectedStatus {
-                    step: "SELECT".into(),
-                    sw,
-                })
-            }
-        }
-        let mut text = String::new();
-        for n in 1..=MAX_RECORDS {
-            let step = format!("READ RECORD {n}");
-            let (data, sw) = exchange(ch, &command(0xB2, n), &step)?;
-            match sw {
-                0x9000 | 0x6100..=0x61FF => {}
-                0x0000 | 0x6A82 => return Err(TapReadError::WalletNotReady { sw }),
-                sw => return Err(TapReadError::UnexpectedStatus { step, sw }),
-            }
-            if !data.iter().all(|b| (0x20..0x7F).contains(b)) {
-                return Err(TapReadError::NotText);
-            }
-            text.extend(data.iter().map(|&b| char::from(b)));
-            if text.len() > MAX_CHARS {
-                return Err(TapReadError::TooLong { len: text.len() });
-            }
-            if sw == 0x9000 {
-                return Ok(text);
-            }
-        }
-        Err(TapReadError::TooManyRecords { cap: MAX_RECORDS })
     }
 }
 

@@ -13,13 +13,29 @@ use tapgate::sim::{SimConfig, SimHandle, Simulator};
 /// `extra_policy` lines replace or add `[policy]` keys; `extra_toml` is appended (whole sections).
 pub fn station_config(dir: &Path, base_url: &str, extra_policy: &str, extra_toml: &str) -> PathBuf {
     std::fs::write(dir.join("client-secret"), tapgate::sim::DEMO_CLIENT_SECRET).unwrap();
-    std::fs::write(dir.join("private-key.pem"), tapgate::sim::DEMO_PRIVATE_KEY_PEM).unwrap();
+    std::fs::write(
+        dir.join("private-key.pem"),
+        tapgate::sim::DEMO_PRIVATE_KEY_PEM,
+    )
+    .unwrap();
     let demo = include_str!("../../config/demo.toml");
     let mut text = demo
-        .replace("base_url = \"http://127.0.0.1:8600\"", &format!("base_url = \"{base_url}\""))
-        .replace("path = \"demo-journal.db\"", &format!("path = {:?}", dir.join("journal.db")))
-        .replace("client_secret_file = \"demo-client-secret\"", "client_secret_file = \"client-secret\"")
-        .replace("private_key_file = \"demo-private-key.pem\"", "private_key_file = \"private-key.pem\"");
+        .replace(
+            "base_url = \"http://127.0.0.1:8600\"",
+            &format!("base_url = \"{base_url}\""),
+        )
+        .replace(
+            "path = \"demo-journal.db\"",
+            &format!("path = {:?}", dir.join("journal.db")),
+        )
+        .replace(
+            "client_secret_file = \"demo-client-secret\"",
+            "client_secret_file = \"client-secret\"",
+        )
+        .replace(
+            "private_key_file = \"demo-private-key.pem\"",
+            "private_key_file = \"private-key.pem\"",
+        );
     if !extra_policy.is_empty() {
         text = text.replace("[policy]\n", &format!("[policy]\n{extra_policy}\n"));
         // A key given in `extra_policy` replaces the demo's own line.
