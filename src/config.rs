@@ -239,16 +239,45 @@ pub enum CardSourceConfig {
     None,
     /// A PC/SC reader through pcscd.
     Pcsc {
-        /// Reader name pattern: a substring, or a glob with `*` (`ACS ACR1252*PICC*`).
+        /// Reader name pattern: a substring, or a glob with `*` (`ACS ACR1252*PICC*`);
+        /// case is ignored.
         reader: String,
-        /// Per-tap deadline for the whole APDU exchange, milliseconds.
+        /// Budget for the whole APDU exchange with one phone, milliseconds.
         #[serde(default = "default_tap_read_ms")]
         tap_deadline_ms: u64,
+        /// Reader LED/buzzer commands for passenger feedback.
+        #[serde(default)]
+        feedback: FeedbackConfig,
     },
 }
 
+/// Which vendor LED/buzzer command set the lane's reader understands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedbackConfig {
+    /// Send nothing (the default).
+    #[default]
+    Off,
+    /// ACR122U-style `FF 00 40` pseudo-APDUs.
+    Acr122u,
+    /// ACR1252U-class CCID escape commands (needs escape enabled in libccid).
+    Acr1252u,
+}
+
+impl FeedbackConfig {
+    /// The reader service's model.
+    pub fn model(self) -> crate::nfc::feedback::FeedbackModel {
+        use crate::nfc::feedback::FeedbackModel;
+        match self {
+            FeedbackConfig::Off => FeedbackModel::Off,
+            FeedbackConfig::Acr122u => FeedbackModel::Acr122u,
+            FeedbackConfig::Acr1252u => FeedbackModel::Acr1252u,
+        }
+    }
+}
+
 fn default_tap_read_ms() -> u64 {
-    400
+    1500
 }
 
 /// `[lane.relay]`.

@@ -61,6 +61,18 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         max_seconds: u64,
     },
+    /// Run the daemon: lanes, reconciler, metrics; under systemd with Type=notify.
+    Run {
+        /// The station config.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// List PC/SC readers, or watch taps on them (decoded, masked view) for technicians.
+    Readers {
+        /// Keep watching for taps on readers matching this pattern (`*` for all).
+        #[arg(long)]
+        watch: Option<String>,
+    },
     /// Run the acquirer simulator on loopback (for integration and certification rehearsals).
     Sim {
         /// Address to listen on.
@@ -101,6 +113,10 @@ fn main() -> ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Demo { journal } => cmd::demo::run(journal).await,
+            Command::Run { config } => tapgate::daemon::run::run(&config)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Readers { watch } => cmd::readers(watch).await,
             Command::Decode { json, payload } => cmd::decode(&payload, json),
             Command::CheckConfig { file } => cmd::check_config(&file),
             Command::Tap {

@@ -172,3 +172,46 @@ pub async fn sim(
     crate::sim::serve_forever(cfg, addr).await?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// `tapgate readers`: lists readers; with `--watch PATTERN`, prints each tap's decoded, masked
+/// view until interrupted. Moves no money.
+pub async fn readers(watch: Option<String>) -> anyhow::Result<ExitCode> {
+    let names = tokio::task::spawn_blocking(crate::nfc::pcsc::list_readers)
+        .await?
+        .map_err(|e| anyhow::anyhow!("cannot list readers through pcscd: {e} (is pcscd running?)"))?;
+    if names.is_empty() {
+        println!("no readers");
+    }
+    for n in &names {
+        println!("{n}");
+    }
+    let Some(pattern) = watch else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let handle = crate::nfc::pcsc::spawn_reader(
+        crate::nfc::pcsc::ReaderPattern::new(&pattern),
+        tx,
+        crate::nfc::pcsc::ReaderOptions::default(),
+    )?;
+    println!("watching {pattern:?}: tap a phone (Ctrl-C to stop)");
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(crate::nfc::CardEvent::Payload { reader, qr_content, read_us }) => {
+                    let r = crate::cpm::decode_report(&qr_content);
+                    println!("{reader}: read in {} ms: {}", read_us / 1000, serde_json::to_string(&r)?);
+                }
+                Some(crate::nfc::CardEvent::ReadFailed { reader, error, .. }) => {
+                    println!("{reader}: {error}");
+                }
+                Some(crate::nfc::CardEvent::ReaderUp { reader }) => println!("{reader}: present"),
+                Some(crate::nfc::CardEvent::ReaderDown { reader, why }) => println!("{reader}: gone ({why})"),
+                None => break,
+            },
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tokio::task::spawn_blocking(move || handle.stop()).await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -144,7 +144,7 @@ impl Lane {
                 };
                 let mut r = self.report(outcome, error.to_string());
                 r.timings.read_us = read_us;
-                log_tap(&r);
+                self.finish(&r);
                 Some(r)
             }
             CardEvent::ReaderUp { .. } | CardEvent::ReaderDown { .. } => None,
@@ -154,8 +154,49 @@ impl Lane {
     /// Runs the whole pipeline for one payload read in `read_us`.
     pub async fn handle_payload(&self, qr_content: &str, read_us: u64) -> TapReport {
         let r = self.pipeline(qr_content, read_us).await;
-        log_tap(&r);
+        self.finish(&r);
         r
+    }
+
+    /// The one log event and the metrics of a finished tap.
+    fn finish(&self, r: &TapReport) {
+        log_tap(r);
+        let m = &self.station.metrics;
+        m.inc(
+            "tapgate_taps_total",
+            &[
+                ("lane", &r.lane),
+                ("direction", r.direction.as_str()),
+                ("outcome", r.outcome.as_str()),
+            ],
+        );
+        let t = &r.timings;
+        for (stage, us) in [
+            ("read", t.read_us),
+            ("decode", t.decode_us),
+            ("journal", t.journal_us),
+            ("aggregator", t.aggregator_us),
+            ("relay", t.relay_us),
+            ("settle", t.settle_us),
+            ("total", t.total_us),
+        ] {
+            if us > 0 {
+                m.observe(
+                    "tapgate_tap_stage_seconds",
+                    &[("lane", &r.lane), ("stage", stage)],
+                    us as f64 / 1e6,
+                );
+            }
+        }
+        if t.aggregator_us > 0 {
+            m.inc(
+                "tapgate_aggregator_requests_total",
+                &[
+                    ("endpoint", "payment"),
+                    ("code", r.response_code.as_deref().unwrap_or("no_answer")),
+                ],
+            );
+        }
     }
 
     async fn pipeline(&self, qr_content: &str, read_us: u64) -> TapReport {

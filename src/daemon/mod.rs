@@ -5,6 +5,7 @@ pub mod lane;
 pub mod metrics;
 pub mod reconcile;
 pub mod record;
+pub mod run;
 pub mod station;
 
 use std::path::Path;

@@ -295,6 +295,10 @@ impl Reconciler {
                 Step::Query => {
                     stats.queries += 1;
                     let q = st.aggregator.query(&row.partner_reference_no).await;
+                    st.metrics.inc(
+                        "tapgate_aggregator_requests_total",
+                        &[("endpoint", "query"), ("code", q.code().unwrap_or("no_answer"))],
+                    );
                     after_query(&row, &q, st.now_ms(), cfg)
                 }
                 Step::Refund => {
@@ -309,6 +313,10 @@ impl Reconciler {
                             "gate did not open",
                         )
                         .await;
+                    st.metrics.inc(
+                        "tapgate_aggregator_requests_total",
+                        &[("endpoint", "refund"), ("code", r.code().unwrap_or("no_answer"))],
+                    );
                     vec![after_refund(&row, &r, st.now_ms(), cfg)]
                 }
             };

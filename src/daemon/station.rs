@@ -155,6 +155,8 @@ pub struct Station {
     pub clock: Arc<dyn Clock>,
     /// PAN → passenger key.
     pub passenger_key: PassengerKey,
+    /// Metrics.
+    pub metrics: Arc<crate::daemon::metrics::Metrics>,
     /// Late payment replies still being awaited (after a missed deadline).
     pub(crate) inflight: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -175,6 +177,7 @@ impl Station {
             aggregator: Arc::new(aggregator),
             clock,
             passenger_key,
+            metrics: Arc::new(crate::daemon::metrics::Metrics::new()),
             inflight: tokio::sync::Mutex::new(Vec::new()),
         })
     }

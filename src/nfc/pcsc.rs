@@ -576,6 +576,11 @@ pub struct ReaderHandle {
 }
 
 impl ReaderHandle {
+    /// Whether the service's thread is still running (the watchdog asks).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// Stops the service and waits for its thread to end.
     pub fn stop(mut self) {
         self.shutdown();
