@@ -178,7 +178,9 @@ pub async fn sim(
 pub async fn readers(watch: Option<String>) -> anyhow::Result<ExitCode> {
     let names = tokio::task::spawn_blocking(crate::nfc::pcsc::list_readers)
         .await?
-        .map_err(|e| anyhow::anyhow!("cannot list readers through pcscd: {e} (is pcscd running?)"))?;
+        .map_err(|e| {
+            anyhow::anyhow!("cannot list readers through pcscd: {e} (is pcscd running?)")
+        })?;
     if names.is_empty() {
         println!("no readers");
     }

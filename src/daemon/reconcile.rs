@@ -297,7 +297,10 @@ impl Reconciler {
                     let q = st.aggregator.query(&row.partner_reference_no).await;
                     st.metrics.inc(
                         "tapgate_aggregator_requests_total",
-                        &[("endpoint", "query"), ("code", q.code().unwrap_or("no_answer"))],
+                        &[
+                            ("endpoint", "query"),
+                            ("code", q.code().unwrap_or("no_answer")),
+                        ],
                     );
                     after_query(&row, &q, st.now_ms(), cfg)
                 }
@@ -315,7 +318,10 @@ impl Reconciler {
                         .await;
                     st.metrics.inc(
                         "tapgate_aggregator_requests_total",
-                        &[("endpoint", "refund"), ("code", r.code().unwrap_or("no_answer"))],
+                        &[
+                            ("endpoint", "refund"),
+                            ("code", r.code().unwrap_or("no_answer")),
+                        ],
                     );
                     vec![after_refund(&row, &r, st.now_ms(), cfg)]
                 }

@@ -29,7 +29,9 @@ pub fn notify(states: &[sd_notify::NotifyState]) {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let cfg = Config::load(config_path)?;
-    notify(&[sd_notify::NotifyState::Status("starting: journal and aggregator client")]);
+    notify(&[sd_notify::NotifyState::Status(
+        "starting: journal and aggregator client",
+    )]);
     let station = crate::daemon::station_from_config(cfg.clone(), config_path)?;
     let recovered = Reconciler::new(station.clone()).recover_pending().await?;
     if recovered > 0 {
@@ -60,7 +62,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                     ..ReaderOptions::default()
                 };
                 let handle = pcsc::spawn_reader(ReaderPattern::new(reader), tx, opts)
-                    .with_context(|| format!("starting the reader thread of lane {}", lane_cfg.name))?;
+                    .with_context(|| {
+                        format!("starting the reader thread of lane {}", lane_cfg.name)
+                    })?;
                 readers.push(handle);
                 lane_tasks.push(tokio::spawn(lane_loop(
                     lane.clone(),
@@ -184,14 +188,18 @@ async fn lane_loop(
                 tracing::warn!(lane = lane.name(), reader = %reader, why = %why, "reader missing: lane out of service");
                 continue;
             }
-            CardEvent::Payload { reader, .. } | CardEvent::ReadFailed { reader, .. } => reader.clone(),
+            CardEvent::Payload { reader, .. } | CardEvent::ReadFailed { reader, .. } => {
+                reader.clone()
+            }
         };
         let Some(report) = lane.handle_event(ev).await else {
             continue;
         };
         if feedback != FeedbackModel::Off {
             let signal = match report.outcome {
-                TapOutcome::Approved | TapOutcome::Released | TapOutcome::FreeExit => Signal::Approved,
+                TapOutcome::Approved | TapOutcome::Released | TapOutcome::FreeExit => {
+                    Signal::Approved
+                }
                 TapOutcome::WalletNotReady => Signal::WalletNotReady,
                 _ => Signal::Declined,
             };
@@ -222,7 +230,11 @@ async fn keep_token(station: Arc<Station>, mut stop: watch::Receiver<bool>) {
             tracing::info!("aggregator access token obtained again");
         }
         healthy = Some(ok);
-        let wait = if ok { Duration::from_secs(30) } else { Duration::from_secs(5) };
+        let wait = if ok {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_secs(5)
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,

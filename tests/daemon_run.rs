@@ -1,0 +1,228 @@
+//! `tapgate run` end to end on real parts: virtual phone → vpcd → pcscd → the daemon process
+//! → simulator over loopback HTTP → SQLite journal → recording relay; systemd's notify
+//! protocol on a socket of our own; pcscd killed and restarted under the running daemon;
+//! SIGTERM for an orderly stop.
+
+mod common;
+mod support;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::pcscd::{self, Pcscd, VPCD_READER};
+use tapgate::fare::OpState;
+use tapgate::journal::{Journal, OpRow};
+use tapgate::nfc::vphone::{PhoneScript, VirtualPhone};
+
+const SARI: &str = "9360000201100456781";
+
+struct Daemon {
+    child: Child,
+    notify: UnixDatagram,
+    seen: Vec<String>,
+}
+
+impl Daemon {
+    fn notes_until(&mut self, want: &str, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < until {
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+                for line in msg.lines() {
+                    self.seen.push(line.to_string());
+                }
+                if msg.lines().any(|l| l == want) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rows(path: &std::path::Path) -> Vec<OpRow> {
+    Journal::open_read_only(path)
+        .and_then(|j| j.export(0))
+        .unwrap_or_default()
+}
+
+fn wait_for_rows(path: &std::path::Path, n: usize, within: Duration) -> Vec<OpRow> {
+    let until = Instant::now() + within;
+    loop {
+        let r = rows(path);
+        let settled = r.iter().filter(|r| r.state != OpState::Pending).count();
+        if settled >= n || Instant::now() > until {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_reads_phones_through_pcscd_pays_and_survives_a_pcscd_restart() {
+    if pcscd::binary().is_none() || !pcscd::vpcd_configured() {
+        eprintln!(
+            "SKIPPED: pcscd or vsmartcard-vpcd not installed (scripts/test.sh installs them)"
+        );
+        return;
+    }
+    let sim = common::start_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut pcscd = Pcscd::start(&dir.path().join("pcscd.log"));
+    let metrics_port = free_port();
+    let cfg = common::station_config(
+        dir.path(),
+        &sim.base_url(),
+        "",
+        &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
+    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replacen(
+            "name = \"in-1\"\ndirection = \"in\"\n",
+            &format!(
+                "name = \"in-1\"\ndirection = \"in\"\ncard_source = {{ kind = \"pcsc\", reader = \"{VPCD_READER}\" }}\n"
+            ),
+            1,
+        );
+    std::fs::write(&cfg, text).unwrap();
+    let journal = dir.path().join("journal.db");
+
+    let sock_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&sock_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    // systemd sets WATCHDOG_PID to the service's own PID: `exec` keeps the shell's.
+    let child = Command::new("sh")
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_tapgate"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut d = Daemon {
+        child,
+        notify,
+        seen: Vec::new(),
+    };
+    let log = || std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
+    assert!(
+        d.notes_until("READY=1", Duration::from_secs(10)),
+        "no READY; log:\n{}",
+        log()
+    );
+
+    // A good tap: paid, gate opened.
+    let phone = VirtualPhone::local();
+    phone
+        .tap(PhoneScript::chunked(&common::tap_payload(SARI), &[84, 64]))
+        .expect("phone tap");
+    let r = wait_for_rows(&journal, 1, Duration::from_secs(5));
+    assert_eq!(r.len(), 1, "log:\n{}", log());
+    assert_eq!(r[0].state, OpState::Succeeded);
+    assert_eq!(r[0].gate_opened, Some(true));
+    assert_eq!(sim.ledger().len(), 1);
+
+    // A bad payload: refused, nothing journaled, nothing paid.
+    std::thread::sleep(Duration::from_millis(1300));
+    phone
+        .tap(PhoneScript::single_record("hQVDUFYwMQ=="))
+        .expect("phone tap");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rows(&journal).len(), 1);
+    assert_eq!(sim.ledger().len(), 1);
+
+    // pcscd dies and comes back: the daemon keeps running and taps work again.
+    pcscd.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "daemon died with pcscd"
+    );
+    let mut pcscd = Pcscd::start(&dir.path().join("pcscd2.log"));
+    let back = Instant::now();
+    let mut tapped = false;
+    while back.elapsed() < Duration::from_secs(10) && !tapped {
+        tapped = VirtualPhone::local()
+            .tap(PhoneScript::chunked(
+                &common::tap_payload("9360091430100531720"),
+                &[84, 64],
+            ))
+            .is_ok()
+            && wait_for_rows(&journal, 2, Duration::from_secs(3)).len() == 2;
+        if !tapped {
+            std::thread::sleep(Duration::from_millis(1300));
+        }
+    }
+    assert!(tapped, "no tap after pcscd restart; log:\n{}", log());
+    eprintln!(
+        "first tap after pcscd restart journaled {:?} after pcscd was back",
+        back.elapsed()
+    );
+
+    // Metrics count both approved taps and the refused one.
+    let body = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("tapgate_taps_total{lane=\"in-1\",direction=\"in\",outcome=\"approved\"} 2"),
+        "{body}"
+    );
+    assert!(body.contains("outcome=\"invalid_payload\"} 1"), "{body}");
+    assert!(
+        body.contains("tapgate_journal_operations{state=\"SUCCEEDED\"} 2"),
+        "{body}"
+    );
+
+    // Orderly stop: STOPPING after READY and watchdog pings, exit 0.
+    assert!(
+        d.notes_until("WATCHDOG=1", Duration::from_secs(3)),
+        "no watchdog ping"
+    );
+    let pid = i32::try_from(d.child.id()).unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(
+        d.notes_until("STOPPING=1", Duration::from_secs(5)),
+        "no STOPPING"
+    );
+    let status = d.child.wait().unwrap();
+    assert!(status.success(), "exit {status}; log:\n{}", log());
+    let first = |w: &str| d.seen.iter().position(|l| l == w).unwrap();
+    assert!(first("READY=1") < first("WATCHDOG=1"));
+    assert!(first("WATCHDOG=1") < first("STOPPING=1"));
+    let text = log();
+    assert!(!text.contains(SARI), "full PAN in the daemon's log");
+    assert_eq!(
+        text.matches("reader missing").count(),
+        1,
+        "one log line per reader state change; log:\n{text}"
+    );
+    pcscd.stop();
+    assert_eq!(sim.stats().protocol_violations(), 0);
+}
