@@ -157,7 +157,7 @@ async fn each_unknown_kind_at_tap_in_resolves_by_query_never_by_resending() {
         (Fault::Garbage { applied: false }, false),
     ] {
         let rig = rig("").await;
-        rig.sim.push_fault(fault.clone());
+        rig.sim.push_fault(fault);
         let r = rig
             .entry
             .handle_payload(&common::tap_payload(RINA), 0)
