@@ -22,6 +22,7 @@ pub mod cmd;
 pub mod config;
 pub mod cpm;
 pub mod daemon;
+pub mod failpoint;
 pub mod fare;
 pub mod journal;
 pub mod nfc;

@@ -301,12 +301,14 @@ impl Lane {
                 .saturating_add(self.late_reply_window_ms()),
             created_at_ms: now_ms,
         };
+        crate::failpoint::hit("before_journal");
         let t = Instant::now();
         if let Err(e) = st.journal.run(move |j| j.begin(&op)).await {
             r.partner_reference_no = None;
             return self.journal_down(r, &e.to_string(), started);
         }
         r.timings.journal_us = micros(t);
+        crate::failpoint::hit("after_journal");
 
         // The payment runs in its own task so a reply after the deadline is still journaled.
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -362,6 +364,7 @@ impl Lane {
             Err(_) => (None, true),
         };
         r.timings.aggregator_us = micros(t);
+        crate::failpoint::hit("after_reply");
         let result = outcome.as_ref().map(pay_result);
         let verdict = policy::verdict(self.cfg.direction, result, policy_cfg);
         let mut learned = match &outcome {
@@ -397,6 +400,7 @@ impl Lane {
         }
         r.opened = opened;
         if opened {
+            crate::failpoint::hit("after_relay");
             self.debouncer
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -80,8 +80,14 @@ impl PassengerKey {
             )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let k: [u8; 32] = rand::random();
-                write_private_file(path, &k)?;
-                Ok(PassengerKey(k))
+                match write_private_file(path, &k) {
+                    Ok(()) => Ok(PassengerKey(k)),
+                    // Another process created it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Self::load_or_create(path)
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         }
@@ -93,22 +99,35 @@ impl PassengerKey {
     }
 }
 
-/// Creates a new file readable only by its owner, durably.
+/// Creates a file readable only by its owner, durably and atomically: a crash leaves either no
+/// file or the whole file, never a short one.
 fn write_private_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)?;
-        }
-    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("key"),
+        std::process::id()
+    ));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
-        .open(path)?;
+        .open(&tmp)?;
     f.write_all(data)?;
-    f.sync_all()
+    f.sync_all()?;
+    drop(f);
+    // link(2) never replaces: when two processes race, the first key wins and both use it.
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    linked?;
+    std::fs::File::open(&dir)?.sync_all()
 }
 
 /// The journal, shared by lanes and the reconciler. rusqlite connections are not `Sync`, and
