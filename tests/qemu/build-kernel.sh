@@ -2,9 +2,11 @@
 # Builds the small x86_64 kernel the gpio-sim tier boots under qemu, from Debian's
 # linux-source-6.1: `make tinyconfig` plus tests/qemu/kernel.config.
 #
-# The result is cached as $CACHE/<key>/bzImage, where the key hashes the config fragment,
-# this script and the source package version, so a second run only prints the path.
-# Prints the bzImage path as the last line of stdout; build logs go to stderr.
+# The result is cached as $CACHE/<key>/ (bzImage, the final .config, and the kernel's own
+# gen_init_cpio for build-initramfs.sh), where the key hashes the config fragment, the source
+# package version and RECIPE below, so a second run only prints the path. Bump RECIPE when a
+# change to this script changes what it builds.
+# Prints that directory as the last line of stdout; build logs go to stderr.
 #
 # Needs: linux-source-6.1 bc bison flex libelf-dev make gcc xz-utils
 #   (apt-get install linux-source-6.1 bc bison flex libelf-dev cpio qemu-system-x86)
@@ -16,6 +18,7 @@ target="${CARGO_TARGET_DIR:-$repo/target}"
 cache="$target/qemu-kernel"
 tarball="${TAPGATE_LINUX_TARBALL:-/usr/src/linux-source-6.1.tar.xz}"
 fragment="$here/kernel.config"
+RECIPE=1
 
 if [[ ! -f "$tarball" ]]; then
     echo "build-kernel: $tarball missing; apt-get install linux-source-6.1" >&2
@@ -23,11 +26,11 @@ if [[ ! -f "$tarball" ]]; then
 fi
 
 src_version="$(dpkg-query -W -f='${Version}' linux-source-6.1 2>/dev/null || stat -c %s "$tarball")"
-key="$( { cat "$fragment" "$0"; echo "$src_version"; } | sha256sum | cut -c1-16)"
+key="$( { cat "$fragment"; echo "$src_version recipe $RECIPE"; } | sha256sum | cut -c1-16)"
 out="$cache/$key"
 
-if [[ -f "$out/bzImage" ]]; then
-    echo "$out/bzImage"
+if [[ -f "$out/bzImage" && -x "$out/gen_init_cpio" ]]; then
+    echo "$out"
     exit 0
 fi
 
@@ -35,8 +38,8 @@ mkdir -p "$cache"
 exec 9>"$cache/.lock"
 flock 9
 # Another run may have finished while we waited for the lock.
-if [[ -f "$out/bzImage" ]]; then
-    echo "$out/bzImage"
+if [[ -f "$out/bzImage" && -x "$out/gen_init_cpio" ]]; then
+    echo "$out"
     exit 0
 fi
 
@@ -76,5 +79,7 @@ make -C "$src" O="$build" ARCH=x86_64 -j"$jobs" bzImage >&2
 mkdir -p "$out"
 cp "$build/arch/x86/boot/bzImage" "$out/bzImage.tmp"
 cp "$build/.config" "$out/config"
+make -C "$src" O="$build" ARCH=x86_64 usr/gen_init_cpio >&2
+cp "$build/usr/gen_init_cpio" "$out/gen_init_cpio"
 mv "$out/bzImage.tmp" "$out/bzImage"
-echo "$out/bzImage"
+echo "$out"
