@@ -311,7 +311,7 @@ fn run_checks(sim: &Sim) -> (u32, u32) {
 fn line_by_name(sim: &Sim, gate1: &Result<GpioRelay, String>) -> CheckResult {
     let g = gate1.as_ref().map_err(Clone::clone)?;
     let line = g.line();
-    if line.chip != PathBuf::from(format!("/dev/{}", sim.chip)) || line.offset != 0 {
+    if line.chip != Path::new(&format!("/dev/{}", sim.chip)) || line.offset != 0 {
         return Err(format!("GATE1 resolved to {line}"));
     }
     let chip = gpiocdev::Chip::from_path(&line.chip).map_err(|e| e.to_string())?;
