@@ -48,10 +48,7 @@ pub fn pem_block(text: &str, labels: &[&str]) -> Option<(String, Vec<u8>)> {
         let mut body = String::new();
         for l in lines.by_ref() {
             if l == end {
-                return B64
-                    .decode(body.as_bytes())
-                    .ok()
-                    .map(|der| (label.to_string(), der));
+                return B64.decode(body.as_bytes()).ok().map(|der| (label.to_string(), der));
             }
             body.push_str(l);
         }
@@ -75,10 +72,11 @@ impl std::fmt::Debug for RsaSigner {
 impl RsaSigner {
     /// Loads a PKCS#8 (`PRIVATE KEY`) or PKCS#1 (`RSA PRIVATE KEY`) PEM.
     pub fn from_pem(pem: &str) -> Result<RsaSigner, KeyError> {
-        let (label, der) =
-            pem_block(pem, &["PRIVATE KEY", "RSA PRIVATE KEY"]).ok_or(KeyError::NotPem {
+        let (label, der) = pem_block(pem, &["PRIVATE KEY", "RSA PRIVATE KEY"]).ok_or(
+            KeyError::NotPem {
                 expected: "PRIVATE KEY or RSA PRIVATE KEY",
-            })?;
+            },
+        )?;
         let key = if label == "PRIVATE KEY" {
             RsaKeyPair::from_pkcs8(&der)
         } else {
@@ -100,12 +98,7 @@ impl RsaSigner {
         // rules out; an empty signature would be rejected by the aggregator, never panic here.
         if self
             .key
-            .sign(
-                &signature::RSA_PKCS1_SHA256,
-                &self.rng,
-                msg.as_bytes(),
-                &mut sig,
-            )
+            .sign(&signature::RSA_PKCS1_SHA256, &self.rng, msg.as_bytes(), &mut sig)
             .is_err()
         {
             return String::new();
@@ -237,24 +230,9 @@ mod tests {
             "iv5YorKVVFOFS59l0HChDvPe+HeoE/jY5CfVgCg5i16nj5/DVnKg49ilkv8PyeU7y38apHhgO+cUrvkfUs5BhDD69yLn7xp8hzN9RcR0UDy5+nCrQ3GGCVSzZJvlEXN+TB0j4Q6pMsjrq4+YRoyDa4mTlsjJTU9aGjLRFBYgY4MyMQ5x11JyLnoFwbS8TJ5e/q4mUozrp49VyHe7OQSFnJNwvMSFrDyAIxoOK0IZQIlY29PaDIFcWoR+RJAY42H2FryjJcPpNfeercbkj9jsBLV3wmEKiNoN6lgFFLk5QicDnAAQzL45s92EYeCqDNuTTJOydaJbUqEo1d/ZPVNBtQ=="
         );
         let public = signer.public_key_der();
-        assert!(verify_b2b(
-            &public,
-            "G1234325-SNAP",
-            "2023-07-31T07:10:00+07:00",
-            &sig
-        ));
-        assert!(!verify_b2b(
-            &public,
-            "G1234325-SNAP",
-            "2023-07-31T07:10:01+07:00",
-            &sig
-        ));
-        assert!(!verify_b2b(
-            &public,
-            "G1234325-SNAP",
-            "2023-07-31T07:10:00+07:00",
-            "%%%"
-        ));
+        assert!(verify_b2b(&public, "G1234325-SNAP", "2023-07-31T07:10:00+07:00", &sig));
+        assert!(!verify_b2b(&public, "G1234325-SNAP", "2023-07-31T07:10:01+07:00", &sig));
+        assert!(!verify_b2b(&public, "G1234325-SNAP", "2023-07-31T07:10:00+07:00", "%%%"));
     }
 
     #[test]
@@ -284,9 +262,7 @@ mod tests {
 
     #[test]
     fn timestamp_has_local_offset_and_seconds() {
-        let z: jiff::Zoned = "2026-11-22T09:15:02.789[Asia/Jakarta]"
-            .parse()
-            .expect("zoned");
+        let z: jiff::Zoned = "2026-11-22T09:15:02.789[Asia/Jakarta]".parse().expect("zoned");
         assert_eq!(timestamp(&z), "2026-11-22T09:15:02+07:00");
     }
 
@@ -301,9 +277,6 @@ mod tests {
         );
         assert_eq!(rsa_public_key_from_pem(&pkcs1).expect("pkcs1"), der);
         assert!(rsa_public_key_from_pem("garbage").is_err());
-        assert!(RsaSigner::from_pem(
-            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"
-        )
-        .is_err());
+        assert!(RsaSigner::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----").is_err());
     }
 }
