@@ -5,12 +5,45 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// Why a relay command failed.
+pub mod gpio;
+pub mod inputs;
+
+/// Why a relay or gate-input command failed, shaped by what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
-    /// The line could not be driven; the text names the chip, line and call.
+    /// The line could not be driven or read; the text names the chip, line and call. The lane
+    /// cannot open its gate: stop accepting taps on it and raise an alert.
     #[error("relay failure: {0}")]
     Io(String),
+    /// The configuration names a line that does not exist, is ambiguous, or sets a value out of
+    /// range. Fix the config; retrying will not help.
+    #[error("relay configuration: {0}")]
+    Config(String),
+    /// The service user may not open the GPIO chip: the udev rule or group membership is
+    /// missing (see hardware-notes.md). Fix the installation; retrying will not help.
+    #[error("no permission on {0}: is the service user in the gpio group (udev rule)?")]
+    Permission(String),
+    /// Another consumer holds the line, e.g. the running daemon when a technician pulses by
+    /// hand. Stop that consumer, or ask it instead.
+    #[error("{line} is in use by {consumer:?}")]
+    Busy {
+        /// The line, as `chip:offset (name)`.
+        line: String,
+        /// The consumer label the kernel reports for the holder.
+        consumer: String,
+    },
+    /// The relay's worker thread has stopped after a GPIO failure it logged. The lane must stop
+    /// opening the gate; restarting the daemon re-requests the line.
+    #[error("relay worker stopped: {0}")]
+    Stopped(String),
+}
+
+impl RelayError {
+    /// True when a person must change the configuration or installation before anything can
+    /// work (as opposed to a hardware or runtime failure).
+    pub fn is_config(&self) -> bool {
+        matches!(self, RelayError::Config(_) | RelayError::Permission(_))
+    }
 }
 
 /// A gate's barrier relay.
@@ -20,6 +53,12 @@ pub trait Relay: Send + Sync + 'static {
     fn open(&self) -> Result<(), RelayError>;
     /// Holds the gate open (free-exit mode) or returns it to normal.
     fn set_free_exit(&self, on: bool) -> Result<(), RelayError>;
+    /// Tells the relay that the lane's passage sensor saw a passenger. Relays that hold the gate
+    /// open until a passage (see [`gpio::RelayMode::HoldUntilPassage`]) close on it; the
+    /// default does nothing.
+    fn passage(&self) -> Result<(), RelayError> {
+        Ok(())
+    }
     /// A short description for logs and `doctor` (`recording`, `gpiochip0:GATE1 active-low`).
     fn describe(&self) -> String;
 }
