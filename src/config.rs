@@ -122,6 +122,9 @@ pub struct Config {
     /// `[reconciler]`: how uncertain payments and owed refunds are driven to a final state.
     #[serde(default)]
     pub reconciler: ReconcilerConfig,
+    /// `[[input]]`: gate inputs on GPIO lines (passage sensors, emergency, door, fault).
+    #[serde(rename = "input", default)]
+    pub inputs: Vec<crate::relay::inputs::GpioInputSpec>,
 }
 
 /// `[reconciler]`.
@@ -287,6 +290,8 @@ pub enum RelayConfig {
     /// Records commands instead of driving hardware (bench, demo, certification runs).
     #[default]
     Recording,
+    /// A relay on a GPIO line (character device, uAPI v2).
+    Gpio(crate::relay::gpio::GpioRelaySpec),
 }
 
 /// `[tariff]`.
@@ -363,6 +368,14 @@ pub struct PolicyConfig {
     /// What happens to a stale journey.
     #[serde(default)]
     pub stale_journey: StaleJourney,
+    /// A paid open with no passage reported within this window is logged ("nobody passed").
+    /// Milliseconds; only meaningful with a passage input.
+    #[serde(default = "default_passage_window_ms")]
+    pub passage_window_ms: u64,
+}
+
+fn default_passage_window_ms() -> u64 {
+    8000
 }
 
 impl Default for PolicyConfig {
@@ -374,6 +387,7 @@ impl Default for PolicyConfig {
             unknown_at_exit: UnknownAtExit::default(),
             max_trip_minutes: default_max_trip_minutes(),
             stale_journey: StaleJourney::default(),
+            passage_window_ms: default_passage_window_ms(),
         }
     }
 }
@@ -535,11 +549,28 @@ impl Config {
                     format!("lane {:?} is defined twice", lane.name),
                 ));
             }
+            if let RelayConfig::Gpio(spec) = &lane.relay {
+                spec.validate()
+                    .map_err(|e| (format!("lane[{i}].relay"), e.to_string()))?;
+            }
             if let CardSourceConfig::Pcsc { reader, .. } = &lane.card_source {
                 if reader.trim().is_empty() {
                     return Err((
                         format!("lane[{i}].card_source.reader"),
                         "reader pattern is empty".into(),
+                    ));
+                }
+            }
+        }
+        for (i, input) in self.inputs.iter().enumerate() {
+            input
+                .validate()
+                .map_err(|e| (format!("input[{i}].line"), e.to_string()))?;
+            if let Some(lane) = &input.lane {
+                if self.lane(lane).is_none() {
+                    return Err((
+                        format!("input[{i}].lane"),
+                        format!("no [[lane]] named {lane:?}"),
                     ));
                 }
             }
@@ -868,6 +899,40 @@ mod tests {
             .to_string();
         let e = parse(&text).expect_err("no aggregator");
         assert!(e.message.contains("aggregator"), "{}", e.message);
+    }
+
+    #[test]
+    fn gpio_relays_and_inputs_parse_strictly() {
+        let text = DEMO.replacen(
+            "relay = { kind = \"recording\" }",
+            "relay = { kind = \"gpio\", line = \"GATE1_RELAY\", active_low = true, pulse_ms = 400 }",
+            1,
+        ) + "\n[[input]]\nrole = \"emergency\"\nline = \"FIRE_ALARM\"\nactive_low = true\n";
+        let c = parse(&text).expect("gpio relay and input");
+        match &c.lanes[0].relay {
+            RelayConfig::Gpio(spec) => {
+                assert_eq!(spec.line.as_deref(), Some("GATE1_RELAY"));
+                assert!(spec.active_low);
+                assert_eq!(spec.pulse_ms, 400);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.inputs.len(), 1);
+
+        let typo = DEMO.replacen(
+            "relay = { kind = \"recording\" }",
+            "relay = { kind = \"gpio\", line = \"GATE1_RELAY\", pulse = 400 }",
+            1,
+        );
+        let e = parse(&typo).expect_err("unknown relay key");
+        assert!(e.message.contains("pulse"), "{}", e.message);
+        assert!(e.line.is_some());
+
+        let bad_lane =
+            DEMO.to_string() + "\n[[input]]\nrole = \"passage\"\nlane = \"in-9\"\nline = \"P\"\n";
+        let e = parse(&bad_lane).expect_err("input for a missing lane");
+        assert_eq!(e.key.as_deref(), Some("input[0].lane"));
+        assert!(e.line.is_some(), "{e}");
     }
 
     #[test]

@@ -73,6 +73,24 @@ enum Command {
         #[arg(long)]
         watch: Option<String>,
     },
+    /// Technician: pulse a lane's GPIO relay once (the daemon must not be holding the line).
+    RelayPulse {
+        /// The station config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The lane whose relay to pulse.
+        #[arg(long)]
+        lane: String,
+        /// Pulse length in ms (default: the lane's pulse_ms).
+        #[arg(long)]
+        ms: Option<u64>,
+    },
+    /// Technician: print every edge on the configured gate inputs until Ctrl-C.
+    GpioWatch {
+        /// The station config.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Run the acquirer simulator on loopback (for integration and certification rehearsals).
     Sim {
         /// Address to listen on.
@@ -117,6 +135,8 @@ fn main() -> ExitCode {
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::Readers { watch } => cmd::readers(watch).await,
+            Command::RelayPulse { config, lane, ms } => cmd::relay_pulse(&config, &lane, ms).await,
+            Command::GpioWatch { config } => cmd::gpio_watch(&config).await,
             Command::Decode { json, payload } => cmd::decode(&payload, json),
             Command::CheckConfig { file } => cmd::check_config(&file),
             Command::Tap {

@@ -217,3 +217,48 @@ pub async fn readers(watch: Option<String>) -> anyhow::Result<ExitCode> {
     tokio::task::spawn_blocking(move || handle.stop()).await?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// `tapgate relay-pulse`: one pulse on a lane's GPIO relay, for the technician at the cabinet.
+pub async fn relay_pulse(config: &Path, lane: &str, ms: Option<u64>) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(config)?;
+    let lane_cfg = cfg
+        .lane(lane)
+        .with_context(|| format!("no lane named {lane:?} in {}", config.display()))?;
+    let crate::config::RelayConfig::Gpio(spec) = lane_cfg.relay.clone() else {
+        anyhow::bail!("lane {lane:?} has no GPIO relay (relay kind is not \"gpio\")");
+    };
+    let ms = ms.unwrap_or(spec.pulse_ms);
+    tokio::task::spawn_blocking(move || crate::relay::gpio::pulse_once(&spec, ms)).await??;
+    println!("pulsed lane {lane} for {ms} ms");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tapgate gpio-watch`: prints gate input events until Ctrl-C.
+pub async fn gpio_watch(config: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(config)?;
+    if cfg.inputs.is_empty() {
+        println!("no [[input]] configured");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let watcher = crate::relay::inputs::watch(&cfg.inputs, tx)?;
+    println!("watching {} input(s) (Ctrl-C to stop)", cfg.inputs.len());
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(ev) => println!(
+                    "{:>10.3}s {:<10} {:<20} {:?}{}",
+                    ev.at.as_secs_f64(),
+                    format!("{:?}", ev.role),
+                    ev.input,
+                    ev.kind,
+                    if ev.initial { " (state at start)" } else { "" }
+                ),
+                None => break,
+            },
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    drop(watcher);
+    Ok(ExitCode::SUCCESS)
+}

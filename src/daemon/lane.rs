@@ -204,6 +204,14 @@ impl Lane {
         let st = &self.station;
         let policy_cfg = &st.config.policy;
 
+        if st.free_exit.load(std::sync::atomic::Ordering::SeqCst) {
+            let mut r = self.report(
+                TapOutcome::FreeExit,
+                "free-exit (emergency) mode: gates are held open, no fare is taken",
+            );
+            r.timings.read_us = read_us;
+            return r;
+        }
         let payload = match cpm::decode(qr_content) {
             Ok(p) => p,
             Err(e) => {
@@ -401,6 +409,10 @@ impl Lane {
         r.opened = opened;
         if opened {
             crate::failpoint::hit("after_relay");
+            st.monitor
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .gate_opened(&self.cfg.name, crate::relay::inputs::monotonic_now());
             self.debouncer
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

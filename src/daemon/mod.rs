@@ -1,6 +1,7 @@
 //! The daemon: the station context, lanes (the pipeline of one tap), the reconciler, and
 //! assembly from a config file.
 
+pub mod gate;
 pub mod lane;
 pub mod metrics;
 pub mod reconcile;
@@ -95,5 +96,8 @@ pub fn station_from_config(cfg: Config, config_path: &Path) -> Result<Arc<Statio
 pub fn relay_from_config(cfg: &RelayConfig) -> Result<Arc<dyn Relay>, StartupError> {
     match cfg {
         RelayConfig::Recording => Ok(Arc::new(RecordingRelay::new())),
+        RelayConfig::Gpio(spec) => crate::relay::gpio::GpioRelay::new(spec)
+            .map(|r| Arc::new(r) as Arc<dyn Relay>)
+            .map_err(|e| StartupError::Relay(e.to_string())),
     }
 }

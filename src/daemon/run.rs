@@ -44,8 +44,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
     let mut readers = Vec::new();
     let mut lane_tasks = Vec::new();
+    let mut relays = std::collections::HashMap::new();
     for lane_cfg in &cfg.lanes {
         let relay = crate::daemon::relay_from_config(&lane_cfg.relay)?;
+        relays.insert(lane_cfg.name.clone(), relay.clone());
         let lane = Arc::new(Lane::new(lane_cfg.clone(), station.clone(), relay));
         match &lane_cfg.card_source {
             CardSourceConfig::None => {
@@ -76,6 +78,20 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         }
     }
 
+    let _inputs = if cfg.inputs.is_empty() {
+        None
+    } else {
+        let (tx, rx) = mpsc::channel(64);
+        let watcher = crate::relay::inputs::watch(&cfg.inputs, tx)
+            .map_err(|e| anyhow::anyhow!("gate inputs: {e}"))?;
+        tokio::spawn(crate::daemon::gate::run(
+            station.clone(),
+            relays.clone(),
+            rx,
+            stop_rx.clone(),
+        ));
+        Some(watcher)
+    };
     let reconciler = tokio::spawn(Reconciler::new(station.clone()).run(stop_rx.clone()));
     let token_keeper = tokio::spawn(keep_token(station.clone(), stop_rx.clone()));
     if let Some(listen) = &cfg.metrics.listen {

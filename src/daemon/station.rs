@@ -44,6 +44,9 @@ pub enum StartupError {
         /// Why.
         source: JournalError,
     },
+    /// A gate relay could not be set up (GPIO line missing, busy or not permitted).
+    #[error("relay: {0}")]
+    Relay(String),
     /// The SNAP client could not be built.
     #[error("aggregator client: {0}")]
     Client(String),
@@ -176,6 +179,10 @@ pub struct Station {
     pub passenger_key: PassengerKey,
     /// Metrics.
     pub metrics: Arc<crate::daemon::metrics::Metrics>,
+    /// Free-exit (emergency) mode: gates held open, taps not validated.
+    pub free_exit: std::sync::atomic::AtomicBool,
+    /// Passage matching and free-exit logic over the gate inputs.
+    pub monitor: Mutex<crate::relay::inputs::GateMonitor>,
     /// Late payment replies still being awaited (after a missed deadline).
     pub(crate) inflight: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -189,6 +196,7 @@ impl Station {
         clock: Arc<dyn Clock>,
         passenger_key: PassengerKey,
     ) -> Arc<Station> {
+        let passage_window = std::time::Duration::from_millis(config.policy.passage_window_ms);
         Arc::new(Station {
             tariff: Tariff::from_config(&config.tariff),
             config,
@@ -197,6 +205,8 @@ impl Station {
             clock,
             passenger_key,
             metrics: Arc::new(crate::daemon::metrics::Metrics::new()),
+            free_exit: std::sync::atomic::AtomicBool::new(false),
+            monitor: Mutex::new(crate::relay::inputs::GateMonitor::new(passage_window)),
             inflight: tokio::sync::Mutex::new(Vec::new()),
         })
     }

@@ -235,6 +235,7 @@ mod tests {
             unknown_at_exit,
             max_trip_minutes: 240,
             stale_journey: StaleJourney::MaxFare,
+            passage_window_ms: 8000,
         }
     }
 
