@@ -252,3 +252,87 @@ async fn journeys_link_tap_out_to_tap_in_and_anti_passback_refuses() {
     rig.settle().await;
     rig.assert_books_agree().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emergency_input_holds_every_gate_open_and_takes_no_fare() {
+    use std::collections::HashMap;
+    use tapgate::relay::inputs::{monotonic_now, InputEvent, InputEventKind, InputRole};
+    use tapgate::relay::{Relay, RelayCommand};
+
+    let rig = rig("").await;
+    let relays: HashMap<String, Arc<dyn Relay>> = HashMap::from([
+        (
+            "in-1".to_string(),
+            Arc::new(rig.entry_relay.clone()) as Arc<dyn Relay>,
+        ),
+        (
+            "out-1".to_string(),
+            Arc::new(rig.exit_relay.clone()) as Arc<dyn Relay>,
+        ),
+    ]);
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(tapgate::daemon::gate::run(
+        rig.station.clone(),
+        relays,
+        rx,
+        stop_rx,
+    ));
+    let alarm = |kind| InputEvent {
+        role: InputRole::Emergency,
+        lane: None,
+        input: "FIRE_ALARM".into(),
+        kind,
+        at: monotonic_now(),
+        initial: false,
+    };
+    tx.send(alarm(InputEventKind::EmergencyOn)).await.unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while !rig
+        .station
+        .free_exit
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        assert!(std::time::Instant::now() < until, "free exit not entered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(rig.entry_relay.commands(), vec![RelayCommand::FreeExitOn]);
+    assert_eq!(rig.exit_relay.commands(), vec![RelayCommand::FreeExitOn]);
+    let r = rig
+        .entry
+        .handle_payload(&common::tap_payload(SARI), 0)
+        .await;
+    assert_eq!(r.outcome, TapOutcome::FreeExit);
+    assert!(r.partner_reference_no.is_none());
+    assert!(
+        rig.sim.ledger().is_empty(),
+        "no fare taken in free-exit mode"
+    );
+
+    tx.send(alarm(InputEventKind::EmergencyOff)).await.unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while rig
+        .station
+        .free_exit
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        assert!(std::time::Instant::now() < until, "free exit not left");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        rig.entry_relay.commands(),
+        vec![RelayCommand::FreeExitOn, RelayCommand::FreeExitOff]
+    );
+    let r = rig
+        .entry
+        .handle_payload(&common::tap_payload(SARI), 0)
+        .await;
+    assert_eq!(r.outcome, TapOutcome::Approved);
+    assert_eq!(
+        rig.entry_relay.opens(),
+        1,
+        "exactly one pulse for the one paid tap"
+    );
+    let _ = stop_tx.send(true);
+    task.await.unwrap();
+}
