@@ -336,3 +336,43 @@ async fn emergency_input_holds_every_gate_open_and_takes_no_fare() {
     let _ = stop_tx.send(true);
     task.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_journeys_close_at_the_held_fare() {
+    use tapgate::clock::{Clock, ManualClock};
+    let sim = common::start_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::station_config(dir.path(), &sim.base_url(), "max_trip_minutes = 1", "");
+    let cfg = Config::load(&path).unwrap();
+    let clock = ManualClock::new(jiff::Timestamp::now(), cfg.time_zone());
+    let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    let aggregator =
+        tapgate::daemon::aggregator_from_config(&cfg, &path, dyn_clock.clone()).unwrap();
+    let (journal, key) = tapgate::daemon::open_storage(&cfg).unwrap();
+    let station = Station::new(Arc::new(cfg.clone()), journal, aggregator, dyn_clock, key);
+    let entry = Lane::new(
+        cfg.lanes[0].clone(),
+        station.clone(),
+        Arc::new(RecordingRelay::new()),
+    );
+    let r = entry.handle_payload(&common::tap_payload(SARI), 0).await;
+    assert_eq!(r.outcome, TapOutcome::Approved);
+    let rec = Reconciler::new(station.clone());
+    assert_eq!(
+        rec.close_stale_journeys().await.unwrap(),
+        0,
+        "not stale yet"
+    );
+    clock.advance_ms(61_000);
+    assert_eq!(rec.close_stale_journeys().await.unwrap(), 1);
+    let open = station
+        .journal
+        .run(|j| j.stale_journeys(i64::MAX))
+        .await
+        .unwrap();
+    assert!(open.is_empty(), "the journey is closed");
+    // Closed: the passenger may tap in again (no anti-passback refusal).
+    clock.advance_ms(5_000);
+    let r = entry.handle_payload(&common::tap_payload(SARI), 0).await;
+    assert_eq!(r.outcome, TapOutcome::Approved);
+}

@@ -425,21 +425,9 @@ impl Lane {
         };
 
         let t = Instant::now();
-        // A reply that came (even an unclear one) leaves nothing to wait for; after a missed
-        // deadline the reply may still come, so the reconciler waits for it first.
-        let retry_at = if timed_out {
-            st.now_ms().saturating_add(self.late_reply_window_ms())
-        } else {
-            st.now_ms()
-        };
-        if let Err(e) =
-            record::apply(st, &partner_ref, learned, Some(opened), amount, retry_at).await
-        {
-            // The row stays as it was: the reconciler resolves it by query.
-            tracing::error!(lane = %self.cfg.name, fare_ref = %partner_ref, error = %e,
-                "journal write after the payment failed; the reconciler will resolve it");
-        }
-        // Journeys: a paid tap-in opens one; a tap-out that let the passenger out closes it.
+        // Journeys first: they say who was let through, which is already true. A crash before
+        // the payment's own record below leaves it PENDING, resolved to a refund: a passenger
+        // let in keeps a journey (pays the exit fare), never pays twice.
         let at = st.now_ms();
         let journey_result = match (self.cfg.direction, opened) {
             (Direction::In, true) => {
@@ -464,6 +452,20 @@ impl Lane {
         if let Err(e) = journey_result {
             tracing::error!(lane = %self.cfg.name, fare_ref = %partner_ref, error = %e,
                 "journey update failed");
+        }
+        // A reply that came (even an unclear one) leaves nothing to wait for; after a missed
+        // deadline the reply may still come, so the reconciler waits for it first.
+        let retry_at = if timed_out {
+            st.now_ms().saturating_add(self.late_reply_window_ms())
+        } else {
+            st.now_ms()
+        };
+        if let Err(e) =
+            record::apply(st, &partner_ref, learned, Some(opened), amount, retry_at).await
+        {
+            // The row stays as it was: the reconciler resolves it by query.
+            tracing::error!(lane = %self.cfg.name, fare_ref = %partner_ref, error = %e,
+                "journal write after the payment failed; the reconciler will resolve it");
         }
         r.timings.settle_us = micros(t);
         r.timings.total_us = micros(started);

@@ -12,7 +12,7 @@ use crate::daemon::record::{self, Learned};
 use crate::daemon::station::Station;
 use crate::fare::policy::PayResult;
 use crate::fare::OpState;
-use crate::journal::{OpRow, Transition};
+use crate::journal::{JourneyState, OpRow, Transition};
 
 /// What to do next with one operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -262,6 +262,8 @@ impl Reconciler {
                             reason: Some(
                                 "found PENDING at startup: process stopped mid-payment".into(),
                             ),
+                            // Nobody is waiting for this reply any more: query at once.
+                            next_attempt_at_ms: Some(now),
                             ..Transition::new(OpState::Unknown, now)
                         },
                     )?;
@@ -271,8 +273,14 @@ impl Reconciler {
             .await
     }
 
-    /// One pass over the due operations.
+    /// One pass over the due operations, then the stale journeys.
     pub async fn pass(&self) -> Result<PassStats, crate::journal::JournalError> {
+        let stats = self.pass_operations().await?;
+        self.close_stale_journeys().await?;
+        Ok(stats)
+    }
+
+    async fn pass_operations(&self) -> Result<PassStats, crate::journal::JournalError> {
         let st = &self.station;
         let now = st.now_ms();
         let rows = st.journal.run(move |j| j.due(now, 64)).await?;
@@ -354,6 +362,45 @@ impl Reconciler {
             }
         }
         Ok(stats)
+    }
+
+    /// Closes journeys whose tap-in is older than the maximum trip time, per the station's
+    /// `stale_journey` policy. A tap-in whose hold no longer stands (refunded, declined) closes
+    /// as VOID; one still uncertain waits for the reconciler to resolve it first.
+    pub async fn close_stale_journeys(&self) -> Result<usize, crate::journal::JournalError> {
+        let st = &self.station;
+        let now = st.now_ms();
+        let max_trip = i64::try_from(st.config.policy.max_trip_minutes.saturating_mul(60_000))
+            .unwrap_or(i64::MAX);
+        let policy = st.config.policy.stale_journey;
+        st.journal
+            .run(move |j| {
+                let mut closed = 0;
+                for jy in j.stale_journeys(now.saturating_sub(max_trip))? {
+                    let Some(tap_in) = j.get(&jy.tap_in_ref)? else {
+                        continue;
+                    };
+                    let (state, fare) = match tap_in.state {
+                        OpState::Succeeded => match policy {
+                            crate::config::StaleJourney::MaxFare => {
+                                (JourneyState::StaleClosed, Some(tap_in.amount))
+                            }
+                            crate::config::StaleJourney::Release => (JourneyState::Released, None),
+                        },
+                        OpState::Refunded | OpState::RefundPending | OpState::Declined => {
+                            (JourneyState::Void, None)
+                        }
+                        _ => continue,
+                    };
+                    j.close_journey(jy.id, state, None, fare, now)?;
+                    tracing::info!(target: "tapgate::fare", journey = jy.id,
+                        tap_in = %jy.tap_in_ref, state = ?state,
+                        "stale journey closed (no tap-out within the maximum trip time)");
+                    closed += 1;
+                }
+                Ok(closed)
+            })
+            .await
     }
 
     /// Runs passes until every operation is final or `limit` passes; returns the non-final count.
