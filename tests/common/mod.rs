@@ -67,3 +67,37 @@ pub async fn start_sim() -> SimHandle {
 pub fn tap_payload(pan: &str) -> String {
     payload(&PayloadSpec::new(pan).with_token(&rand::random::<[u8; 16]>()))
 }
+
+/// The `[reconciler]` section tests use: fast retries, no grace for "not found".
+pub const FAST_RECONCILER: &str = "[reconciler]\nbackoff_base_ms = 20\nbackoff_cap_ms = 200\nnot_found_after_seconds = 0\ninterval_ms = 50\n";
+
+/// Starts the simulator with the demo partner and `edit` applied to its config.
+pub async fn start_sim_with(edit: impl FnOnce(&mut SimConfig)) -> SimHandle {
+    let mut cfg = SimConfig::demo();
+    edit(&mut cfg);
+    Simulator::start(cfg, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("simulator starts")
+}
+
+/// Runs `tapgate reconcile` to the end; panics unless every operation ends final.
+pub fn reconcile(config: &Path) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tapgate"))
+        .args(["reconcile", "--max-seconds", "60", "--config"])
+        .arg(config)
+        .output()
+        .expect("run tapgate reconcile");
+    assert!(
+        out.status.success(),
+        "reconcile left work: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every row of the journal at `dir/journal.db`.
+pub fn journal_rows(dir: &Path) -> Vec<tapgate::journal::OpRow> {
+    tapgate::journal::Journal::open_read_only(&dir.join("journal.db"))
+        .and_then(|j| j.export(0))
+        .expect("journal readable")
+}
