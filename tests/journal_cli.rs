@@ -567,7 +567,7 @@ async fn retry_is_picked_up_by_the_reconciler() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let (code, list, _) = journal_cmd(&journal, &["attention"]);
     assert_eq!(code, 1);
-    assert_eq!(table_refs(&list), [pref.clone()]);
+    assert_eq!(table_refs(&list), std::slice::from_ref(&pref));
     assert_eq!(sim.entry(&pref).unwrap().refunded, 0);
 
     // The operator retries; this station's limits would send it straight back, and the
