@@ -413,3 +413,53 @@ async fn read_only_journal_refuses_taps() {
     assert_approved(&tap(&ro_cfg, "in-1", RINA).await);
     assert_eq!(sim.ledger().len(), 2);
 }
+
+/// A daemon started while its journal's filesystem is read-only must not come up with a
+/// journal that stays read-only after the filesystem is writable again: either it refuses to
+/// start (saying why), or its lane takes taps again once storage does.
+///
+/// Ignored: today SQLite's silent read-only fallback (a read-write open of a file on a
+/// read-only filesystem whose `-shm` exists succeeds read-only) leaves the lane refusing every
+/// tap until a restart. Fix in `Journal::open` (refuse when `conn.is_readonly(Main)`) or by
+/// reopening the journal after a storage fault; then drop the `ignore`.
+#[ignore = "known defect: a journal opened on a read-only filesystem stays read-only"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_started_on_a_read_only_journal_recovers_or_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    let Some(_mount) = Mount::tmpfs(&mnt, "4m") else {
+        return skipped();
+    };
+    let sim = common::start_sim().await;
+    let journal = mnt.join("journal.db");
+    let rw_cfg = config_with_journal(dir.path(), &sim.base_url(), &journal);
+    assert_approved(&tap(&rw_cfg, "in-1", SARI).await);
+    // Keeps the -shm file, as a crash or a running `tapgate journal` would.
+    let holder = Journal::open_read_only(&journal).unwrap();
+    let ro = dir.path().join("ro");
+    let ro_mount = Mount::read_only_bind(&mnt, &ro);
+    let cfg_dir = dir.path().join("cfg-ro");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    let ro_cfg = config_with_journal(&cfg_dir, &sim.base_url(), &ro.join("journal.db"));
+    let cfg = Config::load(&ro_cfg).unwrap();
+    let station = match station_from_config(cfg.clone(), &ro_cfg) {
+        Err(e) => {
+            assert!(e.to_string().contains("read-only"), "{e}");
+            return;
+        }
+        Ok(s) => s,
+    };
+    let lane = Lane::new(
+        cfg.lanes[0].clone(),
+        station.clone(),
+        Arc::new(RecordingRelay::new()),
+    );
+    let r = lane.handle_payload(&common::tap_payload(RINA), 0).await;
+    assert_eq!(r.outcome, TapOutcome::JournalUnavailable, "{}", r.message);
+    assert_eq!(sim.ledger().len(), 1);
+
+    ro_mount.remount("remount,bind,rw");
+    let r = lane.handle_payload(&common::tap_payload(DEWI), 0).await;
+    assert_eq!(r.outcome, TapOutcome::Approved, "{}", r.message);
+    drop(holder);
+}
