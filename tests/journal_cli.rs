@@ -465,6 +465,16 @@ fn reads_while_a_writer_holds_the_lock() {
         "{out}"
     );
     assert!(out.contains("uncommitted"), "committed since: {out}");
+
+    // Between the writer's transactions, retry goes through next to it, and the writer
+    // sees the result on its next read.
+    let (code, _, err) = journal_cmd(&path, &["retry", "ATT-Q"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        writer.get("ATT-Q").unwrap().unwrap().state,
+        OpState::Unknown
+    );
+    writer.begin(&new_op("LIVE-2", "in-1", now + 2000)).unwrap();
 }
 
 #[test]
