@@ -56,8 +56,8 @@ pub enum JournalCommand {
         /// Only this lane.
         #[arg(long, value_name = "LANE")]
         lane: Option<String>,
-        /// Only operations begun since: an RFC 3339 time, a date (midnight, station time), or a
-        /// duration back from now (`2h`, `30m`, `1d`).
+        /// Only operations begun since: an RFC 3339 time, a station-time date or date-time
+        /// (`2026-11-22`, `2026-11-22T06:00`), or a duration back from now (`2h`, `30m`, `1d`).
         #[arg(long, value_name = "WHEN")]
         since: Option<String>,
         /// At most this many (the oldest).
@@ -101,8 +101,8 @@ pub enum JournalCommand {
     /// CSV is RFC 4180 with a header line; JSON is one array. Exit 1 when damaged rows had to
     /// be left out: the export is then incomplete (they are counted on stderr).
     Export {
-        /// Start: an RFC 3339 time, a date (midnight, station time), or a duration back from
-        /// now (`24h`, `7d`). Default: everything.
+        /// Start: an RFC 3339 time, a station-time date or date-time (`2026-11-22`), or a
+        /// duration back from now (`24h`, `7d`). Default: everything.
         #[arg(long, value_name = "WHEN")]
         since: Option<String>,
         /// csv or json.
@@ -269,15 +269,17 @@ fn parse_state(s: &str) -> Result<OpState, String> {
     })
 }
 
-/// Parses a `--since` value: an RFC 3339 time, a civil date (midnight in `tz`), or a
-/// duration back from `now` in jiff's friendly (`2h`, `1d 6h`) or ISO 8601 (`PT2H`) form.
+/// Parses a `--since` value: an RFC 3339 time, a civil date or date-time without offset (in
+/// `tz`; a date means its midnight), or a duration back from `now` in jiff's friendly (`2h`, `1d 6h`) or ISO 8601 (`PT2H`) form.
 pub fn parse_since(s: &str, now: Timestamp, tz: &TimeZone) -> anyhow::Result<Timestamp> {
     let s = s.trim();
     if let Ok(t) = s.parse::<Timestamp>() {
         return Ok(t);
     }
-    if let Ok(d) = s.parse::<jiff::civil::Date>() {
-        return Ok(d.to_zoned(tz.clone())?.timestamp());
+    // A civil date-time (a bare date is its midnight) is station time. Parsed as a DateTime,
+    // not a Date: jiff's Date parser would silently drop a time of day.
+    if let Ok(dt) = s.parse::<jiff::civil::DateTime>() {
+        return Ok(dt.to_zoned(tz.clone())?.timestamp());
     }
     if let Ok(span) = s.parse::<jiff::Span>() {
         // "2h" and "2h ago" both mean two hours back.
@@ -285,8 +287,8 @@ pub fn parse_since(s: &str, now: Timestamp, tz: &TimeZone) -> anyhow::Result<Tim
         return Ok(back.timestamp());
     }
     bail!(
-        "--since {s:?}: give an RFC 3339 time (2026-11-22T05:00:00+07:00), a date (2026-11-22, \
-         midnight station time) or a duration back from now (30m, 2h, 1d)"
+        "--since {s:?}: give an RFC 3339 time (2026-11-22T05:00:00+07:00), a station-time date \
+         or date-time (2026-11-22, 2026-11-22T06:00) or a duration back from now (30m, 2h, 1d)"
     )
 }
 
