@@ -61,6 +61,9 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         max_seconds: u64,
     },
+    /// Read the payment journal (list, show, attention, export) while the daemon runs, or hand
+    /// an ATTENTION operation back to the reconciler (retry).
+    Journal(cmd::journal::JournalArgs),
     /// Run the daemon: lanes, reconciler, metrics; under systemd with Type=notify.
     Run {
         /// The station config.
@@ -134,6 +137,7 @@ fn main() -> ExitCode {
             Command::Run { config } => tapgate::daemon::run::run(&config)
                 .await
                 .map(|()| ExitCode::SUCCESS),
+            Command::Journal(args) => cmd::journal::run(args),
             Command::Readers { watch } => cmd::readers(watch).await,
             Command::RelayPulse { config, lane, ms } => cmd::relay_pulse(&config, &lane, ms).await,
             Command::GpioWatch { config } => cmd::gpio_watch(&config).await,

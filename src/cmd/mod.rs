@@ -2,6 +2,7 @@
 //! printed by `main` with their whole cause chain.
 
 pub mod demo;
+pub mod journal;
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
