@@ -1,0 +1,150 @@
+//! Tap latency by stage, against the parts that cannot be avoided, plus decoder throughput and
+//! peak memory. Prints numbers; asserts nothing (run: `cargo bench --bench tap_latency`).
+//!
+//! The pipeline: scripted phone (APDU exchange) → decode → journal (SQLite, fsync) →
+//! SNAP client → simulator over loopback HTTP → recording relay → journal. The floor it is
+//! compared with: one APDU exchange + one aggregator round trip + two fsyncs (the journal
+//! writes before and after the payment; both are required for write-before-send).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tapgate::config::Config;
+use tapgate::cpm::build::{payload, PayloadSpec};
+use tapgate::daemon::lane::Lane;
+use tapgate::nfc::scripted::ScriptedPhone;
+use tapgate::nfc::CardEvent;
+use tapgate::relay::RecordingRelay;
+use tapgate::sim::{SimConfig, Simulator};
+
+fn pct(v: &mut [u64], p: f64) -> u64 {
+    v.sort_unstable();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v.get(i).copied().unwrap_or(0)
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let n: usize = std::env::var("TAPS").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let sim = Simulator::start(SimConfig::demo(), SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("sim");
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("s"), tapgate::sim::DEMO_CLIENT_SECRET).unwrap();
+        std::fs::write(dir.path().join("k.pem"), tapgate::sim::DEMO_PRIVATE_KEY_PEM).unwrap();
+        let text = include_str!("../config/demo.toml")
+            .replace("http://127.0.0.1:8600", &sim.base_url())
+            .replace("\"demo-journal.db\"", &format!("{:?}", dir.path().join("j.db")))
+            .replace("\"demo-client-secret\"", "\"s\"")
+            .replace("\"demo-private-key.pem\"", "\"k.pem\"")
+            .replace("debounce_ms = 3000", "debounce_ms = 0");
+        let path = dir.path().join("station.toml");
+        std::fs::write(&path, text).unwrap();
+        let cfg = Config::load(&path).expect("config");
+        let station = tapgate::daemon::station_from_config(cfg.clone(), &path).expect("station");
+        let exit = Lane::new(cfg.lanes[1].clone(), station.clone(), Arc::new(RecordingRelay::new()));
+        station.aggregator.ensure_token().await.expect("token");
+
+        // Floors: an APDU exchange, an aggregator round trip (query), an fsync'd write.
+        let mut apdu = Vec::new();
+        let mut rtt = Vec::new();
+        let mut fsync = Vec::new();
+        for i in 0..n.min(200) {
+            let p = payload(&PayloadSpec::new("9360000201100456781").with_token(&[i as u8; 16]));
+            let t = Instant::now();
+            let mut phone = ScriptedPhone::new(&p, &[84, 64]);
+            let _ = tapgate::nfc::qris_tap::read_qr_content(&mut phone);
+            apdu.push(t.elapsed().as_micros() as u64);
+            let t = Instant::now();
+            let _ = station.aggregator.query("TGBENCHNOSUCHREF").await;
+            rtt.push(t.elapsed().as_micros() as u64);
+            let t = Instant::now();
+            let mut f = std::fs::File::create(dir.path().join("fsync-probe")).unwrap();
+            f.write_all(&[0u8; 512]).unwrap();
+            f.sync_all().unwrap();
+            fsync.push(t.elapsed().as_micros() as u64);
+        }
+        let floor = pct(&mut apdu.clone(), 0.5) + pct(&mut rtt.clone(), 0.5) + 2 * pct(&mut fsync.clone(), 0.5);
+
+        let mut stages: Vec<(&str, Vec<u64>)> = ["read", "decode", "journal", "aggregator", "relay", "settle", "total"]
+            .iter()
+            .map(|s| (*s, Vec::new()))
+            .collect();
+        let wall = Instant::now();
+        for i in 0..n {
+            let pan = format!("93600002{:011}", i);
+            let p = payload(&PayloadSpec::new(&pan).with_token(&rand::random::<[u8; 16]>()));
+            let t = Instant::now();
+            let mut phone = ScriptedPhone::new(&p, &[84, 64]);
+            let qr = tapgate::nfc::qris_tap::read_qr_content(&mut phone).expect("read");
+            let read_us = t.elapsed().as_micros() as u64;
+            let r = exit
+                .handle_event(CardEvent::Payload { reader: "bench".into(), qr_content: qr, read_us })
+                .await
+                .expect("report");
+            assert!(r.opened, "{r:?}");
+            let tm = r.timings;
+            for (name, v) in stages.iter_mut() {
+                v.push(match *name {
+                    "read" => tm.read_us,
+                    "decode" => tm.decode_us,
+                    "journal" => tm.journal_us,
+                    "aggregator" => tm.aggregator_us,
+                    "relay" => tm.relay_us,
+                    "settle" => tm.settle_us,
+                    _ => tm.total_us + tm.read_us,
+                });
+            }
+        }
+        let secs = wall.elapsed().as_secs_f64();
+        println!("tap latency over {n} approved tap-outs (microseconds)");
+        println!("{:<11} {:>8} {:>8} {:>8}", "stage", "p50", "p95", "p99");
+        for (name, v) in stages.iter_mut() {
+            println!("{:<11} {:>8} {:>8} {:>8}", name, pct(v, 0.5), pct(v, 0.95), pct(v, 0.99));
+        }
+        println!(
+            "floor p50: APDU {} + aggregator round trip {} + 2 x fsync {} = {} us",
+            pct(&mut apdu, 0.5),
+            pct(&mut rtt, 0.5),
+            pct(&mut fsync, 0.5),
+            floor
+        );
+        let total_p50 = stages.iter_mut().find(|(n, _)| *n == "total").map(|(_, v)| pct(v, 0.5)).unwrap_or(0);
+        println!(
+            "tap p50 {total_p50} us = {:.2} x the floor; {:.0} taps/s sequential on one lane",
+            total_p50 as f64 / floor.max(1) as f64,
+            n as f64 / secs
+        );
+
+        // Decoder throughput.
+        let p = payload(&PayloadSpec::new("9360091430100531720").with_name("SITI RAHAYU"));
+        let iters = 200_000;
+        let t = Instant::now();
+        let mut ok = 0usize;
+        for _ in 0..iters {
+            ok += tapgate::cpm::decode(std::hint::black_box(&p)).is_ok() as usize;
+        }
+        let ns = t.elapsed().as_nanos() as f64 / iters as f64;
+        println!("decode: {ns:.0} ns per payload ({} chars), {ok} ok", p.len());
+        println!("peak RSS: {} KiB", peak_rss_kib());
+        sim.shutdown().await;
+    });
+}
