@@ -37,7 +37,10 @@ fn peak_rss_kib() -> u64 {
 }
 
 fn main() {
-    let n: usize = std::env::var("TAPS").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+    let n: usize = std::env::var("TAPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -52,7 +55,10 @@ fn main() {
         std::fs::write(dir.path().join("k.pem"), tapgate::sim::DEMO_PRIVATE_KEY_PEM).unwrap();
         let text = include_str!("../config/demo.toml")
             .replace("http://127.0.0.1:8600", &sim.base_url())
-            .replace("\"demo-journal.db\"", &format!("{:?}", dir.path().join("j.db")))
+            .replace(
+                "\"demo-journal.db\"",
+                &format!("{:?}", dir.path().join("j.db")),
+            )
             .replace("\"demo-client-secret\"", "\"s\"")
             .replace("\"demo-private-key.pem\"", "\"k.pem\"")
             .replace("debounce_ms = 3000", "debounce_ms = 0");
@@ -60,7 +66,11 @@ fn main() {
         std::fs::write(&path, text).unwrap();
         let cfg = Config::load(&path).expect("config");
         let station = tapgate::daemon::station_from_config(cfg.clone(), &path).expect("station");
-        let exit = Lane::new(cfg.lanes[1].clone(), station.clone(), Arc::new(RecordingRelay::new()));
+        let exit = Lane::new(
+            cfg.lanes[1].clone(),
+            station.clone(),
+            Arc::new(RecordingRelay::new()),
+        );
         station.aggregator.ensure_token().await.expect("token");
 
         // Floors: an APDU exchange, an aggregator round trip (query), an fsync'd write.
@@ -82,12 +92,22 @@ fn main() {
             f.sync_all().unwrap();
             fsync.push(t.elapsed().as_micros() as u64);
         }
-        let floor = pct(&mut apdu.clone(), 0.5) + pct(&mut rtt.clone(), 0.5) + 2 * pct(&mut fsync.clone(), 0.5);
+        let floor = pct(&mut apdu.clone(), 0.5)
+            + pct(&mut rtt.clone(), 0.5)
+            + 2 * pct(&mut fsync.clone(), 0.5);
 
-        let mut stages: Vec<(&str, Vec<u64>)> = ["read", "decode", "journal", "aggregator", "relay", "settle", "total"]
-            .iter()
-            .map(|s| (*s, Vec::new()))
-            .collect();
+        let mut stages: Vec<(&str, Vec<u64>)> = [
+            "read",
+            "decode",
+            "journal",
+            "aggregator",
+            "relay",
+            "settle",
+            "total",
+        ]
+        .iter()
+        .map(|s| (*s, Vec::new()))
+        .collect();
         let wall = Instant::now();
         for i in 0..n {
             let pan = format!("93600002{:011}", i);
@@ -97,7 +117,11 @@ fn main() {
             let qr = tapgate::nfc::qris_tap::read_qr_content(&mut phone).expect("read");
             let read_us = t.elapsed().as_micros() as u64;
             let r = exit
-                .handle_event(CardEvent::Payload { reader: "bench".into(), qr_content: qr, read_us })
+                .handle_event(CardEvent::Payload {
+                    reader: "bench".into(),
+                    qr_content: qr,
+                    read_us,
+                })
                 .await
                 .expect("report");
             assert!(r.opened, "{r:?}");
@@ -118,7 +142,13 @@ fn main() {
         println!("tap latency over {n} approved tap-outs (microseconds)");
         println!("{:<11} {:>8} {:>8} {:>8}", "stage", "p50", "p95", "p99");
         for (name, v) in stages.iter_mut() {
-            println!("{:<11} {:>8} {:>8} {:>8}", name, pct(v, 0.5), pct(v, 0.95), pct(v, 0.99));
+            println!(
+                "{:<11} {:>8} {:>8} {:>8}",
+                name,
+                pct(v, 0.5),
+                pct(v, 0.95),
+                pct(v, 0.99)
+            );
         }
         println!(
             "floor p50: APDU {} + aggregator round trip {} + 2 x fsync {} = {} us",
@@ -127,7 +157,11 @@ fn main() {
             pct(&mut fsync, 0.5),
             floor
         );
-        let total_p50 = stages.iter_mut().find(|(n, _)| *n == "total").map(|(_, v)| pct(v, 0.5)).unwrap_or(0);
+        let total_p50 = stages
+            .iter_mut()
+            .find(|(n, _)| *n == "total")
+            .map(|(_, v)| pct(v, 0.5))
+            .unwrap_or(0);
         println!(
             "tap p50 {total_p50} us = {:.2} x the floor; {:.0} taps/s sequential on one lane",
             total_p50 as f64 / floor.max(1) as f64,
@@ -143,7 +177,10 @@ fn main() {
             ok += tapgate::cpm::decode(std::hint::black_box(&p)).is_ok() as usize;
         }
         let ns = t.elapsed().as_nanos() as f64 / iters as f64;
-        println!("decode: {ns:.0} ns per payload ({} chars), {ok} ok", p.len());
+        println!(
+            "decode: {ns:.0} ns per payload ({} chars), {ok} ok",
+            p.len()
+        );
         println!("peak RSS: {} KiB", peak_rss_kib());
         sim.shutdown().await;
     });

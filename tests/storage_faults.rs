@@ -298,11 +298,15 @@ async fn full_disk_at_open_stops_before_any_payment() {
     let filler = fill(&mnt);
     let t = tap(&cfg, "in-1", RINA).await;
     assert_eq!(t.code, 1, "{}", t.stderr);
-    assert!(t.report.is_none(), "no decision printed: {:?}", t.report);
+    // The decision is still printed: refused, gate shut, the journal named with its fault.
+    let report = t.report.as_ref().expect("a decision");
+    assert_eq!(report["outcome"], "journal_unavailable");
+    assert_eq!(report["opened"], false);
+    let message = report["message"].as_str().unwrap_or_default();
     assert!(
-        t.stderr.contains(journal.to_str().unwrap()) && t.stderr.contains("I/O error"),
+        message.contains(journal.to_str().unwrap()) && message.contains("I/O error"),
         "{}",
-        t.stderr
+        message
     );
     assert_eq!(sim.ledger().len(), 1, "nothing sent");
 
@@ -392,11 +396,15 @@ async fn read_only_journal_refuses_taps() {
     );
     let t = tap(&ro_cfg, "in-1", RINA).await;
     assert_eq!(t.code, 1, "{}", t.stderr);
-    assert!(t.report.is_none());
+    let report = t.report.as_ref().expect("a decision");
+    assert_eq!(report["outcome"], "journal_unavailable");
+    assert_eq!(report["opened"], false);
     assert!(
-        t.stderr.contains(ro.join("journal.db").to_str().unwrap()),
-        "{}",
-        t.stderr
+        report["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(ro.join("journal.db").to_str().unwrap()),
+        "{report}"
     );
     assert_eq!(sim.ledger().len(), 1, "nothing sent");
 
@@ -428,11 +436,8 @@ async fn read_only_journal_refuses_taps() {
 /// journal that stays read-only after the filesystem is writable again: either it refuses to
 /// start (saying why), or its lane takes taps again once storage does.
 ///
-/// Ignored: today SQLite's silent read-only fallback (a read-write open of a file on a
-/// read-only filesystem whose `-shm` exists succeeds read-only) leaves the lane refusing every
-/// tap until a restart. Fix in `Journal::open` (refuse when `conn.is_readonly(Main)`) or by
-/// reopening the journal after a storage fault; then drop the `ignore`.
-#[ignore = "known defect: a journal opened on a read-only filesystem stays read-only"]
+/// SQLite falls back to read-only silently (a read-write open of a file on a read-only
+/// filesystem whose `-shm` exists succeeds read-only); `Journal::open` refuses that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lane_started_on_a_read_only_journal_recovers_or_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();

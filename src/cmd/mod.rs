@@ -112,7 +112,21 @@ pub async fn tap(config: &Path, lane_name: &str, arg: &str) -> anyhow::Result<Ex
         .cloned()
         .with_context(|| format!("no lane named {lane_name:?} in {}", config.display()))?;
     let text = payload_arg(arg)?;
-    let station = crate::daemon::station_from_config(cfg, config)?;
+    let station = match crate::daemon::station_from_config(cfg, config) {
+        Ok(s) => s,
+        Err(crate::daemon::StartupError::Journal { cause, .. }) if cause.is_storage_fault() => {
+            // No money may move without a record: the decision is still a decision.
+            let r = crate::daemon::lane::TapReport::refused(
+                &lane_cfg.name,
+                lane_cfg.direction,
+                crate::fare::policy::TapOutcome::JournalUnavailable,
+                format!("journal unavailable, tap refused: {cause}"),
+            );
+            println!("{}", serde_json::to_string(&r)?);
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
     Reconciler::new(station.clone()).recover_pending().await?;
     let relay = crate::daemon::relay_from_config(&lane_cfg.relay)?;
     let lane = Lane::new(lane_cfg, station.clone(), relay);

@@ -77,6 +77,33 @@ pub struct TapReport {
     pub timings: Timings,
 }
 
+impl TapReport {
+    /// A tap that ended before any money moved: gate shut, nothing but the reason.
+    pub fn refused(
+        lane: &str,
+        direction: Direction,
+        outcome: TapOutcome,
+        message: impl Into<String>,
+    ) -> TapReport {
+        TapReport {
+            lane: lane.to_string(),
+            direction,
+            opened: false,
+            outcome,
+            partner_reference_no: None,
+            reference_no: None,
+            amount: None,
+            fare_rule: None,
+            nns: None,
+            issuer: None,
+            pan_masked: None,
+            response_code: None,
+            message: message.into(),
+            timings: Timings::default(),
+        }
+    }
+}
+
 /// A gate lane.
 pub struct Lane {
     cfg: LaneConfig,
@@ -111,22 +138,7 @@ impl Lane {
     }
 
     fn report(&self, outcome: TapOutcome, message: impl Into<String>) -> TapReport {
-        TapReport {
-            lane: self.cfg.name.clone(),
-            direction: self.cfg.direction,
-            opened: false,
-            outcome,
-            partner_reference_no: None,
-            reference_no: None,
-            amount: None,
-            fare_rule: None,
-            nns: None,
-            issuer: None,
-            pan_masked: None,
-            response_code: None,
-            message: message.into(),
-            timings: Timings::default(),
-        }
+        TapReport::refused(&self.cfg.name, self.cfg.direction, outcome, message)
     }
 
     /// Handles one card event; reader state changes yield no report.

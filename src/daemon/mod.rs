@@ -34,10 +34,10 @@ pub fn aggregator_from_config(
     let secret = station::read_secret("aggregator client secret", &secret_path)?;
     let key_path = resolve_secret_path(&a.private_key_file, base);
     let pem = station::read_secret("aggregator private key", &key_path)?;
-    let signer = RsaSigner::from_pem(&pem).map_err(|source| StartupError::Key {
+    let signer = RsaSigner::from_pem(&pem).map_err(|cause| StartupError::Key {
         what: "aggregator private key",
         path: key_path,
-        source,
+        cause,
     })?;
     aggregator_with_secrets(cfg, secret, signer, clock)
 }
@@ -71,15 +71,15 @@ pub fn open_storage(cfg: &Config) -> Result<(Journal, PassengerKey), StartupErro
             let _ = std::fs::create_dir_all(dir);
         }
     }
-    let journal = Journal::open(path).map_err(|source| StartupError::Journal {
+    let journal = Journal::open(path).map_err(|cause| StartupError::Journal {
         path: path.clone(),
-        source,
+        cause,
     })?;
     let key_path = cfg.journal.passenger_key_path();
-    let key = PassengerKey::load_or_create(&key_path).map_err(|source| StartupError::Secret {
+    let key = PassengerKey::load_or_create(&key_path).map_err(|cause| StartupError::Secret {
         what: "passenger key",
         path: key_path,
-        source,
+        cause,
     })?;
     Ok((journal, key))
 }

@@ -36,7 +36,9 @@ pub fn plan_step(row: &OpRow, now_ms: i64, cfg: &ReconcilerConfig, in_flight_ms:
     if row.state.is_final() {
         return Step::Wait;
     }
-    if row.attempts >= cfg.max_attempts || too_old {
+    // Age alone never parks an operation that has had fewer than three tries (one a person
+    // sent back from ATTENTION gets them).
+    if row.attempts >= cfg.max_attempts || (too_old && row.attempts >= 3) {
         return Step::Attention(format!(
             "still {} after {} attempts and {} minutes",
             row.state,

@@ -17,32 +17,32 @@ pub enum StartupError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// A secret file is missing or unreadable.
-    #[error("cannot read {what} from {path}: {source}")]
+    #[error("cannot read {what} from {path}: {cause}")]
     Secret {
         /// Which secret.
         what: &'static str,
         /// Where it was looked for.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A key could not be used.
-    #[error("{what} in {path}: {source}")]
+    #[error("{what} in {path}: {cause}")]
     Key {
         /// Which key.
         what: &'static str,
         /// The file.
         path: PathBuf,
         /// Why.
-        source: crate::snap::sign::KeyError,
+        cause: crate::snap::sign::KeyError,
     },
     /// The journal could not be opened.
-    #[error("journal {path}: {source}")]
+    #[error("{cause}")]
     Journal {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: JournalError,
+        cause: JournalError,
     },
     /// A gate relay could not be set up (GPIO line missing, busy or not permitted).
     #[error("relay: {0}")]
@@ -229,10 +229,10 @@ impl Station {
 pub fn read_secret(what: &'static str, path: &Path) -> Result<String, StartupError> {
     std::fs::read_to_string(path)
         .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-        .map_err(|source| StartupError::Secret {
+        .map_err(|cause| StartupError::Secret {
             what,
             path: path.to_path_buf(),
-            source,
+            cause,
         })
 }
 

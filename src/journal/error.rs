@@ -90,7 +90,6 @@ pub enum JournalError {
         /// What kind of trouble.
         fault: StorageFault,
         /// SQLite's own error.
-        #[source]
         source: rusqlite::Error,
     },
     /// The file could not be put in WAL mode (some network and FUSE filesystems cannot):
@@ -113,7 +112,6 @@ pub enum JournalError {
         /// What the journal was doing.
         context: &'static str,
         /// SQLite's own error.
-        #[source]
         source: rusqlite::Error,
     },
     /// The file was written by a newer tapgate; this build refuses to touch it.
@@ -226,7 +224,6 @@ pub enum JournalError {
         /// What the journal was doing.
         context: &'static str,
         /// SQLite's own error.
-        #[source]
         source: rusqlite::Error,
     },
 }

@@ -82,6 +82,19 @@ impl Journal {
             Connection::open_with_flags(path, flags).map_err(|e| JournalError::open(path, e))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| JournalError::open(path, e))?;
+        // SQLite falls back to read-only, silently, on a read-only filesystem: a journal that
+        // cannot take a payment row must not start as if it could.
+        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+            return Err(JournalError::open(
+                path,
+                rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+                    Some(
+                        "the journal opened read-only: is its filesystem mounted read-only?".into(),
+                    ),
+                ),
+            ));
+        }
         // Look before changing anything: a foreign or newer file must be left as it was.
         let header = schema::read_header(&conn).map_err(|e| JournalError::open(path, e))?;
         schema::check_header(path, header)?;

@@ -122,6 +122,10 @@ pub fn apply(cur: &OpRow, t: &Transition) -> Result<OpRow, TransitionError> {
     if let Some(a) = t.refund_amount {
         next.refund_amount = Some(a);
     }
+    // A person sent it back from ATTENTION: it gets a fresh set of attempts.
+    if cur.state == OpState::Attention && t.to != OpState::Attention {
+        next.attempts = 0;
+    }
     if t.bump_attempts {
         next.attempts = next.attempts.saturating_add(1);
     }
@@ -595,7 +599,8 @@ mod tests {
                 accepted += 1;
                 assert!(allowed(cur.state, next.state));
                 assert_ne!(next.state, OpState::Pending);
-                assert!(next.attempts >= cur.attempts);
+                // Attempts only grow, except that a row sent back from ATTENTION starts afresh.
+                assert!(next.attempts >= cur.attempts || cur.state == OpState::Attention);
                 if let Some(r) = &first_reference {
                     assert_eq!(next.reference_no.as_ref(), Some(r), "reference changed");
                 }
