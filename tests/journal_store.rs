@@ -959,3 +959,49 @@ fn a_journal_can_move_to_a_blocking_thread() {
     .unwrap();
     assert!(j2.get("R1").unwrap().is_some());
 }
+
+/// Several transitions commit together or not at all: a refused second step leaves the first
+/// unwritten (a paid operation never looks final while it owes a refund).
+#[test]
+fn transitions_commit_all_or_nothing() {
+    use tapgate::fare::{OpState, Rupiah};
+    use tapgate::journal::{Journal, NewOp, OpKind, Transition};
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&dir.path().join("j.db")).unwrap();
+    let op = NewOp {
+        partner_reference_no: "TGATOMIC1".into(),
+        kind: OpKind::Hold,
+        lane: "in-1".into(),
+        direction: tapgate::fare::Direction::In,
+        station_id: "BLM".into(),
+        amount: Rupiah(9000),
+        pan_key: "ab".repeat(32),
+        pan_masked: "93600002*******6781".into(),
+        nns: "93600002".into(),
+        journey_id: None,
+        next_attempt_at_ms: 0,
+        created_at_ms: 1,
+    };
+    j.begin(&op).unwrap();
+    let paid = Transition {
+        reference_no: Some("R1".into()),
+        gate_opened: Some(false),
+        ..Transition::new(OpState::Succeeded, 2)
+    };
+    // A refund of more than was paid is refused: nothing of the pair may stick.
+    let bad_refund = Transition {
+        refund_amount: Some(Rupiah(99_000)),
+        ..Transition::new(OpState::RefundPending, 3)
+    };
+    assert!(j
+        .transitions("TGATOMIC1", &[paid.clone(), bad_refund])
+        .is_err());
+    assert_eq!(j.get("TGATOMIC1").unwrap().unwrap().state, OpState::Pending);
+    let good_refund = Transition {
+        refund_amount: Some(Rupiah(9000)),
+        ..Transition::new(OpState::RefundPending, 3)
+    };
+    let row = j.transitions("TGATOMIC1", &[paid, good_refund]).unwrap();
+    assert_eq!(row.state, OpState::RefundPending);
+    assert_eq!(j.events("TGATOMIC1").unwrap().len(), 3);
+}

@@ -342,12 +342,7 @@ impl Reconciler {
             let pref = row.partner_reference_no.clone();
             let applied = st
                 .journal
-                .run(move |j| {
-                    for t in &ts {
-                        j.transition(&pref, t)?;
-                    }
-                    Ok(())
-                })
+                .run(move |j| j.transitions(&pref, &ts).map(|_| ()))
                 .await;
             if let Err(e) = applied {
                 if e.is_storage_fault() {

@@ -90,11 +90,10 @@ pub async fn apply(
     station
         .journal
         .run(move |j| {
-            let mut last = None;
-            for t in &plan {
-                last = Some(j.transition(&pref, t)?);
+            if plan.is_empty() {
+                return Ok(None);
             }
-            Ok(last)
+            j.transitions(&pref, &plan).map(Some)
         })
         .await
 }

@@ -245,15 +245,40 @@ impl Journal {
     /// and fields that break a money rule ([`JournalError::Rejected`]); nothing is written
     /// then.
     pub fn transition(&mut self, partner_ref: &str, t: &Transition) -> Result<OpRow, JournalError> {
+        self.transitions(partner_ref, std::slice::from_ref(t))
+    }
+
+    /// Applies several transitions to one operation in ONE SQLite transaction: all of them or
+    /// none (e.g. SUCCEEDED then REFUND_PENDING: a crash between two separate commits would
+    /// leave a paid operation that looks final and owes a refund nobody would send). Returns
+    /// the row as written last.
+    pub fn transitions(
+        &mut self,
+        partner_ref: &str,
+        ts: &[Transition],
+    ) -> Result<OpRow, JournalError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx("starting a transition")?;
-        let cur = match load_op(&tx, partner_ref)? {
+        let mut cur = match load_op(&tx, partner_ref)? {
             Some(row) => row,
             None => return Err(JournalError::UnknownReference(partner_ref.to_owned())),
         };
-        let next = apply(&cur, t).map_err(|e| match e {
+        for t in ts {
+            cur = Self::transition_in(&tx, partner_ref, &cur, t)?;
+        }
+        tx.commit().ctx("committing a transition")?;
+        Ok(cur)
+    }
+
+    fn transition_in(
+        tx: &rusqlite::Transaction<'_>,
+        partner_ref: &str,
+        cur: &OpRow,
+        t: &Transition,
+    ) -> Result<OpRow, JournalError> {
+        let next = apply(cur, t).map_err(|e| match e {
             TransitionError::Illegal => JournalError::IllegalTransition {
                 partner_ref: partner_ref.to_owned(),
                 from: cur.state,
@@ -294,16 +319,15 @@ impl Journal {
             ],
         )
         .ctx("updating a fare operation")?;
-        let detail = rules::describe_change(&cur, &next);
+        let detail = rules::describe_change(cur, &next);
         insert_event(
-            &tx,
+            tx,
             partner_ref,
             t.at_ms,
             Some(cur.state),
             next.state,
             &detail,
         )?;
-        tx.commit().ctx("committing a transition")?;
         Ok(next)
     }
 
