@@ -134,6 +134,27 @@ async fn daemon_reads_phones_through_pcscd_pays_and_survives_a_pcscd_restart() {
         log()
     );
 
+    // Idle with no taps: no busy polling. CPU ticks (1/100 s) over 2 s of idling.
+    let pid = d.child.id();
+    let ticks = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or_default().to_string();
+        let f: Vec<u64> = after
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let before = ticks();
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = ticks() - before;
+    eprintln!("daemon CPU while idle: {idle} ticks in 2 s");
+    assert!(
+        idle <= 10,
+        "daemon used {idle}/200 ticks while idle: busy polling?"
+    );
+
     // A good tap: paid, gate opened.
     let phone = VirtualPhone::local();
     phone
