@@ -98,7 +98,7 @@ fn main() -> ExitCode {
         Command::Demo { .. } => "warn",
         _ => "info",
     };
-    cmd::init_logging(cli.log_format, level);
+    tapgate::daemon::logging::init(cli.log_format, level);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -2,6 +2,7 @@
 //! assembly from a config file.
 
 pub mod lane;
+pub mod logging;
 pub mod metrics;
 pub mod reconcile;
 pub mod record;
