@@ -67,6 +67,13 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Check this gate: config, pcscd and readers, GPIO, journal and disk, clock, aggregator.
+    /// Prints PASS/WARN/FAIL lines; exit 1 on any FAIL. Moves no money.
+    Doctor {
+        /// The station config.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// List PC/SC readers, or watch taps on them (decoded, masked view) for technicians.
     Readers {
         /// Keep watching for taps on readers matching this pattern (`*` for all).
@@ -95,7 +102,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own table; its logs would only repeat it.
     let level = match cli.command {
-        Command::Demo { .. } => "warn",
+        Command::Demo { .. } | Command::Doctor { .. } => "warn",
         _ => "info",
     };
     tapgate::daemon::logging::init(cli.log_format, level);
@@ -116,6 +123,7 @@ fn main() -> ExitCode {
             Command::Run { config } => tapgate::daemon::run::run(&config)
                 .await
                 .map(|()| ExitCode::SUCCESS),
+            Command::Doctor { config } => cmd::doctor::run(&config).await,
             Command::Readers { watch } => cmd::readers(watch).await,
             Command::Decode { json, payload } => cmd::decode(&payload, json),
             Command::CheckConfig { file } => cmd::check_config(&file),
