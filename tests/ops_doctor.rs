@@ -6,8 +6,11 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-/// (exit code, [(STATUS, name, detail)]).
-fn doctor(config: &Path) -> (i32, Vec<(String, String, String)>, String) {
+/// One printed line: (STATUS, name, detail).
+type Line = (String, String, String);
+
+/// (exit code, lines, whole stdout).
+fn doctor(config: &Path) -> (i32, Vec<Line>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tapgate"))
         .args(["doctor", "--config"])
         .arg(config)
@@ -29,7 +32,7 @@ fn doctor(config: &Path) -> (i32, Vec<(String, String, String)>, String) {
     (out.status.code().unwrap_or(-1), lines, stdout)
 }
 
-fn line<'a>(lines: &'a [(String, String, String)], name: &str) -> &'a (String, String, String) {
+fn line<'a>(lines: &'a [Line], name: &str) -> &'a Line {
     lines
         .iter()
         .find(|(_, n, _)| n == name)
@@ -49,7 +52,7 @@ fn secure(dir: &Path) {
 
 fn run_doctor_blocking(
     cfg: std::path::PathBuf,
-) -> tokio::task::JoinHandle<(i32, Vec<(String, String, String)>, String)> {
+) -> tokio::task::JoinHandle<(i32, Vec<Line>, String)> {
     tokio::task::spawn_blocking(move || doctor(&cfg))
 }
 

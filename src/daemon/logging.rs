@@ -79,10 +79,12 @@ pub fn init(format: LogFormat, default_level: &str) -> LogSink {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let registry = tracing_subscriber::registry().with(filter);
+    // Colours only for a person at a terminal, never into files or pipes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let text = || {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
-            .with_ansi(false)
+            .with_ansi(ansi)
     };
     let (sink, result) = match format {
         LogFormat::Json => (
