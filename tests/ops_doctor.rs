@@ -2,6 +2,7 @@
 //! simulator over loopback. Every line must tell the truth about this machine.
 
 mod common;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
@@ -235,4 +236,51 @@ fn broken_config_stops_at_the_config_line() {
     assert_eq!(code, 1, "{out}");
     assert_eq!(lines.len(), 1, "{out}");
     assert_eq!(line(&lines, "config").0, "FAIL", "{out}");
+}
+
+/// With a real pcscd and vsmartcard's vpcd reader: the lane whose pattern matches it passes,
+/// the lane whose reader is not plugged in fails, and so does the whole run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_through_a_real_pcscd() {
+    if support::pcscd::binary().is_none() || !support::pcscd::vpcd_configured() {
+        eprintln!("SKIPPED: pcscd or vsmartcard-vpcd is not installed (apt-get install pcscd vsmartcard-vpcd)");
+        return;
+    }
+    let sim = common::start_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::station_config(dir.path(), &sim.base_url(), "", "");
+    secure(dir.path());
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replacen(
+            "name = \"in-1\"\n",
+            "name = \"in-1\"\ncard_source = { kind = \"pcsc\", reader = \"Virtual PCD*\" }\n",
+            1,
+        )
+        .replacen(
+            "name = \"out-1\"\n",
+            "name = \"out-1\"\ncard_source = { kind = \"pcsc\", reader = \"ACS ACR1252*\" }\n",
+            1,
+        );
+    std::fs::write(&cfg, text).unwrap();
+
+    let mut pcscd = support::pcscd::Pcscd::start(&dir.path().join("pcscd.log"));
+    let (code, lines, out) = run_doctor_blocking(cfg.clone()).await.unwrap();
+    pcscd.stop();
+    assert_eq!(code, 1, "{out}");
+    let p = line(&lines, "pcscd");
+    assert_eq!(p.0, "PASS", "{out}");
+    assert!(p.2.contains(support::pcscd::VPCD_READER), "{out}");
+    let r = line(&lines, "reader in-1");
+    assert_eq!(r.0, "PASS", "{out}");
+    assert_eq!(r.2, support::pcscd::VPCD_READER, "{out}");
+    let r = line(&lines, "reader out-1");
+    assert_eq!(r.0, "FAIL", "{out}");
+    assert!(r.2.contains("ACS ACR1252*"), "{out}");
+
+    // pcscd gone: lanes that need it fail.
+    let (code, lines, out) = run_doctor_blocking(cfg).await.unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(line(&lines, "pcscd").0, "FAIL", "{out}");
+    assert_eq!(line(&lines, "reader in-1").0, "FAIL", "{out}");
 }
