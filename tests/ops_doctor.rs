@@ -2,6 +2,7 @@
 //! simulator over loopback. Every line must tell the truth about this machine.
 
 mod common;
+#[allow(dead_code)] // the shared pcscd helper has more than this test uses
 mod support;
 
 use std::path::Path;
