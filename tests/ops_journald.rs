@@ -64,7 +64,12 @@ struct Run {
 
 /// Runs `tapgate tap` in the namespace with stderr on a file; `journal_stream` decides what
 /// JOURNAL_STREAM says: stderr's own dev:inode (true) or another file's (false).
-fn tap_under_fake_journald(config: &Path, payload: &str, journal_stream: bool) -> Run {
+fn tap_under_fake_journald(
+    config: &Path,
+    payload: &str,
+    journal_stream: bool,
+    log_format: &str,
+) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let sockdir = dir.path().join("journal");
     std::fs::create_dir(&sockdir).unwrap();
@@ -111,7 +116,7 @@ fn tap_under_fake_journald(config: &Path, payload: &str, journal_stream: bool) -
             "sh",
         ])
         .arg(env!("CARGO_BIN_EXE_tapgate"))
-        .args(["tap", "--config"])
+        .args(["--log-format", log_format, "tap", "--config"])
         .arg(config)
         .args(["--lane", "in-1", payload])
         .env("SOCKDIR", &sockdir)
@@ -140,9 +145,10 @@ async fn one_tap_reaches_journald_with_its_fields() {
     let pan = "9360000201100456781";
     let payload = common::tap_payload(pan);
 
-    let run = tokio::task::spawn_blocking(move || tap_under_fake_journald(&cfg, &payload, true))
-        .await
-        .unwrap();
+    let run =
+        tokio::task::spawn_blocking(move || tap_under_fake_journald(&cfg, &payload, true, "text"))
+            .await
+            .unwrap();
     assert_eq!(
         run.code, 0,
         "tapgate tap failed (is this root, with unshare and mount?):\n{}",
@@ -213,9 +219,10 @@ async fn inherited_journal_stream_falls_back_to_text() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = common::station_config(dir.path(), &sim.base_url(), "", "");
     let payload = common::tap_payload("9360000201100456781");
-    let run = tokio::task::spawn_blocking(move || tap_under_fake_journald(&cfg, &payload, false))
-        .await
-        .unwrap();
+    let run =
+        tokio::task::spawn_blocking(move || tap_under_fake_journald(&cfg, &payload, false, "text"))
+            .await
+            .unwrap();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         run.datagrams.iter().all(|d| d.is_empty()),
@@ -239,4 +246,33 @@ fn native_protocol_parser() {
             ("LANE".into(), "in-1".into())
         ]
     );
+}
+
+/// `--log-format json` means JSON on stderr even when stderr is the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_stays_on_stderr_under_the_journal() {
+    let sim = common::start_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::station_config(dir.path(), &sim.base_url(), "", "");
+    let payload = common::tap_payload("9360000201100456781");
+    let run =
+        tokio::task::spawn_blocking(move || tap_under_fake_journald(&cfg, &payload, true, "json"))
+            .await
+            .unwrap();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.datagrams.is_empty(),
+        "{} datagram(s)",
+        run.datagrams.len()
+    );
+    let tap = run
+        .stderr
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"))
+        })
+        .find(|v| v["target"] == "tapgate::tap")
+        .unwrap_or_else(|| panic!("no tap event in:\n{}", run.stderr));
+    assert_eq!(tap["fields"]["lane"], "in-1");
+    assert_eq!(tap["fields"]["outcome"], "approved");
 }
