@@ -70,6 +70,13 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Check this gate: config, pcscd and readers, GPIO, journal and disk, clock, aggregator.
+    /// Prints PASS/WARN/FAIL lines; exit 1 on any FAIL. Moves no money.
+    Doctor {
+        /// The station config.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// List PC/SC readers, or watch taps on them (decoded, masked view) for technicians.
     Readers {
         /// Keep watching for taps on readers matching this pattern (`*` for all).
@@ -116,10 +123,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own table; its logs would only repeat it.
     let level = match cli.command {
-        Command::Demo { .. } => "warn",
+        Command::Demo { .. } | Command::Doctor { .. } => "warn",
         _ => "info",
     };
-    cmd::init_logging(cli.log_format, level);
+    tapgate::daemon::logging::init(cli.log_format, level);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -138,6 +145,7 @@ fn main() -> ExitCode {
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::Journal(args) => cmd::journal::run(args),
+            Command::Doctor { config } => cmd::doctor::run(&config).await,
             Command::Readers { watch } => cmd::readers(watch).await,
             Command::RelayPulse { config, lane, ms } => cmd::relay_pulse(&config, &lane, ms).await,
             Command::GpioWatch { config } => cmd::gpio_watch(&config).await,

@@ -2,6 +2,7 @@
 //! printed by `main` with their whole cause chain.
 
 pub mod demo;
+pub mod doctor;
 pub mod journal;
 
 use std::io::Read as _;
@@ -16,28 +17,7 @@ use crate::config::Config;
 use crate::daemon::lane::Lane;
 use crate::daemon::reconcile::Reconciler;
 
-/// Log output format.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per event.
-    Json,
-}
-
-/// Sets up tracing on stderr at `default_level`; `RUST_LOG` overrides it.
-pub fn init_logging(format: LogFormat, default_level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
+pub use crate::daemon::logging::LogFormat;
 
 /// Reads a payload argument: the text itself, or `-` for stdin. Surrounding whitespace is
 /// dropped (a shell's trailing newline is not part of the payload).

@@ -1,0 +1,287 @@
+//! `tapgate doctor` as a technician runs it: the real binary, a config with secret files, the
+//! simulator over loopback. Every line must tell the truth about this machine.
+
+mod common;
+#[allow(dead_code)] // the shared pcscd helper has more than this test uses
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+/// One printed line: (STATUS, name, detail).
+type Line = (String, String, String);
+
+/// (exit code, lines, whole stdout).
+fn doctor(config: &Path) -> (i32, Vec<Line>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tapgate"))
+        .args(["doctor", "--config"])
+        .arg(config)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .expect("run tapgate doctor");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines = stdout
+        .lines()
+        .filter(|l| !l.starts_with("doctor:"))
+        .map(|l| {
+            let mut it = l.splitn(2, "  ");
+            let status = it.next().unwrap_or_default().to_string();
+            let rest = it.next().unwrap_or_default().trim_start();
+            let (name, detail) = rest.split_once("  ").unwrap_or((rest, ""));
+            (status, name.trim().to_string(), detail.trim().to_string())
+        })
+        .collect();
+    (out.status.code().unwrap_or(-1), lines, stdout)
+}
+
+fn line<'a>(lines: &'a [Line], name: &str) -> &'a Line {
+    lines
+        .iter()
+        .find(|(_, n, _)| n == name)
+        .unwrap_or_else(|| panic!("no {name} line in {lines:#?}"))
+}
+
+/// Secret files as an installer leaves them: readable by their owner only.
+fn secure(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    for f in ["client-secret", "private-key.pem"] {
+        let p = dir.join(f);
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+}
+
+fn run_doctor_blocking(
+    cfg: std::path::PathBuf,
+) -> tokio::task::JoinHandle<(i32, Vec<Line>, String)> {
+    tokio::task::spawn_blocking(move || doctor(&cfg))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_bench_gate_against_the_simulator() {
+    let sim = common::start_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::station_config(dir.path(), &sim.base_url(), "", "");
+
+    // Secrets readable by everyone work, with a warning.
+    let (_, lines, out) = run_doctor_blocking(cfg.clone()).await.unwrap();
+    let cred = line(&lines, "credentials");
+    assert_eq!(cred.0, "WARN", "{out}");
+    assert!(
+        cred.2.contains("client-secret") && cred.2.contains("chmod 600"),
+        "{out}"
+    );
+
+    secure(dir.path());
+    let (code, lines, out) = run_doctor_blocking(cfg.clone()).await.unwrap();
+    assert_eq!(line(&lines, "config").0, "PASS", "{out}");
+    assert_eq!(line(&lines, "credentials").0, "PASS", "{out}");
+    let agg = line(&lines, "aggregator");
+    assert_eq!(agg.0, "PASS", "{out}");
+    assert!(agg.2.contains(&sim.base_url()), "{out}");
+    assert_eq!(line(&lines, "signature").0, "PASS", "{out}");
+    // The doctor signed in and queried a reference that does not exist: nothing was paid.
+    assert!(sim.ledger().is_empty(), "the doctor moved money");
+
+    // GPIO: truthful about this machine's /dev.
+    let chips = std::fs::read_dir("/dev")
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("gpiochip"));
+    let gpio = line(&lines, "gpio");
+    if chips {
+        assert_ne!(gpio.1, "", "{out}");
+        assert!(gpio.2.contains("/dev/gpiochip"), "{out}");
+    } else {
+        assert_eq!(gpio.0, "WARN", "{out}");
+        assert!(gpio.2.contains("no GPIO chip"), "{out}");
+    }
+    // Clock: what the kernel says.
+    let synced = tapgate::cmd::doctor::clock_synchronised().unwrap();
+    assert_eq!(
+        line(&lines, "clock").0,
+        if synced { "PASS" } else { "WARN" },
+        "{out}"
+    );
+    // The demo lanes have no reader: pcscd is never a FAIL for them.
+    assert_ne!(line(&lines, "pcscd").0, "FAIL", "{out}");
+    // No journal yet: the doctor says so and does not create it.
+    assert_eq!(line(&lines, "journal").0, "WARN", "{out}");
+    assert!(
+        !dir.path().join("journal.db").exists(),
+        "the doctor created the journal"
+    );
+    let free = tapgate::cmd::doctor::free_bytes(dir.path()).unwrap();
+    let disk = line(&lines, "disk");
+    let expect = if free < tapgate::cmd::doctor::DISK_FAIL_BYTES {
+        "FAIL"
+    } else if free < tapgate::cmd::doctor::DISK_WARN_BYTES {
+        "WARN"
+    } else {
+        "PASS"
+    };
+    assert_eq!(disk.0, expect, "{out}");
+
+    let any_fail = lines.iter().any(|(s, _, _)| s == "FAIL");
+    assert_eq!(code, if any_fail { 1 } else { 0 }, "{out}");
+    assert!(out.contains("doctor: "), "{out}");
+
+    // After one tap the journal exists: quick_check passes.
+    let tap = Command::new(env!("CARGO_BIN_EXE_tapgate"))
+        .args(["tap", "--config"])
+        .arg(&cfg)
+        .args([
+            "--lane",
+            "in-1",
+            &common::tap_payload("9360000201100456781"),
+        ])
+        .output()
+        .unwrap();
+    assert!(tap.status.success());
+    let (_, lines, out) = run_doctor_blocking(cfg.clone()).await.unwrap();
+    let j = line(&lines, "journal");
+    assert_eq!(j.0, "PASS", "{out}");
+    assert!(j.2.contains("quick_check ok"), "{out}");
+
+    // A damaged journal file is a FAIL.
+    std::fs::write(dir.path().join("journal.db"), vec![0x5a; 8192]).unwrap();
+    let _ = std::fs::remove_file(dir.path().join("journal.db-wal"));
+    let _ = std::fs::remove_file(dir.path().join("journal.db-shm"));
+    let (code, lines, out) = run_doctor_blocking(cfg).await.unwrap();
+    assert_eq!(line(&lines, "journal").0, "FAIL", "{out}");
+    assert_eq!(code, 1, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secret_key_or_address_fail() {
+    let sim = common::start_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::station_config(dir.path(), &sim.base_url(), "", "");
+    secure(dir.path());
+
+    // A wrong client secret: the token (RSA) is fine, the HMAC-signed query is refused.
+    std::fs::write(dir.path().join("client-secret"), "not-the-secret").unwrap();
+    let (code, lines, out) = run_doctor_blocking(cfg.clone()).await.unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(line(&lines, "aggregator").0, "PASS", "{out}");
+    let sig = line(&lines, "signature");
+    assert_eq!(sig.0, "FAIL", "{out}");
+    assert!(sig.2.contains("client secret"), "{out}");
+    assert!(
+        !out.contains("not-the-secret"),
+        "the doctor printed the secret"
+    );
+    std::fs::write(
+        dir.path().join("client-secret"),
+        tapgate::sim::DEMO_CLIENT_SECRET,
+    )
+    .unwrap();
+
+    // A private key the aggregator does not know: the token is refused.
+    let other = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
+        .output()
+        .expect("openssl");
+    assert!(other.status.success());
+    std::fs::write(dir.path().join("private-key.pem"), &other.stdout).unwrap();
+    secure(dir.path());
+    let (code, lines, out) = run_doctor_blocking(cfg.clone()).await.unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(line(&lines, "credentials").0, "PASS", "{out}");
+    let agg = line(&lines, "aggregator");
+    assert_eq!(agg.0, "FAIL", "{out}");
+    assert!(agg.2.contains("refused"), "{out}");
+
+    // A missing secret file is named.
+    std::fs::remove_file(dir.path().join("private-key.pem")).unwrap();
+    let (code, lines, out) = run_doctor_blocking(cfg.clone()).await.unwrap();
+    assert_eq!(code, 1);
+    let cred = line(&lines, "credentials");
+    assert_eq!(cred.0, "FAIL", "{out}");
+    assert!(cred.2.contains("private-key.pem"), "{out}");
+
+    // Nobody listening at the aggregator's address.
+    std::fs::write(
+        dir.path().join("private-key.pem"),
+        tapgate::sim::DEMO_PRIVATE_KEY_PEM,
+    )
+    .unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&sim.base_url(), &format!("http://127.0.0.1:{port}"));
+    std::fs::write(&cfg, text).unwrap();
+    let (code, lines, out) = run_doctor_blocking(cfg).await.unwrap();
+    assert_eq!(code, 1);
+    let agg = line(&lines, "aggregator");
+    assert_eq!(agg.0, "FAIL", "{out}");
+    assert!(agg.2.contains("unreachable"), "{out}");
+}
+
+#[test]
+fn broken_config_stops_at_the_config_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("station.toml");
+    std::fs::write(&cfg, "[station]\nid = \"DKA\"\nnmae = \"typo\"\n").unwrap();
+    let (code, lines, out) = doctor(&cfg);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(lines.len(), 1, "{out}");
+    assert_eq!(line(&lines, "config").0, "FAIL", "{out}");
+}
+
+/// With a real pcscd and vsmartcard's vpcd reader: the lane whose pattern matches it passes,
+/// the lane whose reader is not plugged in fails, and so does the whole run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_through_a_real_pcscd() {
+    if support::pcscd::binary().is_none() || !support::pcscd::vpcd_configured() {
+        eprintln!("SKIPPED: pcscd or vsmartcard-vpcd is not installed (apt-get install pcscd vsmartcard-vpcd)");
+        return;
+    }
+    let sim = common::start_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::station_config(dir.path(), &sim.base_url(), "", "");
+    secure(dir.path());
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replacen(
+            "name = \"in-1\"\n",
+            "name = \"in-1\"\ncard_source = { kind = \"pcsc\", reader = \"Virtual PCD*\" }\n",
+            1,
+        )
+        .replacen(
+            "name = \"out-1\"\n",
+            "name = \"out-1\"\ncard_source = { kind = \"pcsc\", reader = \"ACS ACR1252*\" }\n",
+            1,
+        );
+    std::fs::write(&cfg, text).unwrap();
+
+    let mut pcscd = support::pcscd::Pcscd::start(&dir.path().join("pcscd.log"));
+    let (code, lines, out) = run_doctor_blocking(cfg.clone()).await.unwrap();
+    pcscd.stop();
+    assert_eq!(code, 1, "{out}");
+    let p = line(&lines, "pcscd");
+    assert_eq!(p.0, "PASS", "{out}");
+    assert!(p.2.contains(support::pcscd::VPCD_READER), "{out}");
+    let r = line(&lines, "reader in-1");
+    assert_eq!(r.0, "PASS", "{out}");
+    assert_eq!(r.2, support::pcscd::VPCD_READER, "{out}");
+    let r = line(&lines, "reader out-1");
+    assert_eq!(r.0, "FAIL", "{out}");
+    assert!(r.2.contains("ACS ACR1252*"), "{out}");
+
+    // pcscd gone: lanes that need it fail.
+    let (code, lines, out) = run_doctor_blocking(cfg).await.unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(line(&lines, "pcscd").0, "FAIL", "{out}");
+    assert_eq!(line(&lines, "reader in-1").0, "FAIL", "{out}");
+}
