@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh test
+# cargo-deb builds the .deb the suite checks (tests/ops_deb.rs); about 2.5 minutes once.
+command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked --quiet
 
 echo "== cargo fmt --check"
 cargo fmt --check

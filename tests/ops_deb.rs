@@ -1,9 +1,8 @@
-//! The Debian package: `cargo deb` builds it (release build), `dpkg-deb` shows what it holds,
+//! The Debian package: `cargo deb` builds it (the debug build in the suite), `dpkg-deb` shows what it holds,
 //! and `dpkg -i` / `dpkg -r` / `dpkg -P` run in a throwaway root: an overlay of this machine's
 //! root on a tmpfs, inside `unshare -m`, so nothing lands on the real root.
 //!
-//! Ignored by default: it needs `cargo-deb` (`cargo install cargo-deb --locked`) and a release
-//! build (minutes). Run it with `cargo test --test ops_deb -- --ignored`.
+//! It needs `cargo-deb` (scripts/test.sh installs it: `cargo install cargo-deb --locked`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,9 +27,12 @@ fn build_deb(out_dir: &Path) -> PathBuf {
         have,
         "cargo-deb is missing: cargo install cargo-deb --locked"
     );
+    // The suite packages the debug build it already has (the contents and scripts are what is
+    // checked); a release package is `cargo deb` with no profile.
+    let profile = std::env::var("TAPGATE_DEB_PROFILE").unwrap_or_else(|_| "dev".into());
     run(Command::new("cargo")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["deb", "--output"])
+        .args(["deb", "--profile", &profile, "--output"])
         .arg(out_dir));
     let debs: Vec<PathBuf> = std::fs::read_dir(out_dir)
         .unwrap()
@@ -75,7 +77,6 @@ check purged-status sh -c '! dpkg -s tapgate'
 "##;
 
 #[test]
-#[ignore = "needs cargo-deb and a release build (minutes); scripts/test.sh decides"]
 fn deb_contents_install_and_removal() {
     let installed_before = Path::new("/usr/lib/sysusers.d/tapgate.conf").exists();
     let tmp = tempfile::tempdir().unwrap();
