@@ -84,9 +84,10 @@ async fn killed_between_send_and_reply() {
         );
         sim.push_fault(fault);
         let mut child = tap_cmd(&cfg, "in-1").spawn().unwrap();
-        // Wait until the payment request is at the aggregator, then kill.
+        // Wait until the payment request is at the aggregator (its fault is drawn on arrival,
+        // before the delay), then kill.
         let until = std::time::Instant::now() + Duration::from_secs(5);
-        while sim.stats().payment_requests < 1 && std::time::Instant::now() < until {
+        while sim.queued_faults() > 0 && std::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         child.kill().unwrap();
