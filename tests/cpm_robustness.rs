@@ -7,22 +7,8 @@ use tapgate::cpm::build::{payload_bytes, PanField, PayloadSpec};
 use tapgate::cpm::tlv::{LengthForm, Tag};
 use tapgate::cpm::{decode, decode_bytes, decode_report, QrisPayload};
 
-/// SplitMix64: tiny, seedable, and stable across crate versions (unlike a library RNG whose
-/// stream may change), so the mutation corpus stays the same forever.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+mod common;
+use common::SplitMix;
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)

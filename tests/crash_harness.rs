@@ -17,25 +17,6 @@ use std::time::{Duration, Instant};
 use tapgate::fare::OpState;
 use tapgate::sim::{compare_with_journal, FaultMix, Service};
 
-/// SplitMix64: a small, seedable generator so a failing seed can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -88,7 +69,7 @@ async fn sigkill_harness() {
         })
         .collect();
 
-    let mut rng = Rng(seed);
+    let mut rng = common::SplitMix(seed);
     let (mut taps, mut tap_kills, mut rec_kills, mut runs) = (0u64, 0u64, 0u64, 0u64);
     let budget = Duration::from_secs(env_u64("TAPGATE_CRASH_SECONDS", 300));
     while tap_kills + rec_kills < kills_wanted && started.elapsed() < budget {
@@ -101,12 +82,12 @@ async fn sigkill_harness() {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            if kill_after(child, Duration::from_millis(rng.below(300))) {
+            if kill_after(child, Duration::from_millis(rng.below(300) as u64)) {
                 rec_kills += 1;
             }
             continue;
         }
-        let pan = &pans[rng.below(pans.len() as u64) as usize];
+        let pan = &pans[rng.below(pans.len())];
         let lane = if rng.chance(50) { "in-1" } else { "out-1" };
         let child = Command::new(bin)
             .args(["tap", "--config"])
@@ -119,12 +100,12 @@ async fn sigkill_harness() {
         taps += 1;
         if rng.chance(70) {
             // Mostly early, where the work is: start-up, journal, request, reply, relay.
-            let ms = if rng.chance(70) {
+            let ms: usize = if rng.chance(70) {
                 rng.below(40)
             } else {
                 rng.below(900)
             };
-            if kill_after(child, Duration::from_millis(ms)) {
+            if kill_after(child, Duration::from_millis(ms as u64)) {
                 tap_kills += 1;
             }
         } else {

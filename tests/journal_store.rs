@@ -11,15 +11,7 @@ use tapgate::journal::{
 
 const T0: i64 = 1_763_780_000_000; // 2025-11-22, a morning peak at Lebak Bulus
 
-const ALL: [OpState; 7] = [
-    OpState::Pending,
-    OpState::Unknown,
-    OpState::Succeeded,
-    OpState::Declined,
-    OpState::RefundPending,
-    OpState::Refunded,
-    OpState::Attention,
-];
+const ALL: [OpState; 7] = OpState::ALL;
 
 fn op(reference: &str, created_at_ms: i64) -> NewOp {
     NewOp {

@@ -95,6 +95,17 @@ pub enum OpState {
 }
 
 impl OpState {
+    /// Every state, in the order of the lifecycle.
+    pub const ALL: [OpState; 7] = [
+        OpState::Pending,
+        OpState::Unknown,
+        OpState::Succeeded,
+        OpState::Declined,
+        OpState::RefundPending,
+        OpState::Refunded,
+        OpState::Attention,
+    ];
+
     /// The journal's spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -170,15 +181,7 @@ mod tests {
 
     #[test]
     fn op_state_spelling_round_trips() {
-        for s in [
-            OpState::Pending,
-            OpState::Unknown,
-            OpState::Succeeded,
-            OpState::Declined,
-            OpState::RefundPending,
-            OpState::Refunded,
-            OpState::Attention,
-        ] {
+        for s in OpState::ALL {
             assert_eq!(OpState::parse(s.as_str()), Some(s));
         }
     }

@@ -657,15 +657,7 @@ fn switch_to_wal(conn: &Connection) -> Result<String, rusqlite::Error> {
     }
 }
 
-const ALL_STATES: [OpState; 7] = [
-    OpState::Pending,
-    OpState::Unknown,
-    OpState::Succeeded,
-    OpState::Declined,
-    OpState::RefundPending,
-    OpState::Refunded,
-    OpState::Attention,
-];
+const ALL_STATES: [OpState; 7] = OpState::ALL;
 
 fn journey_exists(conn: &Connection, id: i64) -> Result<bool, JournalError> {
     conn.query_row(

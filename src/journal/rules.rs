@@ -265,15 +265,7 @@ mod tests {
     use crate::fare::{Direction, Rupiah};
     use crate::journal::model::OpKind;
 
-    const ALL: [OpState; 7] = [
-        OpState::Pending,
-        OpState::Unknown,
-        OpState::Succeeded,
-        OpState::Declined,
-        OpState::RefundPending,
-        OpState::Refunded,
-        OpState::Attention,
-    ];
+    const ALL: [OpState; 7] = OpState::ALL;
 
     #[test]
     fn allowed_matches_the_table_exhaustively() {

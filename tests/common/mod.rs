@@ -101,3 +101,28 @@ pub fn journal_rows(dir: &Path) -> Vec<tapgate::journal::OpRow> {
         .and_then(|j| j.export(0))
         .expect("journal readable")
 }
+
+/// SplitMix64: tiny, seedable, and stable across crate versions (unlike a library RNG whose
+/// stream may change), so a seed replays the same run forever.
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`0` when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % (n.max(1) as u64)) as usize
+    }
+
+    /// True with `percent` % probability.
+    pub fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+}
