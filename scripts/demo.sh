@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh build
-exec cargo run --release --quiet -- demo "$@"
+exec cargo run --quiet -- demo "$@"
