@@ -806,9 +806,17 @@ mod tests {
         assert_eq!(d.lanes[1].direction, crate::fare::Direction::Out);
         assert_eq!(d.policy.decision_deadline_ms, 800);
         for (name, text, lanes) in [
-            ("entry-only", include_str!("../config/entry-only-brt.toml"), 2),
+            (
+                "entry-only",
+                include_str!("../config/entry-only-brt.toml"),
+                2,
+            ),
             ("exit-only", include_str!("../config/exit-only-krl.toml"), 3),
-            ("gate array", include_str!("../config/gate-array-distance.toml"), 4),
+            (
+                "gate array",
+                include_str!("../config/gate-array-distance.toml"),
+                4,
+            ),
         ] {
             let c = parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(c.lanes.len(), lanes, "{name}");
