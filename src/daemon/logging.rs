@@ -26,9 +26,9 @@
 //!
 //! # Rate limit
 //!
-//! A warning or error that repeats (same statement in the code, same `lane`, `reader`,
-//! `pattern` and `path` fields) is shown once per [`WARN_WINDOW`]; the repeats inside the window
-//! are counted, and the first one after it is preceded by an event
+//! A warning or error that repeats (same statement in the code, same `lane`, `reader`, `input`,
+//! `pattern`, `path`, `journal` and `key` fields) is shown once per [`WARN_WINDOW`]; the
+//! repeats inside the window are counted, and the first one after it is preceded by an event
 //! `"N similar warnings suppressed"` (target `tapgate::log`, fields `SUPPRESSED`, `STATEMENT`).
 //! Events about a payment (they carry `fare_ref`) and the per-tap events are never limited:
 //! each one is about different money. A limit still counting when the process exits is not
@@ -221,7 +221,9 @@ struct WarnKey {
 
 /// Fields that name what a warning is about; other fields (error text, timings) vary between
 /// repeats of the same trouble.
-const SUBJECT_FIELDS: [&str; 4] = ["lane", "reader", "pattern", "path"];
+const SUBJECT_FIELDS: [&str; 7] = [
+    "lane", "reader", "pattern", "path", "journal", "key", "input",
+];
 
 #[derive(Default)]
 struct KeyVisitor {
