@@ -578,15 +578,7 @@ impl Engine {
         let client = header(h, "x-client-key").unwrap_or_default();
         let sig = header(h, "x-signature").unwrap_or_default();
         self.check_content_type(h)?;
-        let ts = parse_timestamp(ts_text, &self.cfg.allowed_utc_offsets_hours).map_err(|why| {
-            reject(
-                Kind::Header,
-                400,
-                "01",
-                "Invalid Field Format",
-                format!("X-TIMESTAMP: {why}"),
-            )
-        })?;
+        let ts = self.timestamp(ts_text)?;
         if client != self.cfg.client_id {
             return Err(reject(
                 Kind::Header,
@@ -654,6 +646,19 @@ impl Engine {
         Ok((Reply { status: 200, body }, true))
     }
 
+    /// `X-TIMESTAMP` parsed, or the rejection a SNAP aggregator gives a malformed one.
+    fn timestamp(&self, text: &str) -> Result<jiff::Timestamp, Reject> {
+        parse_timestamp(text, &self.cfg.allowed_utc_offsets_hours).map_err(|why| {
+            reject(
+                Kind::Header,
+                400,
+                "01",
+                "Invalid Field Format",
+                format!("X-TIMESTAMP: {why}"),
+            )
+        })
+    }
+
     fn check_content_type(&self, h: &HeaderMap) -> Result<(), Reject> {
         let ct = header(h, "content-type").unwrap_or_default();
         if ct.to_ascii_lowercase().starts_with("application/json") {
@@ -698,15 +703,7 @@ impl Engine {
         let get = |n: &str| header(h, n).unwrap_or_default();
         self.check_content_type(h)?;
         let ts_text = get("x-timestamp");
-        let ts = parse_timestamp(ts_text, &self.cfg.allowed_utc_offsets_hours).map_err(|why| {
-            reject(
-                Kind::Header,
-                400,
-                "01",
-                "Invalid Field Format",
-                format!("X-TIMESTAMP: {why}"),
-            )
-        })?;
+        let ts = self.timestamp(ts_text)?;
         if get("x-ip-address").parse::<std::net::IpAddr>().is_err() {
             return Err(reject(
                 Kind::Header,
