@@ -164,6 +164,45 @@ pub struct TokenResponse {
     pub expires_in: Option<u64>,
 }
 
+/// `feeAmount`, which the aggregator also spells `FeeAmount`: read under either.
+#[derive(Clone, Debug, Default, Deserialize)]
+struct FeeSpellings {
+    #[serde(default, rename = "feeAmount", deserialize_with = "lenient_amount")]
+    lower: Option<Amount>,
+    #[serde(default, rename = "FeeAmount", deserialize_with = "lenient_amount")]
+    upper: Option<Amount>,
+}
+
+impl FeeSpellings {
+    fn get(&self) -> Option<&Amount> {
+        self.lower.as_ref().or(self.upper.as_ref())
+    }
+}
+
+/// `originalPartnerReferenceNo`, which the aggregator's docs also misspell
+/// `originalPartnerReferanceNo`: read under either.
+#[derive(Clone, Debug, Default, Deserialize)]
+struct OriginalRefSpellings {
+    #[serde(
+        default,
+        rename = "originalPartnerReferenceNo",
+        deserialize_with = "lenient_string"
+    )]
+    right: Option<String>,
+    #[serde(
+        default,
+        rename = "originalPartnerReferanceNo",
+        deserialize_with = "lenient_string"
+    )]
+    misspelt: Option<String>,
+}
+
+impl OriginalRefSpellings {
+    fn get(&self) -> Option<&str> {
+        self.right.as_deref().or(self.misspelt.as_deref())
+    }
+}
+
 /// `qr-cpm-payment` response.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -183,18 +222,14 @@ pub struct PaymentResponse {
     /// `transactionDate`.
     #[serde(default, deserialize_with = "lenient_string")]
     pub transaction_date: Option<String>,
-    #[serde(default, rename = "feeAmount", deserialize_with = "lenient_amount")]
-    fee_amount_lower: Option<Amount>,
-    #[serde(default, rename = "FeeAmount", deserialize_with = "lenient_amount")]
-    fee_amount_upper: Option<Amount>,
+    #[serde(flatten)]
+    fee: FeeSpellings,
 }
 
 impl PaymentResponse {
     /// `feeAmount`, under either of the aggregator's spellings.
     pub fn fee_amount(&self) -> Option<&Amount> {
-        self.fee_amount_lower
-            .as_ref()
-            .or(self.fee_amount_upper.as_ref())
+        self.fee.get()
     }
 }
 
@@ -211,18 +246,8 @@ pub struct QueryResponse {
     /// The aggregator's reference of the queried payment.
     #[serde(default, deserialize_with = "lenient_string")]
     pub original_reference_no: Option<String>,
-    #[serde(
-        default,
-        rename = "originalPartnerReferenceNo",
-        deserialize_with = "lenient_string"
-    )]
-    original_partner_reference_no_right: Option<String>,
-    #[serde(
-        default,
-        rename = "originalPartnerReferanceNo",
-        deserialize_with = "lenient_string"
-    )]
-    original_partner_reference_no_misspelt: Option<String>,
+    #[serde(flatten)]
+    original_partner_ref: OriginalRefSpellings,
     /// `originalExternalId`.
     #[serde(default, deserialize_with = "lenient_string")]
     pub original_external_id: Option<String>,
@@ -238,25 +263,19 @@ pub struct QueryResponse {
     /// `amount`.
     #[serde(default, deserialize_with = "lenient_amount")]
     pub amount: Option<Amount>,
-    #[serde(default, rename = "feeAmount", deserialize_with = "lenient_amount")]
-    fee_amount_lower: Option<Amount>,
-    #[serde(default, rename = "FeeAmount", deserialize_with = "lenient_amount")]
-    fee_amount_upper: Option<Amount>,
+    #[serde(flatten)]
+    fee: FeeSpellings,
 }
 
 impl QueryResponse {
     /// `originalPartnerReferenceNo`, under either spelling.
     pub fn original_partner_reference_no(&self) -> Option<&str> {
-        self.original_partner_reference_no_right
-            .as_deref()
-            .or(self.original_partner_reference_no_misspelt.as_deref())
+        self.original_partner_ref.get()
     }
 
     /// `feeAmount`, under either spelling.
     pub fn fee_amount(&self) -> Option<&Amount> {
-        self.fee_amount_lower
-            .as_ref()
-            .or(self.fee_amount_upper.as_ref())
+        self.fee.get()
     }
 }
 
@@ -279,18 +298,8 @@ pub struct RefundResponse {
     /// `originalReferenceNo`.
     #[serde(default, deserialize_with = "lenient_string")]
     pub original_reference_no: Option<String>,
-    #[serde(
-        default,
-        rename = "originalPartnerReferenceNo",
-        deserialize_with = "lenient_string"
-    )]
-    original_partner_reference_no_right: Option<String>,
-    #[serde(
-        default,
-        rename = "originalPartnerReferanceNo",
-        deserialize_with = "lenient_string"
-    )]
-    original_partner_reference_no_misspelt: Option<String>,
+    #[serde(flatten)]
+    original_partner_ref: OriginalRefSpellings,
     /// `refundAmount`.
     #[serde(default, deserialize_with = "lenient_amount")]
     pub refund_amount: Option<Amount>,
@@ -302,9 +311,7 @@ pub struct RefundResponse {
 impl RefundResponse {
     /// `originalPartnerReferenceNo`, under either spelling.
     pub fn original_partner_reference_no(&self) -> Option<&str> {
-        self.original_partner_reference_no_right
-            .as_deref()
-            .or(self.original_partner_reference_no_misspelt.as_deref())
+        self.original_partner_ref.get()
     }
 }
 
