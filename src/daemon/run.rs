@@ -163,22 +163,25 @@ async fn alive(station: &Station, readers: &[pcsc::ReaderHandle]) -> bool {
         tracing::error!("a reader thread has stopped: withholding the watchdog ping");
         return false;
     }
-    match station.journal.run(|j| j.counts_by_state()).await {
-        Ok(counts) => {
-            for (state, n) in counts {
-                station.metrics.set(
-                    "tapgate_journal_operations",
-                    &[("state", state.as_str())],
-                    n as f64,
-                );
-            }
-            true
-        }
+    match refresh_journal_gauges(station).await {
+        Ok(()) => true,
         Err(e) => {
             tracing::error!(error = %e, "journal does not answer: withholding the watchdog ping");
             false
         }
     }
+}
+
+/// Sets `tapgate_journal_operations{state}` from the journal (ATTENTION above all).
+async fn refresh_journal_gauges(station: &Station) -> Result<(), crate::journal::JournalError> {
+    for (state, n) in station.journal.run(|j| j.counts_by_state()).await? {
+        station.metrics.set(
+            "tapgate_journal_operations",
+            &[("state", state.as_str())],
+            n as f64,
+        );
+    }
+    Ok(())
 }
 
 /// One lane: taps are handled one at a time, in order, until the reader stops.
@@ -269,14 +272,8 @@ async fn serve_metrics(
         axum::routing::get(move || {
             let st = station.clone();
             async move {
-                if let Ok(counts) = st.journal.run(|j| j.counts_by_state()).await {
-                    for (state, n) in counts {
-                        st.metrics.set(
-                            "tapgate_journal_operations",
-                            &[("state", state.as_str())],
-                            n as f64,
-                        );
-                    }
+                if let Err(e) = refresh_journal_gauges(&st).await {
+                    tracing::warn!(error = %e, "journal counts unavailable for /metrics");
                 }
                 (
                     [("content-type", "text/plain; version=0.0.4")],
