@@ -76,10 +76,7 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_reads_phones_through_pcscd_pays_and_survives_a_pcscd_restart() {
-    if pcscd::binary().is_none() || !pcscd::vpcd_configured() {
-        eprintln!(
-            "SKIPPED: pcscd or vsmartcard-vpcd not installed (scripts/test.sh installs them)"
-        );
+    if !pcscd::tier_available() {
         return;
     }
     let sim = common::start_sim().await;

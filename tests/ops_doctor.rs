@@ -243,8 +243,7 @@ fn broken_config_stops_at_the_config_line() {
 /// the lane whose reader is not plugged in fails, and so does the whole run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_through_a_real_pcscd() {
-    if support::pcscd::binary().is_none() || !support::pcscd::vpcd_configured() {
-        eprintln!("SKIPPED: pcscd or vsmartcard-vpcd is not installed (apt-get install pcscd vsmartcard-vpcd)");
+    if !support::pcscd::tier_available() {
         return;
     }
     let sim = common::start_sim().await;

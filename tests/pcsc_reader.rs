@@ -109,11 +109,7 @@ impl Rig {
     /// Like [`Rig::start`]; with `pcscd_first` false the service starts before pcscd does.
     fn start_with(pattern: &str, opts: ReaderOptions, pcscd_first: bool) -> Option<Rig> {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        if pcscd::binary().is_none() || !pcscd::vpcd_configured() {
-            eprintln!(
-                "SKIPPED: pcscd or vsmartcard-vpcd is not installed \
-                 (apt-get install pcscd vsmartcard-vpcd)"
-            );
+        if !pcscd::tier_available() {
             return None;
         }
         logs().clear();

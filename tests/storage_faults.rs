@@ -2,7 +2,7 @@
 //! really full, and on a read-only bind mount. No tap may be charged without a durable journal
 //! row, and taps work again by themselves once storage does.
 //!
-//! Needs root with CAP_SYS_ADMIN (mount); prints SKIPPED otherwise. Every mount is undone by a
+//! Needs root with CAP_SYS_ADMIN (mount); fails without it unless `TAPGATE_SKIP_MOUNT=1`. Every mount is undone by a
 //! guard, even when an assertion fails.
 //!
 //! How "full" is made real: a tmpfs has no page cache of its own to absorb writes, and the
@@ -104,8 +104,15 @@ fn run(cmd: &str, args: &[&OsStr]) {
     );
 }
 
+/// Called when a tmpfs cannot be mounted: the tier fails, unless `TAPGATE_SKIP_MOUNT=1` asks to
+/// skip it on purpose (printed).
 fn skipped() {
-    eprintln!("SKIPPED: needs root with CAP_SYS_ADMIN to mount a tmpfs (storage faults untested)");
+    assert!(
+        std::env::var("TAPGATE_SKIP_MOUNT").as_deref() == Ok("1"),
+        "cannot mount a tmpfs: the storage-fault tier needs root with CAP_SYS_ADMIN \
+         (or set TAPGATE_SKIP_MOUNT=1 to skip this tier on purpose)"
+    );
+    eprintln!("TAPGATE_SKIP_MOUNT=1: storage-fault tier skipped on purpose");
 }
 
 /// Takes every free block of the filesystem holding `dir` with one file.

@@ -30,6 +30,21 @@ pub fn vpcd_configured() -> bool {
     Path::new("/etc/reader.conf.d/vpcd").is_file()
 }
 
+/// Whether the pcscd + vpcd tier runs. It runs when both are installed; when either is missing
+/// the test fails, unless `TAPGATE_SKIP_PCSC=1` asks to skip the tier on purpose (printed).
+pub fn tier_available() -> bool {
+    if std::env::var("TAPGATE_SKIP_PCSC").as_deref() == Ok("1") {
+        eprintln!("TAPGATE_SKIP_PCSC=1: pcscd + vpcd tier skipped on purpose");
+        return false;
+    }
+    assert!(
+        binary().is_some() && vpcd_configured(),
+        "pcscd or vsmartcard-vpcd is not installed: scripts/install-deps.sh test installs them \
+         (or set TAPGATE_SKIP_PCSC=1 to skip this tier on purpose)"
+    );
+    true
+}
+
 /// A pcscd child process.
 pub struct Pcscd {
     child: Option<Child>,
