@@ -75,6 +75,15 @@ pub fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
                 cfg.station.name,
                 cfg.lanes.len()
             );
+            // Resolved paths, so a technician sees which files `run` will use.
+            println!("  journal {}", cfg.journal.path.display());
+            println!(
+                "  passenger key {}",
+                cfg.journal.passenger_key_path().display()
+            );
+            if cfg.station.bench {
+                println!("  bench rig: lanes with the recording relay drive no gate");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -108,7 +117,7 @@ pub async fn tap(config: &Path, lane_name: &str, arg: &str) -> anyhow::Result<Ex
         Err(e) => return Err(e.into()),
     };
     Reconciler::new(station.clone()).recover_pending().await?;
-    let relay = crate::daemon::relay_from_config(&lane_cfg.relay)?;
+    let relay = crate::daemon::relay_from_config(&lane_cfg)?;
     let lane = Lane::new(lane_cfg, station.clone(), relay);
     let report = lane.handle_payload(&text, 0).await;
     println!("{}", serde_json::to_string(&report)?);
