@@ -1108,7 +1108,19 @@ fn located(text: &str, path: &Path, key: String, message: String) -> ConfigError
 fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
     let message = e.message().trim().to_string();
     let loc = Locator::new(text);
-    let mut key = e.span().and_then(|span| loc.key_at(span.start));
+    let mut key = match e.span() {
+        Some(span) if loc.doc.is_some() => loc.key_at(span.start),
+        // The text is not TOML at all: the key is whatever is left of `=` on that line.
+        Some(span) => key_on_line(text, span.start),
+        None => None,
+    };
+    // Values inside tagged tables (`kind = ...`) arrive without their own span: find the
+    // value the message quotes among the table's keys.
+    if let (Some(k), Some(v)) = (&key, quoted_value(&message)) {
+        if let Some(inner) = loc.value_under(k, &v) {
+            key = Some(inner);
+        }
+    }
     // serde names the field it missed or did not know; the span is the table around it.
     let field = ["missing field `", "unknown field `"]
         .iter()
@@ -1138,6 +1150,49 @@ fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
         key,
         message,
     }
+}
+
+/// The value an "invalid value" / "unknown variant" message quotes, as written in TOML.
+fn quoted_value(message: &str) -> Option<String> {
+    for prefix in ["unknown variant `", "integer `", "float `", "boolean `"] {
+        if let Some(rest) = message.split(prefix).nth(1) {
+            return rest.split('`').next().map(str::to_string);
+        }
+    }
+    message
+        .split("string \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .map(str::to_string)
+}
+
+/// For text the TOML parser rejects: the dotted key written on the line at `offset`, under
+/// the table header in force there (`[[lane]]` headers counted for the index).
+fn key_on_line(text: &str, offset: usize) -> Option<String> {
+    let start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(start..)?.lines().next()?;
+    let name = line.split_once('=')?.0.trim();
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return None;
+    }
+    let before = text.get(..start)?;
+    let mut table = String::new();
+    let mut counts: std::collections::HashMap<String, usize> = Default::default();
+    for l in before.lines().map(str::trim) {
+        if let Some(h) = l.strip_prefix("[[").and_then(|h| h.split("]]").next()) {
+            let h = h.trim().to_string();
+            let n = counts.entry(h.clone()).or_insert(0);
+            table = format!("{h}[{n}]");
+            *n += 1;
+        } else if let Some(h) = l.strip_prefix('[').and_then(|h| h.split(']').next()) {
+            table = h.trim().to_string();
+        }
+    }
+    Some(join(&table, name))
 }
 
 /// 1-based line and column of a byte offset.
@@ -1229,6 +1284,20 @@ impl<'a> Locator<'a> {
         best.map(|b| (b, false))
     }
 
+    /// The path of the one value under `key` (a table or array) written as `value`.
+    fn value_under(&self, key: &str, value: &str) -> Option<String> {
+        let doc = self.doc.as_ref()?;
+        let mut found = Vec::new();
+        collect_values(doc.as_table(), "", &mut found);
+        let mut hits = found.into_iter().filter(|(p, v)| {
+            (p.starts_with(&format!("{key}.")) || p.starts_with(&format!("{key}["))) && v == value
+        });
+        match (hits.next(), hits.next()) {
+            (Some((p, _)), None) => Some(p),
+            _ => None,
+        }
+    }
+
     /// The dotted path of the key or value written at `offset`.
     fn key_at(&self, offset: usize) -> Option<String> {
         let doc = self.doc.as_ref()?;
@@ -1286,6 +1355,39 @@ fn find_in(
             }
             toml_edit::Item::None => {}
         }
+    }
+}
+
+/// Every scalar value with its path and its text (strings unquoted).
+fn collect_values(table: &dyn toml_edit::TableLike, prefix: &str, out: &mut Vec<(String, String)>) {
+    for (name, item) in table.iter() {
+        let path = join(prefix, name);
+        match item {
+            toml_edit::Item::Table(t) => collect_values(t, &path, out),
+            toml_edit::Item::ArrayOfTables(aot) => {
+                for (i, t) in aot.iter().enumerate() {
+                    collect_values(t, &format!("{path}[{i}]"), out);
+                }
+            }
+            toml_edit::Item::Value(v) => collect_value(v, &path, out),
+            toml_edit::Item::None => {}
+        }
+    }
+}
+
+fn collect_value(v: &toml_edit::Value, path: &str, out: &mut Vec<(String, String)>) {
+    match v {
+        toml_edit::Value::InlineTable(t) => collect_values(t, path, out),
+        toml_edit::Value::Array(a) => {
+            for (i, e) in a.iter().enumerate() {
+                collect_value(e, &format!("{path}[{i}]"), out);
+            }
+        }
+        toml_edit::Value::String(s) => out.push((path.to_string(), s.value().clone())),
+        toml_edit::Value::Integer(n) => out.push((path.to_string(), n.value().to_string())),
+        toml_edit::Value::Float(f) => out.push((path.to_string(), f.value().to_string())),
+        toml_edit::Value::Boolean(b) => out.push((path.to_string(), b.value().to_string())),
+        toml_edit::Value::Datetime(d) => out.push((path.to_string(), d.value().to_string())),
     }
 }
 
@@ -1476,5 +1578,710 @@ mod tests {
     fn secrets_resolve_against_the_config_folder() {
         let p = resolve_secret_path(Path::new("/abs/key.pem"), Path::new("/etc/tapgate"));
         assert_eq!(p, PathBuf::from("/abs/key.pem"));
+    }
+
+    /// The `n`-th (0-based) line that starts with `marker`.
+    fn nth_line_of(text: &str, marker: &str, n: usize) -> Option<usize> {
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| l.trim_start().starts_with(marker))
+            .nth(n)
+            .map(|(i, _)| i + 1)
+    }
+
+    /// One bad config: `(old, new)` edits of the annotated example, the key the error must
+    /// name, and the line it must point at (the first line starting with `at`, its `nth`).
+    struct Bad {
+        edits: &'static [(&'static str, &'static str)],
+        key: &'static str,
+        at: &'static str,
+        nth: usize,
+    }
+
+    const fn bad(
+        edits: &'static [(&'static str, &'static str)],
+        key: &'static str,
+        at: &'static str,
+    ) -> Bad {
+        Bad {
+            edits,
+            key,
+            at,
+            nth: 0,
+        }
+    }
+
+    const GPIO1: &str = "relay = { kind = \"gpio\", line = \"GATE1_RELAY\", active_low = false, mode = \"pulse\", pulse_ms = 300, gap_ms = 200 }";
+    const OUT_RELAY: &str = "relay = { kind = \"gpio\", line = \"GATE2_RELAY\" }";
+    const OUT_READER: &str =
+        "card_source = { kind = \"pcsc\", reader = \"ACS ACR1252 1S CL Reader PICC 01*\" }";
+
+    /// Every example of issue 9 item 6 and every key of the annotated example: the error
+    /// names the key the person must fix, at its line.
+    #[test]
+    fn every_bad_key_is_named_with_its_line() {
+        let cases: &[Bad] = &[
+            // Serde-level errors: wrong type, range, enum, unknown and missing keys.
+            bad(
+                &[("pulse_ms = 300, ", "pulse_ms = -1, ")],
+                "lane[0].relay.pulse_ms",
+                GPIO1.split("pulse_ms").next().unwrap_or(""),
+            ),
+            bad(
+                &[("client_id = \"YOUR-CLIENT-ID\"\n", "")],
+                "aggregator.client_id",
+                "[aggregator]",
+            ),
+            bad(
+                &[("path = \"/var/lib/tapgate/journal.db\"\n", "")],
+                "journal.path",
+                "[journal]",
+            ),
+            bad(&[("id = \"DKA\"\n", "")], "station.id", "[station]"),
+            Bad {
+                edits: &[("direction = \"out\"\n", "")],
+                key: "lane[1].direction",
+                at: "[[lane]]",
+                nth: 1,
+            },
+            Bad {
+                edits: &[("direction = \"out\"", "direction = \"sideways\"")],
+                key: "lane[1].direction",
+                at: "direction = \"sideways\"",
+                nth: 0,
+            },
+            bad(
+                &[(
+                    "decision_deadline_ms = 1500",
+                    "decision_deadline_ms = \"fast\"",
+                )],
+                "policy.decision_deadline_ms",
+                "decision_deadline_ms =",
+            ),
+            bad(
+                &[("debounce_ms = 3000", "debounce_ms = -5")],
+                "policy.debounce_ms",
+                "debounce_ms = -5",
+            ),
+            bad(
+                &[("anti_passback = \"refuse\"", "anti_passback = \"maybe\"")],
+                "policy.anti_passback",
+                "anti_passback =",
+            ),
+            bad(
+                &[("unknown_at_exit = \"open\"", "unknown_at_exit = \"ajar\"")],
+                "policy.unknown_at_exit",
+                "unknown_at_exit =",
+            ),
+            bad(
+                &[("stale_journey = \"max_fare\"", "stale_journey = \"forget\"")],
+                "policy.stale_journey",
+                "stale_journey =",
+            ),
+            bad(
+                &[("feedback = \"off\"", "feedback = \"blinky\"")],
+                "lane[0].card_source.feedback",
+                "card_source =",
+            ),
+            bad(
+                &[("mode = \"pulse\", ", "mode = \"wiggle\", ")],
+                "lane[0].relay.mode",
+                "relay =",
+            ),
+            bad(
+                &[("bias = \"pull_up\"", "bias = \"pull_sideways\"")],
+                "input[0].bias",
+                "bias =",
+            ),
+            bad(
+                &[("bias = \"pull_up\"", "pull = \"up\"")],
+                "input[0].pull",
+                "pull =",
+            ),
+            bad(
+                &[("interval_ms = 1000", "interval_ms = 1000\nintervall_ms = 5")],
+                "reconciler.intervall_ms",
+                "intervall_ms",
+            ),
+            bad(&[("[metrics]", "[metric]")], "metric", "[metric]"),
+            bad(
+                &[("latitude = -6.2008", "latitude = \"south\"")],
+                "station.latitude",
+                "latitude =",
+            ),
+            bad(
+                &[("max_body_bytes = 65536", "max_body_bytes = -1")],
+                "aggregator.max_body_bytes",
+                "max_body_bytes =",
+            ),
+            bad(
+                &[(
+                    "fares = [\n  [3000, 6000, 7000, 8000],",
+                    "fares = [\n  [3000, 6000, -7000, 8000],",
+                )],
+                "tariff.fares[0][2]",
+                "fares = [",
+            ),
+            // Keys beside kind = "none" / "recording" are refused, not swallowed.
+            Bad {
+                edits: &[(
+                    OUT_READER,
+                    "card_source = { kind = \"none\", reader = \"ACS*\" }",
+                )],
+                key: "lane[1].card_source.reader",
+                at: "card_source = { kind = \"none\"",
+                nth: 0,
+            },
+            Bad {
+                edits: &[
+                    (
+                        OUT_RELAY,
+                        "relay = { kind = \"recording\", line = \"GATE2_RELAY\" }",
+                    ),
+                    ("bench = false", "bench = true"),
+                ],
+                key: "lane[1].relay.line",
+                at: "relay = { kind = \"recording\"",
+                nth: 0,
+            },
+            // A recording relay (written, or the default when absent) needs station.bench.
+            Bad {
+                edits: &[(OUT_RELAY, "relay = { kind = \"recording\" }")],
+                key: "lane[1].relay",
+                at: "relay = { kind = \"recording\" }",
+                nth: 0,
+            },
+            Bad {
+                edits: &[(OUT_RELAY, "")],
+                key: "lane[1].relay",
+                at: "[[lane]]",
+                nth: 1,
+            },
+            // Semantic checks, each key by name.
+            bad(
+                &[("id = \"DKA\"", "id = \"D-KA\"")],
+                "station.id",
+                "id = \"D-KA\"",
+            ),
+            bad(
+                &[("name = \"Dukuh Atas\"", "name = \"Dukuh\\nAtas\"")],
+                "station.name",
+                "name = \"Dukuh",
+            ),
+            bad(
+                &[("latitude = -6.2008", "latitude = 100.0")],
+                "station.latitude",
+                "latitude =",
+            ),
+            bad(
+                &[("longitude = 106.8228", "longitude = nan")],
+                "station.longitude",
+                "longitude =",
+            ),
+            bad(
+                &[(
+                    "timezone = \"Asia/Jakarta\"",
+                    "timezone = \"Asia/Jakartaa\"",
+                )],
+                "station.timezone",
+                "timezone =",
+            ),
+            Bad {
+                edits: &[("name = \"out-1\"", "name = \"in-1\"")],
+                key: "lane[1].name",
+                at: "name = \"in-1\"",
+                nth: 1,
+            },
+            Bad {
+                edits: &[("name = \"out-1\"", "name = \"out 1\"")],
+                key: "lane[1].name",
+                at: "name = \"out 1\"",
+                nth: 0,
+            },
+            bad(
+                &[(
+                    "device_id = \"DKA-G01\"",
+                    "device_id = \"DKA\\r\\nX-Evil: 1\"",
+                )],
+                "lane[0].device_id",
+                "device_id =",
+            ),
+            bad(
+                &[("tap_deadline_ms = 1500", "tap_deadline_ms = 0")],
+                "lane[0].card_source.tap_deadline_ms",
+                "card_source =",
+            ),
+            Bad {
+                edits: &[(
+                    OUT_READER,
+                    "card_source = { kind = \"pcsc\", reader = \" \" }",
+                )],
+                key: "lane[1].card_source.reader",
+                at: "card_source = { kind = \"pcsc\", reader = \" \"",
+                nth: 0,
+            },
+            bad(
+                &[("pulse_ms = 300, ", "pulse_ms = 10, ")],
+                "lane[0].relay.pulse_ms",
+                "relay =",
+            ),
+            bad(
+                &[("gap_ms = 200 }", "gap_ms = 5000 }")],
+                "lane[0].relay.gap_ms",
+                "relay =",
+            ),
+            bad(
+                &[("line = \"GATE1_RELAY\", ", "")],
+                "lane[0].relay.line",
+                "relay =",
+            ),
+            bad(
+                &[(
+                    "fares = [\n  [3000, 6000, 7000, 8000],",
+                    "fares = [\n  [3000, 6000, 1000000000000000, 8000],",
+                )],
+                "tariff.fares[0]",
+                "[3000, 6000, 1000000000000000",
+            ),
+            bad(
+                &[("[7000, 3000, 3000, 3000],", "[7000, 3000, 3000],")],
+                "tariff.fares[2]",
+                "[7000, 3000, 3000],",
+            ),
+            bad(
+                &[("[8000, 3000, 3000, 3000],", "[8000, 3000, 3000, 0],")],
+                "tariff.fares[3]",
+                "[8000, 3000, 3000, 0]",
+            ),
+            bad(
+                &[(
+                    "stations = [\"BLM\", \"STB\", \"DKA\", \"BHI\"]",
+                    "stations = [\"BLM\", \"BLM\", \"DKA\", \"BHI\"]",
+                )],
+                "tariff.stations[1]",
+                "stations =",
+            ),
+            bad(
+                &[(
+                    "stations = [\"BLM\", \"STB\", \"DKA\", \"BHI\"]",
+                    "stations = [\"BLM\", \"STB\", \"DKI\", \"BHI\"]",
+                )],
+                "tariff.stations",
+                "stations =",
+            ),
+            bad(
+                &[("decision_deadline_ms = 1500", "decision_deadline_ms = 5")],
+                "policy.decision_deadline_ms",
+                "decision_deadline_ms =",
+            ),
+            bad(
+                &[("max_trip_minutes = 240", "max_trip_minutes = 0")],
+                "policy.max_trip_minutes",
+                "max_trip_minutes =",
+            ),
+            bad(
+                &[("passage_window_ms = 8000", "passage_window_ms = 0")],
+                "policy.passage_window_ms",
+                "passage_window_ms =",
+            ),
+            bad(
+                &[("debounce_ms = 3000", "debounce_ms = 18446744073709551615")],
+                "policy.debounce_ms",
+                "debounce_ms = 1844",
+            ),
+            bad(
+                &[(
+                    "path = \"/var/lib/tapgate/journal.db\"",
+                    "path = \"/var/lib/tapgate/\"",
+                )],
+                "journal.path",
+                "path = \"/var/lib/tapgate/\"",
+            ),
+            bad(
+                &[(
+                    "passenger_key_file = \"/var/lib/tapgate/passenger.key\"",
+                    "passenger_key_file = \"\"",
+                )],
+                "journal.passenger_key_file",
+                "passenger_key_file =",
+            ),
+            bad(
+                &[(
+                    "base_url = \"https://sandbox.aggregator.example\"",
+                    "base_url = \"https://sandbox.aggregator.example/?x=1\"",
+                )],
+                "aggregator.base_url",
+                "base_url =",
+            ),
+            bad(
+                &[(
+                    "base_url = \"https://sandbox.aggregator.example\"",
+                    "base_url = \"https://sandbox.aggregator.example#top\"",
+                )],
+                "aggregator.base_url",
+                "base_url =",
+            ),
+            bad(
+                &[(
+                    "base_url = \"https://sandbox.aggregator.example\"",
+                    "base_url = \"https://user:pw@sandbox.aggregator.example\"",
+                )],
+                "aggregator.base_url",
+                "base_url =",
+            ),
+            bad(
+                &[(
+                    "base_url = \"https://sandbox.aggregator.example\"",
+                    "base_url = \"https://sandbox.aggregator.example/v1.0\"",
+                )],
+                "aggregator.base_url",
+                "base_url =",
+            ),
+            bad(
+                &[(
+                    "base_url = \"https://sandbox.aggregator.example\"",
+                    "base_url = \"ftp://sandbox.aggregator.example\"",
+                )],
+                "aggregator.base_url",
+                "base_url =",
+            ),
+            bad(
+                &[(
+                    "base_url = \"https://sandbox.aggregator.example\"",
+                    "base_url = \"http://sandbox.aggregator.example\"",
+                )],
+                "aggregator.base_url",
+                "base_url =",
+            ),
+            bad(
+                &[(
+                    "base_url = \"https://sandbox.aggregator.example\"",
+                    "base_url = \"http://10.20.1.1:8600\"",
+                )],
+                "aggregator.base_url",
+                "base_url =",
+            ),
+            bad(
+                &[(
+                    "client_id = \"YOUR-CLIENT-ID\"",
+                    "client_id = \"ID\\r\\nX-Evil: 1\"",
+                )],
+                "aggregator.client_id",
+                "client_id =",
+            ),
+            bad(
+                &[("partner_id = \"YOUR-PARTNER-ID\"", "partner_id = \"P\\n\"")],
+                "aggregator.partner_id",
+                "partner_id =",
+            ),
+            bad(
+                &[("channel_id = \"95221\"", "channel_id = \"\"")],
+                "aggregator.channel_id",
+                "channel_id =",
+            ),
+            bad(
+                &[(
+                    "merchant_id = \"YOUR-MERCHANT-ID\"",
+                    "merchant_id = \"M\\u001b[2J\"",
+                )],
+                "aggregator.merchant_id",
+                "merchant_id =",
+            ),
+            bad(
+                &[("sub_merchant_id = \"DKA\"", "sub_merchant_id = \"\"")],
+                "aggregator.sub_merchant_id",
+                "sub_merchant_id =",
+            ),
+            bad(
+                &[("# terminal_id = \"DKA-G01\"", "terminal_id = \"T\\r\"")],
+                "aggregator.terminal_id",
+                "terminal_id =",
+            ),
+            bad(
+                &[(
+                    "# origin = \"https://gates.operator.example\"",
+                    "origin = \"https://o.example\\r\\nX: y\"",
+                )],
+                "aggregator.origin",
+                "origin =",
+            ),
+            bad(
+                &[("device_ip = \"10.20.1.11\"", "device_ip = \"gate one\"")],
+                "aggregator.device_ip",
+                "device_ip =",
+            ),
+            bad(
+                &[(
+                    "client_secret_file = \"aggregator-client-secret\"",
+                    "client_secret_file = \"\"",
+                )],
+                "aggregator.client_secret_file",
+                "client_secret_file =",
+            ),
+            bad(
+                &[("connect_timeout_ms = 1500", "connect_timeout_ms = 0")],
+                "aggregator.connect_timeout_ms",
+                "connect_timeout_ms =",
+            ),
+            bad(
+                &[("request_timeout_ms = 5000", "request_timeout_ms = 1000")],
+                "aggregator.connect_timeout_ms",
+                "connect_timeout_ms =",
+            ),
+            bad(
+                &[("max_body_bytes = 65536", "max_body_bytes = 0")],
+                "aggregator.max_body_bytes",
+                "max_body_bytes =",
+            ),
+            bad(
+                &[(
+                    "payment_path = \"/v1.0/qr/qr-cpm-payment\"",
+                    "payment_path = \"/v1.0/qr/qr cpm-payment\"",
+                )],
+                "aggregator.payment_path",
+                "payment_path =",
+            ),
+            bad(
+                &[(
+                    "query_path = \"/v1.0/qr/qr-cpm-query\"",
+                    "query_path = \"v1.0/qr/qr-cpm-query\"",
+                )],
+                "aggregator.query_path",
+                "query_path =",
+            ),
+            bad(
+                &[(
+                    "refund_path = \"/v1.0/qr/qr-cpm-refund\"",
+                    "refund_path = \"/v1.0/refund?x=1\"",
+                )],
+                "aggregator.refund_path",
+                "refund_path =",
+            ),
+            bad(
+                &[(
+                    "token_path = \"/v1.0/access-token/b2b\"",
+                    "token_path = \"/v1.0/tokén\"",
+                )],
+                "aggregator.token_path",
+                "token_path =",
+            ),
+            bad(
+                &[("listen = \"127.0.0.1:9464\"", "listen = \"localhost:9464\"")],
+                "metrics.listen",
+                "listen =",
+            ),
+            bad(
+                &[("listen = \"127.0.0.1:9464\"", "listen = \"9464\"")],
+                "metrics.listen",
+                "listen =",
+            ),
+            bad(
+                &[("interval_ms = 1000", "interval_ms = 0")],
+                "reconciler.interval_ms",
+                "interval_ms =",
+            ),
+            bad(
+                &[("backoff_base_ms = 2000", "backoff_base_ms = 0")],
+                "reconciler.backoff_base_ms",
+                "backoff_base_ms =",
+            ),
+            bad(
+                &[("backoff_cap_ms = 300000", "backoff_cap_ms = 1000")],
+                "reconciler.backoff_cap_ms",
+                "backoff_cap_ms =",
+            ),
+            bad(
+                &[("max_attempts = 30", "max_attempts = 0")],
+                "reconciler.max_attempts",
+                "max_attempts =",
+            ),
+            bad(
+                &[(
+                    "attention_after_minutes = 1440",
+                    "attention_after_minutes = 0",
+                )],
+                "reconciler.attention_after_minutes",
+                "attention_after_minutes =",
+            ),
+            bad(
+                &[(
+                    "not_found_after_seconds = 120",
+                    "not_found_after_seconds = 99999999",
+                )],
+                "reconciler.not_found_after_seconds",
+                "not_found_after_seconds =",
+            ),
+            bad(
+                &[("debounce_ms = 20", "debounce_ms = 5000")],
+                "input[0].debounce_ms",
+                "debounce_ms = 5000",
+            ),
+            bad(
+                &[("line = \"FIRE_ALARM\"\n", "")],
+                "input[0].line",
+                "[[input]]",
+            ),
+            Bad {
+                edits: &[(
+                    "lane = \"in-1\"\nline = \"GATE1_PASSAGE\"",
+                    "lane = \"in-9\"\nline = \"GATE1_PASSAGE\"",
+                )],
+                key: "input[1].lane",
+                at: "lane = \"in-9\"",
+                nth: 0,
+            },
+            Bad {
+                edits: &[(
+                    "lane = \"in-1\"\nline = \"GATE1_PASSAGE\"",
+                    "line = \"GATE1_PASSAGE\"",
+                )],
+                key: "input[1].lane",
+                at: "[[input]]",
+                nth: 1,
+            },
+        ];
+        let mut failures = Vec::new();
+        for c in cases {
+            let mut text = EXAMPLE.to_string();
+            for (old, new) in c.edits {
+                assert!(text.contains(old), "edit {old:?} does not apply");
+                text = text.replacen(old, new, 1);
+            }
+            let want_line = nth_line_of(&text, c.at, c.nth);
+            assert!(
+                want_line.is_some(),
+                "{}: no line starts with {:?}",
+                c.key,
+                c.at
+            );
+            match parse(&text) {
+                Ok(_) => failures.push(format!("{}: accepted", c.key)),
+                Err(e) => {
+                    let shown = e.to_string();
+                    let want = format!("station.toml:{}:", want_line.unwrap_or(0));
+                    if e.key.as_deref() != Some(c.key)
+                        || e.line != want_line
+                        || !shown.starts_with(&want)
+                        || !shown.contains(&format!("key `{}`", c.key))
+                    {
+                        failures.push(format!("{}: want line {want_line:?}, got {shown}", c.key));
+                    }
+                }
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} of {} wrong:\n{}",
+            failures.len(),
+            cases.len(),
+            failures.join("\n")
+        );
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        for ok in [
+            "https://aggregator.example",
+            "https://aggregator.example:8443/",
+            "http://127.0.0.1:8600",
+            "http://127.9.9.9",
+            "http://[::1]:8600",
+            "http://localhost:8600",
+            "http://LOCALHOST",
+        ] {
+            assert_eq!(check_base_url(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://aggregator.example",
+            "http://10.0.0.1:8600",
+            "http://[fe80::1]",
+            "http://localhost.evil.example",
+            "http://128.0.0.1",
+            "http://0.0.0.0:8600",
+        ] {
+            let e = check_base_url(bad).expect_err(bad);
+            assert!(e.contains("clear text"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn reconciler_interval_has_a_floor() {
+        for (v, ok) in [
+            (0, false),
+            (1, false),
+            (MIN_RECONCILER_INTERVAL_MS - 1, false),
+            (MIN_RECONCILER_INTERVAL_MS, true),
+            (1000, true),
+        ] {
+            let text = EXAMPLE.replace("interval_ms = 1000", &format!("interval_ms = {v}"));
+            match parse(&text) {
+                Ok(c) => {
+                    assert!(ok, "interval_ms = {v} accepted");
+                    assert_eq!(c.reconciler.interval_ms, v);
+                }
+                Err(e) => {
+                    assert!(!ok, "interval_ms = {v}: {e}");
+                    assert_eq!(e.key.as_deref(), Some("reconciler.interval_ms"));
+                    assert!(
+                        e.message.contains(&MIN_RECONCILER_INTERVAL_MS.to_string()),
+                        "{e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bench_allows_recording_relays() {
+        let text = EXAMPLE
+            .replace(
+                "relay = { kind = \"gpio\", line = \"GATE2_RELAY\" }",
+                "relay = { kind = \"recording\" }",
+            )
+            .replace("bench = false", "bench = true");
+        let c = parse(&text).expect("bench rig");
+        assert!(matches!(c.lanes[1].relay, RelayConfig::Recording));
+        let none = text.replace(
+            "card_source = { kind = \"pcsc\", reader = \"ACS ACR1252 1S CL Reader PICC 01*\" }",
+            "card_source = { kind = \"none\" }",
+        );
+        let c = parse(&none).expect("kind none alone");
+        assert!(matches!(c.lanes[1].card_source, CardSourceConfig::None));
+    }
+
+    #[test]
+    fn relative_paths_resolve_beside_the_config() {
+        let mut c = parse(DEMO).expect("demo");
+        c.resolve_paths(Path::new("/etc/tapgate"));
+        assert_eq!(
+            c.journal.path,
+            PathBuf::from("/etc/tapgate/demo-journal.db")
+        );
+        assert_eq!(
+            c.journal.passenger_key_path(),
+            PathBuf::from("/etc/tapgate/passenger.key")
+        );
+        let mut c = parse(EXAMPLE).expect("example");
+        c.resolve_paths(Path::new("/elsewhere"));
+        assert_eq!(c.journal.path, PathBuf::from("/var/lib/tapgate/journal.db"));
+        assert_eq!(
+            config_dir(Path::new("station.toml")),
+            std::env::current_dir().unwrap()
+        );
+    }
+
+    #[test]
+    fn indonesian_zones_resolve_from_the_bundled_database() {
+        for name in ["Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura"] {
+            let tz = jiff::tz::TimeZoneDatabase::bundled()
+                .get(name)
+                .unwrap_or_else(|e| panic!("{name} not bundled: {e}"));
+            assert_eq!(tz.iana_name(), Some(name));
+        }
+        let e = resolve_time_zone("Asia/Atlantis").expect_err("no such zone");
+        assert!(
+            e.contains("built into tapgate") && e.contains("Asia/Jakarta"),
+            "{e}"
+        );
     }
 }
