@@ -552,13 +552,15 @@ pub fn resolve_time_zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
         })
 }
 
-/// The folder relative paths in the config file at `path` resolve against (absolute, so that
-/// the answer does not depend on the current directory later).
+/// The folder relative paths in the config file at `path` resolve against: absolute and
+/// without `..`, so that the answer does not depend on the current directory and one journal
+/// has one name.
 pub fn config_dir(path: &Path) -> PathBuf {
-    std::path::absolute(path)
+    let dir = std::path::absolute(path)
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("."))
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::canonicalize(&dir).unwrap_or(dir)
 }
 
 impl Config {
@@ -2266,7 +2268,7 @@ mod tests {
         assert_eq!(c.journal.path, PathBuf::from("/var/lib/tapgate/journal.db"));
         assert_eq!(
             config_dir(Path::new("station.toml")),
-            std::env::current_dir().unwrap()
+            std::env::current_dir().unwrap().canonicalize().unwrap()
         );
     }
 
