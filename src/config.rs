@@ -2147,6 +2147,18 @@ mod tests {
                 at: "[[input]]",
                 nth: 1,
             },
+            // Keys the cases above leave out, so that every key of the example is covered.
+            bad(&[("bench = false", "bench = \"yes\"")], "station.bench", "bench ="),
+            Bad { edits: &[(OUT_RELAY, "relay = { kind = \"gpio\", chip = \"gpiochip0\" }")], key: "lane[1].relay.offset", at: "relay = { kind = \"gpio\", chip", nth: 0 },
+            Bad { edits: &[(OUT_RELAY, "relay = { kind = \"gpio\", line = \"G2\", mode = \"hold_until_passage\", hold_timeout_ms = 100 }")], key: "lane[1].relay.hold_timeout_ms", at: "relay = { kind = \"gpio\", line = \"G2\"", nth: 0 },
+            Bad { edits: &[(OUT_RELAY, "relay = { kind = \"gpio\", line = \"G2\", active_low = 1 }")], key: "lane[1].relay.active_low", at: "relay = { kind = \"gpio\", line = \"G2\"", nth: 0 },
+            Bad { edits: &[(OUT_RELAY, "relay = { kind = \"solenoid\" }")], key: "lane[1].relay.kind", at: "relay = { kind = \"solenoid\"", nth: 0 },
+            Bad { edits: &[(OUT_READER, "card_source = { kind = \"usb\" }")], key: "lane[1].card_source.kind", at: "card_source = { kind = \"usb\"", nth: 0 },
+            bad(&[("kind = \"matrix\"\nstations", "kind = \"zone\"\nstations")], "tariff.kind", "kind = \"zone\""),
+            bad(&[("kind = \"matrix\"\nstations", "kind = \"flat\"\nfare = 0\nstations")], "tariff.stations", "stations ="),
+            bad(&[("role = \"emergency\"", "role = \"smoke\"")], "input[0].role", "role = \"smoke\""),
+            bad(&[("active_low = true\n# Kernel", "active_low = \"yes\"\n# Kernel")], "input[0].active_low", "active_low = \"yes\""),
+            Bad { edits: &[("line = \"GATE1_PASSAGE\"", "chip = \"gpiochip0\"")], key: "input[1].offset", at: "[[input]]", nth: 1 },
         ];
         let mut failures = Vec::new();
         for c in cases {
@@ -2184,6 +2196,31 @@ mod tests {
             cases.len(),
             failures.join("\n")
         );
+    }
+
+    #[test]
+    fn flat_fares_are_bounded() {
+        let flat = |fare: &str| {
+            let start = EXAMPLE.find("kind = \"matrix\"\nstations").unwrap_or(0);
+            let end = EXAMPLE.find("[policy]").unwrap_or(0);
+            format!(
+                "{}kind = \"flat\"\nfare = {fare}\n\n{}",
+                &EXAMPLE[..start],
+                &EXAMPLE[end..]
+            )
+        };
+        assert!(parse(&flat("3500")).is_ok());
+        assert!(parse(&flat(&MAX_FARE.to_string())).is_ok());
+        for bad in ["0", "1000000000000000", "10000001"] {
+            let text = flat(bad);
+            let e = parse(&text).expect_err(bad);
+            assert_eq!(e.key.as_deref(), Some("tariff.fare"), "{bad}: {e}");
+            let line = text
+                .lines()
+                .position(|l| l.starts_with("fare ="))
+                .map(|i| i + 1);
+            assert_eq!(e.line, line, "{bad}: {e}");
+        }
     }
 
     #[test]
