@@ -559,3 +559,33 @@ fn the_zone_resolves_with_zoneinfo_hidden() {
         "relay-pulse got to the GPIO line: {all}"
     );
 }
+
+/// The aggregator client is built by `check-config` as `run` builds it: a private key that
+/// does not parse fails both; a secret not installed yet is only a warning (the packaged
+/// example config is checked before any secret exists).
+#[test]
+fn check_config_builds_the_aggregator_client_as_run_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = station(dir.path(), SIM, &[]);
+    std::fs::write(dir.path().join("private-key.pem"), "not a key\n").unwrap();
+    let out = check_config(&path);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}{err}", text(&out.stdout));
+    assert!(err.contains("private-key.pem"), "{err}");
+    let run = run_until_exit(&path, Duration::from_secs(10)).expect("run refuses it too");
+    assert!(!run.status.success());
+    assert!(
+        text(&run.stderr).contains("private-key.pem"),
+        "{}",
+        text(&run.stderr)
+    );
+
+    std::fs::remove_file(dir.path().join("private-key.pem")).unwrap();
+    let out = check_config(&path);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning") && err.contains("private-key.pem"),
+        "{err}"
+    );
+}

@@ -84,6 +84,24 @@ pub fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
             if cfg.station.bench {
                 println!("  bench rig: lanes with the recording relay drive no gate");
             }
+            // The aggregator client exactly as `run` builds it: a key that does not parse is
+            // refused here too. A secret not installed yet (or only handed over by systemd's
+            // LoadCredential= at start) is a warning: the config itself is right.
+            let clock: std::sync::Arc<dyn crate::clock::Clock> =
+                std::sync::Arc::new(crate::clock::SystemClock::new(cfg.time_zone()));
+            match crate::daemon::aggregator_from_config(&cfg, file, clock) {
+                Ok(_) => println!("  aggregator secrets readable, client ok"),
+                Err(crate::daemon::StartupError::Secret { what, path, cause }) => eprintln!(
+                    "{}: warning: cannot read the {what} {} ({cause}): `run` will not start \
+                     until it can (under systemd: LoadCredential=)",
+                    file.display(),
+                    path.display()
+                ),
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    return Ok(ExitCode::from(1));
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
