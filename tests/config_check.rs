@@ -408,6 +408,25 @@ async fn a_relative_journal_path_is_beside_the_config_from_any_directory() {
         .and_then(|j| j.export(0))
         .expect("the journal beside the config");
     assert_eq!(rows.len(), 2, "both taps in one journal: {rows:?}");
+    // And `journal list --config` reads that journal from anywhere.
+    for (cwd, config) in [
+        (&here, abs.as_path()),
+        (&there, Path::new("../../etc/station.toml")),
+    ] {
+        let out = tapgate()
+            .current_dir(cwd)
+            .args(["journal", "list", "--json", "--config"])
+            .arg(config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout).lines().count(),
+            2,
+            "{}",
+            text(&out.stdout)
+        );
+    }
     assert!(conf_dir.join("passenger.key").exists());
     assert!(!conf_dir.join("demo-journal.db").exists());
     for d in [&here, &there] {
