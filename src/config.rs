@@ -1135,6 +1135,13 @@ fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
         .find_map(|p| message.strip_prefix(p))
         .and_then(|rest| rest.split('`').next())
         .filter(|f| !f.is_empty());
+    // A whole missing section is missing from the top, whatever span serde gave.
+    let top_level = ["station", "lane", "tariff", "journal", "aggregator"];
+    if let Some(f) = field.filter(|f| {
+        top_level.contains(f) && message.starts_with("missing") && loc.offset_of_exact(f).is_none()
+    }) {
+        key = Some(f.to_string());
+    }
     if let Some(f) = field {
         let ends_with_field = key
             .as_deref()
@@ -2220,6 +2227,21 @@ mod tests {
                 .position(|l| l.starts_with("fare ="))
                 .map(|i| i + 1);
             assert_eq!(e.line, line, "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_section_is_named_alone_even_when_the_file_starts_with_a_table() {
+        let text = &DEMO[DEMO.find("[station]").unwrap_or(0)..];
+        for section in ["[aggregator]", "[journal]"] {
+            let start = text.find(section).unwrap_or(0);
+            let end = text[start + 1..]
+                .find("\n[")
+                .map_or(text.len(), |e| start + 1 + e + 1);
+            let cut = format!("{}{}", &text[..start], &text[end..]);
+            let e = parse(&cut).expect_err(section);
+            let name = section.trim_matches(|c| c == '[' || c == ']');
+            assert_eq!(e.key.as_deref(), Some(name), "{e}");
         }
     }
 
