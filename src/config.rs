@@ -1169,7 +1169,12 @@ fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
 
 /// The value an "invalid value" / "unknown variant" message quotes, as written in TOML.
 fn quoted_value(message: &str) -> Option<String> {
-    for prefix in ["unknown variant `", "integer `", "float `", "boolean `"] {
+    for prefix in [
+        "unknown variant `",
+        "integer `",
+        "floating point `",
+        "boolean `",
+    ] {
         if let Some(rest) = message.split(prefix).nth(1) {
             return rest.split('`').next().map(str::to_string);
         }
@@ -1225,11 +1230,15 @@ struct Locator<'a> {
 }
 
 /// One step of a key path: a name and, for arrays, an index.
-fn split_path(key: &str) -> Vec<(&str, Option<usize>)> {
+fn split_path(key: &str) -> Vec<(&str, Vec<usize>)> {
     key.split('.')
-        .map(|seg| match seg.split_once('[') {
-            Some((name, idx)) => (name, idx.trim_end_matches(']').parse().ok()),
-            None => (seg, None),
+        .map(|seg| {
+            let mut parts = seg.split('[');
+            let name = parts.next().unwrap_or(seg);
+            let idx = parts
+                .filter_map(|p| p.trim_end_matches(']').parse().ok())
+                .collect();
+            (name, idx)
         })
         .collect()
 }
@@ -1261,35 +1270,38 @@ impl<'a> Locator<'a> {
         let mut table: &dyn toml_edit::TableLike = doc.as_table();
         let mut best: Option<usize> = None;
         let steps = split_path(key);
-        for (n, (name, idx)) in steps.iter().enumerate() {
+        for (n, (name, indices)) in steps.iter().enumerate() {
             let Some((k, item)) = table.get_key_value(name) else {
                 return best.map(|b| (b, false));
             };
             best = k.span().map(|s| s.start).or(best);
-            let last = n + 1 == steps.len();
-            let next: Option<&dyn toml_edit::TableLike> = match idx {
-                Some(i) => {
-                    if let Some(aot) = item.as_array_of_tables() {
-                        let t = aot.get(*i);
-                        if let Some(s) = t.and_then(|t| t.span()) {
-                            best = Some(s.start);
-                        }
-                        t.map(|t| t as &dyn toml_edit::TableLike)
-                    } else if let Some(arr) = item.as_array() {
-                        let v = arr.get(*i);
-                        if let Some(s) = v.and_then(|v| v.span()) {
-                            best = Some(s.start);
-                        }
-                        v.and_then(|v| v.as_inline_table())
-                            .map(|t| t as &dyn toml_edit::TableLike)
-                    } else {
-                        None
+            // Where the indices lead: a table (of an array of tables or inline) or a value.
+            let mut next: Option<&dyn toml_edit::TableLike> = item.as_table_like();
+            let mut value: Option<&toml_edit::Value> = item.as_value();
+            for (d, i) in indices.iter().enumerate() {
+                let aot = if d == 0 {
+                    item.as_array_of_tables()
+                } else {
+                    None
+                };
+                if let Some(t) = aot.and_then(|aot| aot.get(*i)) {
+                    if let Some(s) = t.span() {
+                        best = Some(s.start);
                     }
+                    next = Some(t);
+                    value = None;
+                } else if let Some(v) = value.and_then(|v| v.as_array()).and_then(|a| a.get(*i)) {
+                    if let Some(s) = v.span() {
+                        best = Some(s.start);
+                    }
+                    next = v.as_inline_table().map(|t| t as &dyn toml_edit::TableLike);
+                    value = Some(v);
+                } else {
+                    return best.map(|b| (b, false));
                 }
-                None => item.as_table_like(),
-            };
-            if last {
-                return best.map(|b| (b, idx.is_none() || next.is_some() || item.is_array()));
+            }
+            if n + 1 == steps.len() {
+                return best.map(|b| (b, true));
             }
             match next {
                 Some(t) => table = t,
@@ -1735,8 +1747,9 @@ mod tests {
                     "fares = [\n  [3000, 6000, -7000, 8000],",
                 )],
                 "tariff.fares[0][2]",
-                "fares = [",
+                "[3000, 6000, -7000",
             ),
+            bad(&[("[6000, 3000, 3000, 3000],", "[6000, 3000, 3000.5, 3000],")], "tariff.fares[1][2]", "[6000, 3000, 3000.5"),
             // Keys beside kind = "none" / "recording" are refused, not swallowed.
             Bad {
                 edits: &[(
