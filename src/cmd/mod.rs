@@ -75,6 +75,33 @@ pub fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
                 cfg.station.name,
                 cfg.lanes.len()
             );
+            // Resolved paths, so a technician sees which files `run` will use.
+            println!("  journal {}", cfg.journal.path.display());
+            println!(
+                "  passenger key {}",
+                cfg.journal.passenger_key_path().display()
+            );
+            if cfg.station.bench {
+                println!("  bench rig: lanes with the recording relay drive no gate");
+            }
+            // The aggregator client exactly as `run` builds it: a key that does not parse is
+            // refused here too. A secret not installed yet (or only handed over by systemd's
+            // LoadCredential= at start) is a warning: the config itself is right.
+            let clock: std::sync::Arc<dyn crate::clock::Clock> =
+                std::sync::Arc::new(crate::clock::SystemClock::new(cfg.time_zone()));
+            match crate::daemon::aggregator_from_config(&cfg, file, clock) {
+                Ok(_) => println!("  aggregator secrets readable, client ok"),
+                Err(crate::daemon::StartupError::Secret { what, path, cause }) => eprintln!(
+                    "{}: warning: cannot read the {what} {} ({cause}): `run` will not start \
+                     until it can (under systemd: LoadCredential=)",
+                    file.display(),
+                    path.display()
+                ),
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    return Ok(ExitCode::from(1));
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -108,7 +135,7 @@ pub async fn tap(config: &Path, lane_name: &str, arg: &str) -> anyhow::Result<Ex
         Err(e) => return Err(e.into()),
     };
     Reconciler::new(station.clone()).recover_pending().await?;
-    let relay = crate::daemon::relay_from_config(&lane_cfg.relay)?;
+    let relay = crate::daemon::relay_from_config(&lane_cfg)?;
     let lane = Lane::new(lane_cfg, station.clone(), relay);
     let report = lane.handle_payload(&text, 0).await;
     println!("{}", serde_json::to_string(&report)?);

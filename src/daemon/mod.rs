@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::aggregator::Aggregator;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{resolve_secret_path, Config, RelayConfig};
+use crate::config::{resolve_secret_path, Config, LaneConfig, RelayConfig};
 use crate::journal::Journal;
 use crate::relay::{RecordingRelay, Relay};
 use crate::snap::client::{DeviceContext, SnapClient};
@@ -94,9 +94,9 @@ pub fn station_from_config(cfg: Config, config_path: &Path) -> Result<Arc<Statio
 }
 
 /// The relay a lane's config asks for.
-pub fn relay_from_config(cfg: &RelayConfig) -> Result<Arc<dyn Relay>, StartupError> {
-    match cfg {
-        RelayConfig::Recording => Ok(Arc::new(RecordingRelay::new())),
+pub fn relay_from_config(lane: &LaneConfig) -> Result<Arc<dyn Relay>, StartupError> {
+    match &lane.relay {
+        RelayConfig::Recording => Ok(Arc::new(RecordingRelay::bench(&lane.name))),
         RelayConfig::Gpio(spec) => crate::relay::gpio::GpioRelay::new(spec)
             .map(|r| Arc::new(r) as Arc<dyn Relay>)
             .map_err(|e| StartupError::Relay(e.to_string())),

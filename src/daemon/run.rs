@@ -46,7 +46,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let mut lane_tasks = Vec::new();
     let mut relays = std::collections::HashMap::new();
     for lane_cfg in &cfg.lanes {
-        let relay = crate::daemon::relay_from_config(&lane_cfg.relay)?;
+        let relay = crate::daemon::relay_from_config(lane_cfg)?;
+        if matches!(lane_cfg.relay, crate::config::RelayConfig::Recording) {
+            tracing::warn!(
+                lane = %lane_cfg.name,
+                "BENCH RIG: this lane takes fares and drives NO gate (recording relay, station.bench = true)"
+            );
+        }
         relays.insert(lane_cfg.name.clone(), relay.clone());
         let lane = Arc::new(Lane::new(lane_cfg.clone(), station.clone(), relay));
         match &lane_cfg.card_source {

@@ -78,12 +78,24 @@ pub enum RelayCommand {
 #[derive(Clone, Debug, Default)]
 pub struct RecordingRelay {
     log: Arc<Mutex<Vec<(Instant, RelayCommand)>>>,
+    /// The lane it stands in for, when built from a config: every open is then a warning
+    /// (a fare was taken and no gate was driven).
+    loud_lane: Option<String>,
 }
 
 impl RecordingRelay {
     /// An empty recording relay.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A recording relay standing in for `lane`'s gate on a bench rig (`station.bench`):
+    /// each open is logged as a warning, so that nobody mistakes it for a working gate.
+    pub fn bench(lane: &str) -> Self {
+        RecordingRelay {
+            loud_lane: Some(lane.to_string()),
+            ..Self::default()
+        }
     }
 
     /// Everything recorded so far, oldest first.
@@ -107,6 +119,12 @@ impl RecordingRelay {
 
 impl Relay for RecordingRelay {
     fn open(&self) -> Result<(), RelayError> {
+        if let Some(lane) = &self.loud_lane {
+            tracing::warn!(
+                lane = %lane,
+                "recording relay: the gate was NOT opened (bench rig, station.bench = true)"
+            );
+        }
         self.lock().push((Instant::now(), RelayCommand::Open));
         Ok(())
     }
