@@ -226,6 +226,8 @@ pub struct PassStats {
     pub refunds: usize,
     /// Operations moved to ATTENTION.
     pub attention: usize,
+    /// Successful holds found without a journey and sent to refund.
+    pub holds_without_journey: usize,
 }
 
 impl Reconciler {
@@ -256,6 +258,14 @@ impl Reconciler {
                     state: Some(OpState::Pending),
                     ..Default::default()
                 })?;
+                // A row whose lane may still be waiting for its reply belongs to a live tap
+                // (another `tapgate tap` process, or a daemon's lane, sharing this journal):
+                // left alone, it stays in that tap's hands (and blocks a second tap of the
+                // same passenger); the reconciler takes it once its time is up.
+                let rows: Vec<_> = rows
+                    .into_iter()
+                    .filter(|r| !matches!(r.next_attempt_at_ms, Some(t) if t > now))
+                    .collect();
                 let n = rows.len();
                 for row in rows {
                     j.transition(
@@ -275,11 +285,58 @@ impl Reconciler {
             .await
     }
 
-    /// One pass over the due operations, then the stale journeys.
+    /// One pass: holds without a journey sent to refund, the due operations, then the stale
+    /// journeys.
     pub async fn pass(&self) -> Result<PassStats, crate::journal::JournalError> {
-        let stats = self.pass_operations().await?;
+        let orphans = self.refund_holds_without_journey().await?;
+        let mut stats = self.pass_operations().await?;
+        stats.holds_without_journey = orphans;
         self.close_stale_journeys().await?;
         Ok(stats)
+    }
+
+    /// Sends every successful hold that belongs to no journey to refund: nothing would ever
+    /// settle it (a second hold for one passenger, e.g. one phone read by two readers, or a
+    /// hold whose journey could not be written). Each is logged as an error and counted in
+    /// `tapgate_holds_without_journey_total`; the refund itself then runs as any other, and a
+    /// refused refund ends in ATTENTION with its reason. Returns how many were found.
+    pub async fn refund_holds_without_journey(
+        &self,
+    ) -> Result<usize, crate::journal::JournalError> {
+        let st = &self.station;
+        let rows = st.journal.run(|j| j.holds_without_journey(64)).await?;
+        let n = rows.len();
+        for row in rows {
+            let now = st.now_ms();
+            let reason = format!(
+                "hold of {} without a journey (a second hold for one passenger, or its journey \
+                 could not be written): refund owed",
+                row.amount
+            );
+            tracing::error!(target: "tapgate::fare", fare_ref = %row.partner_reference_no,
+                lane = %row.lane, pan = %row.pan_masked, amount = row.amount.0,
+                "successful hold without a journey: refunding it");
+            st.metrics.inc(
+                "tapgate_holds_without_journey_total",
+                &[("lane", row.lane.as_str())],
+            );
+            let t = Transition {
+                refund_amount: Some(row.amount),
+                reason: Some(reason),
+                next_attempt_at_ms: Some(now),
+                duplicate_hold: true,
+                ..Transition::new(OpState::RefundPending, now)
+            };
+            let pref = row.partner_reference_no.clone();
+            if let Err(e) = st.journal.run(move |j| j.transition(&pref, &t)).await {
+                if e.is_storage_fault() {
+                    return Err(e);
+                }
+                tracing::error!(target: "tapgate::fare", fare_ref = %row.partner_reference_no,
+                    error = %e, "journal refused to send a hold without a journey to refund");
+            }
+        }
+        Ok(n)
     }
 
     async fn pass_operations(&self) -> Result<PassStats, crate::journal::JournalError> {
