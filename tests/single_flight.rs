@@ -82,9 +82,10 @@ async fn two_lanes_of_one_station_pay_once_for_one_phone() {
     for i in 0..ROUNDS {
         let p = pan(i);
         let before = sim.ledger().len();
+        let (x, y) = (common::tap_payload(&p), common::tap_payload(&p));
         let (a, b) = tokio::join!(
-            s.lane("in-1").handle_payload(&common::tap_payload(&p), 0),
-            s.lane("in-2").handle_payload(&common::tap_payload(&p), 0),
+            s.lane("in-1").handle_payload(&x, 0),
+            s.lane("in-2").handle_payload(&y, 0),
         );
         let outcomes = [a.outcome, b.outcome];
         assert!(
@@ -95,9 +96,10 @@ async fn two_lanes_of_one_station_pay_once_for_one_phone() {
         holds += sim.ledger().len() - before;
 
         let before = sim.ledger().len();
+        let (x, y) = (common::tap_payload(&p), common::tap_payload(&p));
         let (a, b) = tokio::join!(
-            s.lane("out-1").handle_payload(&common::tap_payload(&p), 0),
-            s.lane("out-2").handle_payload(&common::tap_payload(&p), 0),
+            s.lane("out-1").handle_payload(&x, 0),
+            s.lane("out-2").handle_payload(&y, 0),
         );
         let outcomes = [a.outcome, b.outcome];
         assert!(
@@ -111,9 +113,18 @@ async fn two_lanes_of_one_station_pay_once_for_one_phone() {
         } else {
             &b
         };
-        assert_eq!(paid.amount, Some(3000), "round {i}: the exit saw the journey");
+        assert_eq!(
+            paid.amount,
+            Some(3000),
+            "round {i}: the exit saw the journey"
+        );
     }
     assert_eq!(s.opens(), 2 * ROUNDS, "one gate opening per tap");
+    assert_eq!(
+        sim.stats().payment_requests,
+        2 * ROUNDS as u64,
+        "one payment sent per tap"
+    );
     let rows = s.station.journal.run(|j| j.export(0)).await.unwrap();
     assert_eq!(rows.len(), 2 * ROUNDS, "one journaled payment per tap");
     let open = s
@@ -129,7 +140,10 @@ async fn two_lanes_of_one_station_pay_once_for_one_phone() {
         .unwrap();
     assert_eq!(left, 0);
     let rows = s.station.journal.run(|j| j.export(0)).await.unwrap();
-    assert!(rows.iter().all(|r| r.state == OpState::Succeeded), "{rows:#?}");
+    assert!(
+        rows.iter().all(|r| r.state == OpState::Succeeded),
+        "{rows:#?}"
+    );
     assert!(tapgate::sim::compare_with_journal(&sim.ledger(), &rows).is_empty());
     assert_eq!(sim.stats().protocol_violations(), 0);
     println!(
@@ -149,14 +163,26 @@ async fn a_second_reader_moments_later_is_the_same_tap() {
     let path = two_by_two(dir.path(), &sim, "");
     let s = station_with_lanes(&path);
     let p = pan(99);
-    let a = s.lane("in-1").handle_payload(&common::tap_payload(&p), 0).await;
+    let a = s
+        .lane("in-1")
+        .handle_payload(&common::tap_payload(&p), 0)
+        .await;
     assert_eq!(a.outcome, TapOutcome::Approved);
-    let b = s.lane("in-2").handle_payload(&common::tap_payload(&p), 0).await;
+    let b = s
+        .lane("in-2")
+        .handle_payload(&common::tap_payload(&p), 0)
+        .await;
     assert_eq!(b.outcome, TapOutcome::Duplicate, "{b:?}");
-    let a = s.lane("out-1").handle_payload(&common::tap_payload(&p), 0).await;
+    let a = s
+        .lane("out-1")
+        .handle_payload(&common::tap_payload(&p), 0)
+        .await;
     assert_eq!(a.outcome, TapOutcome::Approved);
     assert_eq!(a.amount, Some(3000));
-    let b = s.lane("out-2").handle_payload(&common::tap_payload(&p), 0).await;
+    let b = s
+        .lane("out-2")
+        .handle_payload(&common::tap_payload(&p), 0)
+        .await;
     assert_eq!(b.outcome, TapOutcome::Duplicate, "{b:?}");
     assert_eq!(sim.ledger().len(), 2);
     assert_eq!(s.opens(), 2);
@@ -207,10 +233,18 @@ async fn two_tap_processes_on_one_journal_pay_once() {
         );
     }
     assert_eq!(approved, ROUNDS);
+    assert_eq!(
+        sim.stats().payment_requests,
+        ROUNDS as u64,
+        "one payment sent per tap"
+    );
     common::reconcile(&path);
     let rows = common::journal_rows(dir.path());
     assert_eq!(rows.len(), ROUNDS, "{rows:#?}");
-    assert!(rows.iter().all(|r| r.state == OpState::Succeeded), "{rows:#?}");
+    assert!(
+        rows.iter().all(|r| r.state == OpState::Succeeded),
+        "{rows:#?}"
+    );
     assert!(tapgate::sim::compare_with_journal(&sim.ledger(), &rows).is_empty());
     println!(
         "two tap processes: {ROUNDS} rounds, {} taps, {} holds at the ledger",
@@ -277,10 +311,7 @@ async fn a_hold_without_a_journey_is_refunded() {
         ..Transition::new(OpState::Succeeded, now)
     };
     let r = pref.clone();
-    st.journal
-        .run(move |j| j.transition(&r, &t))
-        .await
-        .unwrap();
+    st.journal.run(move |j| j.transition(&r, &t)).await.unwrap();
     assert_eq!(sim.entry(&pref).unwrap().net_charged(), 9000);
 
     let left = Reconciler::new(st.clone())
@@ -295,7 +326,9 @@ async fn a_hold_without_a_journey_is_refunded() {
     let r = pref.clone();
     let events = st.journal.run(move |j| j.events(&r)).await.unwrap();
     assert!(
-        events.iter().any(|e| e.detail.contains("without a journey")),
+        events
+            .iter()
+            .any(|e| e.detail.contains("without a journey")),
         "{events:#?}"
     );
     let rows = st.journal.run(|j| j.export(0)).await.unwrap();

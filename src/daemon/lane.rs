@@ -328,10 +328,7 @@ impl Lane {
 
         crate::failpoint::hit("before_journal");
         let t = Instant::now();
-        let started_tap = st
-            .journal
-            .run(move |j| j.begin_tap(&claim, decide))
-            .await;
+        let started_tap = st.journal.run(move |j| j.begin_tap(&claim, decide)).await;
         let (amount, rule, journey) = match started_tap {
             Ok(TapStart::Begun(planned)) => planned,
             Ok(TapStart::Refused(outcome)) => {

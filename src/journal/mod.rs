@@ -619,62 +619,62 @@ fn close_journey_in(
     fare: Option<Rupiah>,
     at_ms: i64,
 ) -> Result<(), JournalError> {
-        if state == JourneyState::Open {
-            return Err(JournalError::CloseIntoOpen(id));
-        }
-        let fare =
-            fare.map(|f| i64::try_from(f.0))
-                .transpose()
-                .map_err(|_| JournalError::InvalidOp {
-                    field: "fare",
-                    why: "too large",
-                })?;
-        let found: Option<(String, String)> = tx
-            .query_row(
-                "SELECT state, tap_in_ref FROM journeys WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .ctx("reading a journey")?;
-        let Some((current, tap_in_ref)) = found else {
-            return Err(JournalError::UnknownJourney(id));
-        };
-        match JourneyState::parse(&current) {
-            Some(JourneyState::Open) => {}
-            Some(other) => return Err(JournalError::JourneyNotOpen { id, state: other }),
-            None => {
-                return Err(JournalError::CorruptRow {
-                    table: "journeys",
-                    key: id.to_string(),
-                    detail: format!("unknown state {current:?}"),
-                })
-            }
-        }
-        let out_state = match tap_out_ref {
-            Some(r) => Some(op_state(tx, r)?),
-            None => None,
-        };
-        tx.execute(
-            "UPDATE journeys SET state = ?2, tap_out_ref = ?3, fare = ?4, closed_at_ms = ?5 \
-             WHERE id = ?1",
-            params![id, state.as_str(), tap_out_ref, fare, at_ms],
+    if state == JourneyState::Open {
+        return Err(JournalError::CloseIntoOpen(id));
+    }
+    let fare =
+        fare.map(|f| i64::try_from(f.0))
+            .transpose()
+            .map_err(|_| JournalError::InvalidOp {
+                field: "fare",
+                why: "too large",
+            })?;
+    let found: Option<(String, String)> = tx
+        .query_row(
+            "SELECT state, tap_in_ref FROM journeys WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .ctx("closing a journey")?;
-        let fare_text = fare.map_or_else(|| "-".to_owned(), |f| f.to_string());
-        let detail = format!("journey={id} {state} fare={fare_text}");
-        let in_state = op_state(tx, &tap_in_ref)?;
-        insert_event(tx, &tap_in_ref, at_ms, Some(in_state), in_state, &detail)?;
-        if let (Some(r), Some(s)) = (tap_out_ref, out_state) {
-            tx.execute(
-                "UPDATE fare_ops SET journey_id = ?2 WHERE partner_reference_no = ?1",
-                params![r, id],
-            )
-            .ctx("linking the tap-out to its journey")?;
-            if r != tap_in_ref {
-                insert_event(tx, r, at_ms, Some(s), s, &detail)?;
-            }
+        .optional()
+        .ctx("reading a journey")?;
+    let Some((current, tap_in_ref)) = found else {
+        return Err(JournalError::UnknownJourney(id));
+    };
+    match JourneyState::parse(&current) {
+        Some(JourneyState::Open) => {}
+        Some(other) => return Err(JournalError::JourneyNotOpen { id, state: other }),
+        None => {
+            return Err(JournalError::CorruptRow {
+                table: "journeys",
+                key: id.to_string(),
+                detail: format!("unknown state {current:?}"),
+            })
         }
+    }
+    let out_state = match tap_out_ref {
+        Some(r) => Some(op_state(tx, r)?),
+        None => None,
+    };
+    tx.execute(
+        "UPDATE journeys SET state = ?2, tap_out_ref = ?3, fare = ?4, closed_at_ms = ?5 \
+             WHERE id = ?1",
+        params![id, state.as_str(), tap_out_ref, fare, at_ms],
+    )
+    .ctx("closing a journey")?;
+    let fare_text = fare.map_or_else(|| "-".to_owned(), |f| f.to_string());
+    let detail = format!("journey={id} {state} fare={fare_text}");
+    let in_state = op_state(tx, &tap_in_ref)?;
+    insert_event(tx, &tap_in_ref, at_ms, Some(in_state), in_state, &detail)?;
+    if let (Some(r), Some(s)) = (tap_out_ref, out_state) {
+        tx.execute(
+            "UPDATE fare_ops SET journey_id = ?2 WHERE partner_reference_no = ?1",
+            params![r, id],
+        )
+        .ctx("linking the tap-out to its journey")?;
+        if r != tap_in_ref {
+            insert_event(tx, r, at_ms, Some(s), s, &detail)?;
+        }
+    }
     Ok(())
 }
 
