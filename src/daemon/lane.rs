@@ -431,6 +431,17 @@ impl Lane {
                 ),
             },
         };
+        let unpaid_why = match (&outcome, verdict.outcome) {
+            (Some(PayOutcome::Refused { why, .. }), TapOutcome::UnpaidExit) => Some(why.as_str()),
+            _ => None,
+        };
+        if let Some(why) = unpaid_why {
+            learned.reason = format!(
+                "unpaid exit: the aggregator could not be used ({why}), no money moved; let out \
+                 by policy (unreachable_at_exit = \"open\"); {}",
+                learned.reason
+            );
+        }
         r.reference_no = learned.reference_no.clone();
         r.response_code = learned.response_code.clone();
         r.message = learned.reason.clone();
@@ -467,6 +478,15 @@ impl Lane {
         } else {
             verdict.outcome
         };
+        if let (Some(why), true) = (unpaid_why, opened) {
+            st.metrics.inc(
+                "tapgate_exits_unpaid_total",
+                &[("lane", &self.cfg.name), ("reason", why)],
+            );
+            tracing::warn!(target: "tapgate::fare", lane = %self.cfg.name, fare_ref = %partner_ref,
+                reason = why, amount = amount.0,
+                "exit opened unpaid: the aggregator could not be used");
+        }
 
         let t = Instant::now();
         // Journeys first: they say who was let through, which is already true. A crash before
@@ -483,9 +503,12 @@ impl Lane {
             (Direction::Out, true) => match journey {
                 Some(jy) => {
                     let p = partner_ref.clone();
+                    // An unpaid exit charged no fare: the journey closes without one (its
+                    // tap-in hold stands, as for a journey closed at the maximum fare).
+                    let fare = unpaid_why.is_none().then_some(amount);
                     st.journal
                         .run(move |j| {
-                            j.close_journey(jy.id, JourneyState::Closed, Some(&p), Some(amount), at)
+                            j.close_journey(jy.id, JourneyState::Closed, Some(&p), fare, at)
                         })
                         .await
                 }
