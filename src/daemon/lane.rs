@@ -417,6 +417,13 @@ impl Lane {
         };
         r.timings.aggregator_us = micros(t);
         crate::failpoint::hit("after_reply");
+        if let Some(PayOutcome::Success {
+            amount_mismatch: Some(m),
+            ..
+        }) = &outcome
+        {
+            report_amount_mismatch(st, "payment", &partner_ref, m);
+        }
         let result = outcome.as_ref().map(pay_result);
         let verdict = policy::verdict(self.cfg.direction, result, policy_cfg);
         let mut learned = match &outcome {
@@ -429,6 +436,7 @@ impl Lane {
                     "no answer within the {} ms decision deadline",
                     policy_cfg.decision_deadline_ms
                 ),
+                amount_mismatch: None,
             },
         };
         let unpaid_why = match (&outcome, verdict.outcome) {
@@ -577,6 +585,13 @@ async fn record_late_reply(
     amount: crate::fare::Rupiah,
     o: &PayOutcome,
 ) {
+    if let PayOutcome::Success {
+        amount_mismatch: Some(m),
+        ..
+    } = o
+    {
+        report_amount_mismatch(st, "payment", partner_ref, m);
+    }
     let mut learned = learned_from(o);
     if learned.result == PayResult::Unknown {
         // Still unknown: the reconciler resolves it by query.
@@ -598,6 +613,21 @@ async fn record_late_reply(
     }
 }
 
+/// The error log line and the metric of an answer that named another amount than the
+/// payment's: the journal records it as ATTENTION with both amounts.
+pub fn report_amount_mismatch(
+    st: &Station,
+    endpoint: &'static str,
+    partner_ref: &str,
+    m: &crate::aggregator::AmountMismatch,
+) {
+    st.metrics
+        .inc("tapgate_amount_mismatches_total", &[("endpoint", endpoint)]);
+    tracing::error!(target: "tapgate::fare", fare_ref = %partner_ref, endpoint,
+        asked = m.asked.0, reported = %m.reported,
+        "the aggregator reported another amount than the payment's: ATTENTION");
+}
+
 /// Maps an aggregator outcome onto the policy's view.
 pub fn pay_result(o: &PayOutcome) -> PayResult {
     match o {
@@ -614,6 +644,7 @@ pub fn learned_from(o: &PayOutcome) -> Learned {
         PayOutcome::Success {
             reference_no,
             response_code,
+            ..
         } => (
             reference_no.clone(),
             Some(response_code.clone()),
@@ -645,11 +676,19 @@ pub fn learned_from(o: &PayOutcome) -> Learned {
             format!("outcome unknown, resolved by query: {reason}"),
         ),
     };
+    let amount_mismatch = match o {
+        PayOutcome::Success {
+            amount_mismatch: Some(m),
+            ..
+        } => Some(m.to_string()),
+        _ => None,
+    };
     Learned {
         result: pay_result(o),
         reference_no,
         response_code,
         reason,
+        amount_mismatch,
     }
 }
 

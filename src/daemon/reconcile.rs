@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::aggregator::{QueryOutcome, RefundOutcome, TxStatus};
+use crate::aggregator::{check_amount, QueryOutcome, RefundOutcome, TxStatus};
 use crate::config::ReconcilerConfig;
 use crate::daemon::record::{self, Learned};
 use crate::daemon::station::Station;
@@ -99,6 +99,7 @@ pub fn after_query(
         reference_no,
         response_code: Some(code.to_string()),
         reason: why,
+        amount_mismatch: None,
     };
     let settle = |l: Learned| {
         let mut ts = record::plan_transitions(&l, row.gate_opened, row.amount, now_ms, now_ms);
@@ -112,13 +113,17 @@ pub fn after_query(
             status,
             reference_no,
             response_code,
+            amount,
         } => match status {
-            TxStatus::Success => settle(learned(
-                PayResult::Success,
-                reference_no.clone().or_else(|| row.reference_no.clone()),
-                response_code,
-                "query: paid".into(),
-            )),
+            TxStatus::Success => settle(Learned {
+                amount_mismatch: check_amount(row.amount, amount.as_ref()).map(|m| m.to_string()),
+                ..learned(
+                    PayResult::Success,
+                    reference_no.clone().or_else(|| row.reference_no.clone()),
+                    response_code,
+                    "query: paid".into(),
+                )
+            }),
             TxStatus::Failed | TxStatus::Cancelled | TxStatus::NotFound => settle(learned(
                 PayResult::Declined,
                 None,
@@ -362,6 +367,21 @@ impl Reconciler {
                 Step::Query => {
                     stats.queries += 1;
                     let q = st.aggregator.query(&row.partner_reference_no).await;
+                    if let QueryOutcome::Status {
+                        status: TxStatus::Success,
+                        amount,
+                        ..
+                    } = &q
+                    {
+                        if let Some(m) = check_amount(row.amount, amount.as_ref()) {
+                            crate::daemon::lane::report_amount_mismatch(
+                                st,
+                                "query",
+                                &row.partner_reference_no,
+                                &m,
+                            );
+                        }
+                    }
                     st.metrics.inc(
                         "tapgate_aggregator_requests_total",
                         &[

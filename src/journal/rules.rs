@@ -538,6 +538,49 @@ mod tests {
     }
 
     #[test]
+    fn a_hold_without_a_journey_is_refunded_although_its_gate_opened() {
+        let mut cur = row(OpState::Succeeded);
+        cur.reference_no = Some("R1".into());
+        cur.gate_opened = Some(true);
+        let refund = |dup| Transition {
+            refund_amount: Some(Rupiah(14000)),
+            reason: Some("second hold".into()),
+            duplicate_hold: dup,
+            ..t(OpState::RefundPending)
+        };
+        // Without saying so, a paid gate is never refunded.
+        assert_eq!(
+            apply(&cur, &refund(false)),
+            Err(TransitionError::Rejected(Rejection::RefundAfterGateOpened))
+        );
+        let pending = apply(&cur, &refund(true)).unwrap();
+        assert_eq!(pending.state, OpState::RefundPending);
+        // Once admitted, the refund runs its course.
+        let done = apply(
+            &pending,
+            &Transition {
+                refund_amount: Some(Rupiah(14000)),
+                ..t(OpState::Refunded)
+            },
+        )
+        .unwrap();
+        assert_eq!(done.state, OpState::Refunded);
+        // Only a hold with no journey.
+        let mut linked = cur.clone();
+        linked.journey_id = Some(3);
+        assert_eq!(
+            apply(&linked, &refund(true)),
+            Err(TransitionError::Rejected(Rejection::RefundAfterGateOpened))
+        );
+        let mut settle = cur.clone();
+        settle.kind = OpKind::Settle;
+        assert_eq!(
+            apply(&settle, &refund(true)),
+            Err(TransitionError::Rejected(Rejection::RefundAfterGateOpened))
+        );
+    }
+
+    #[test]
     fn describe_change_lists_only_what_changed() {
         let cur = row(OpState::Pending);
         let next = apply(
