@@ -18,7 +18,7 @@ use tapgate::nfc::vphone::{PhoneScript, VirtualPhone};
 const SARI: &str = "9360000201100456781";
 
 /// There is one pcscd per machine: the tests of this file take turns.
-static PCSCD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static PCSCD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Daemon {
     child: Child,
@@ -79,7 +79,7 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_reads_phones_through_pcscd_pays_and_survives_a_pcscd_restart() {
-    let _turn = PCSCD.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = PCSCD.lock().await;
     if pcscd::binary().is_none() || !pcscd::vpcd_configured() {
         eprintln!(
             "SKIPPED: pcscd or vsmartcard-vpcd not installed (scripts/test.sh installs them)"
@@ -265,7 +265,7 @@ fn metric(body: &str, prefix: &str) -> u64 {
 /// gate opens; the other lane says it is the same tap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_daemon_two_lanes_one_phone_one_hold() {
-    let _turn = PCSCD.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = PCSCD.lock().await;
     if pcscd::binary().is_none() || !pcscd::vpcd_configured() {
         eprintln!(
             "SKIPPED: pcscd or vsmartcard-vpcd not installed (scripts/test.sh installs them)"

@@ -301,7 +301,7 @@ impl Lane {
                         journey,
                         close_first,
                     } => TapDecision::Begin {
-                        op: NewOp {
+                        op: Box::new(NewOp {
                             partner_reference_no: partner_ref,
                             kind: match direction {
                                 Direction::In => crate::journal::OpKind::Hold,
@@ -317,7 +317,7 @@ impl Lane {
                             journey_id: journey.as_ref().map(|j| j.id),
                             next_attempt_at_ms,
                             created_at_ms: now_ms,
-                        },
+                        }),
                         close_first: close_first.map(|j| j.id),
                         then: (amount, rule, journey),
                     },

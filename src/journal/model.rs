@@ -349,7 +349,7 @@ pub enum TapDecision<B, R> {
     /// all in the same transaction.
     Begin {
         /// The operation to journal as `PENDING`.
-        op: NewOp,
+        op: Box<NewOp>,
         /// An open journey to close before the new tap-in (anti-passback
         /// `close_at_max_fare`).
         close_first: Option<i64>,
