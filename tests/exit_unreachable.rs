@@ -249,6 +249,22 @@ async fn an_unpaid_exit_closes_the_journey_without_a_fare() {
         .await;
     assert_eq!(r.outcome, TapOutcome::Approved, "{r:?}");
     assert_eq!(sim.ledger().len(), 2, "two holds, no settlement");
+    // `tapgate journal list` shows it for what it is.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tapgate"))
+        .args(["journal", "--journal"])
+        .arg(rig._dir.path().join("journal.db"))
+        .arg("list")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("unpaid exit"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("DECLINED") && line.contains("out-1"),
+        "{line}"
+    );
 }
 
 /// `unreachable_at_exit = "keep_closed"`: the exit stays shut, as before.
