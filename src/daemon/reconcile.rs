@@ -263,13 +263,22 @@ impl Reconciler {
                     state: Some(OpState::Pending),
                     ..Default::default()
                 })?;
-                // A row whose lane may still be waiting for its reply belongs to a live tap
-                // (another `tapgate tap` process, or a daemon's lane, sharing this journal):
-                // left alone, it stays in that tap's hands (and blocks a second tap of the
-                // same passenger); the reconciler takes it once its time is up.
+                // A row whose lane may still be waiting for its reply, begun by a process that
+                // is still running (another `tapgate tap`, a daemon sharing this journal),
+                // belongs to that live tap: left alone, it stays in its hands (and blocks a
+                // second tap of the same passenger); the reconciler takes it once its time is
+                // up. A row whose process is gone is taken over at once. (Rows without an
+                // owner, from before schema version 2, wait for their time.)
+                let owners: std::collections::HashMap<String, Option<String>> =
+                    j.pending_owners()?.into_iter().collect();
+                let live = |r: &OpRow| match owners.get(&r.partner_reference_no).cloned().flatten()
+                {
+                    Some(owner) => crate::journal::owner_is_alive(&owner),
+                    None => true,
+                };
                 let rows: Vec<_> = rows
                     .into_iter()
-                    .filter(|r| !matches!(r.next_attempt_at_ms, Some(t) if t > now))
+                    .filter(|r| !(matches!(r.next_attempt_at_ms, Some(t) if t > now) && live(r)))
                     .collect();
                 let n = rows.len();
                 for row in rows {

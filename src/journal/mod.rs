@@ -235,6 +235,22 @@ impl Journal {
         }
     }
 
+    /// The `PENDING` operations and the process that began each (`pid:start time`, `None`
+    /// for rows written before schema version 2), for start-up recovery with
+    /// [`owner_is_alive`].
+    pub fn pending_owners(&self) -> Result<Vec<(String, Option<String>)>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT partner_reference_no, owner FROM fare_ops WHERE state = 'PENDING'")
+            .ctx("reading pending operations")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .ctx("reading pending operations")?
+            .collect::<Result<Vec<_>, _>>()
+            .ctx("reading pending operations")?;
+        Ok(rows)
+    }
+
     /// Successful holds (tap-in `SUCCEEDED`) that belong to no journey, oldest first, at most
     /// `limit`. The lane opens the journey before it records the success, so such a hold is
     /// never a tap in progress: it is a second hold for one passenger, or a hold whose
@@ -704,8 +720,8 @@ fn begin_in(tx: &Connection, op: &NewOp) -> Result<(), JournalError> {
     tx.execute(
         "INSERT INTO fare_ops (partner_reference_no, kind, lane, direction, station_id, \
          amount, pan_key, pan_masked, nns, state, attempts, next_attempt_at_ms, \
-         created_at_ms, updated_at_ms, journey_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'PENDING', 0, ?10, ?11, ?11, ?12)",
+         created_at_ms, updated_at_ms, journey_id, owner) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'PENDING', 0, ?10, ?11, ?11, ?12, ?13)",
         params![
             op.partner_reference_no,
             op.kind.as_str(),
@@ -719,6 +735,7 @@ fn begin_in(tx: &Connection, op: &NewOp) -> Result<(), JournalError> {
             op.next_attempt_at_ms,
             op.created_at_ms,
             op.journey_id,
+            this_process(),
         ],
     )
     .ctx("inserting a fare operation")?;
@@ -734,6 +751,30 @@ fn begin_in(tx: &Connection, op: &NewOp) -> Result<(), JournalError> {
         OpState::Pending,
         &detail,
     )
+}
+
+/// This process as an operation's `owner`: `pid:start time` (the start time, in clock ticks
+/// since boot, tells a reused pid apart). `None` where `/proc` cannot tell.
+fn this_process() -> Option<&'static str> {
+    static TAG: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| process_tag(std::process::id()))
+        .as_deref()
+}
+
+fn process_tag(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22 (starttime); the fields after the command's closing parenthesis start at 3.
+    let start = stat.rsplit(')').next()?.split_whitespace().nth(19)?;
+    Some(format!("{pid}:{start}"))
+}
+
+/// Whether the process named by an operation's `owner` (see [`Journal::pending_owners`]) is
+/// still running. Unknown or unreadable owners count as gone.
+pub fn owner_is_alive(owner: &str) -> bool {
+    let Some(pid) = owner.split(':').next().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    process_tag(pid).as_deref() == Some(owner)
 }
 
 /// What stands in the way of a new tap of `claim.pan_key`, if anything.
