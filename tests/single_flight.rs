@@ -334,3 +334,57 @@ async fn a_hold_without_a_journey_is_refunded() {
     let rows = st.journal.run(|j| j.export(0)).await.unwrap();
     assert!(tapgate::sim::compare_with_journal(&sim.ledger(), &rows).is_empty());
 }
+
+/// Start-up recovery (`tapgate tap`, `tapgate reconcile`, the daemon) leaves a PENDING row of a
+/// live process alone (its tap is in flight: taking it over would let a second tap of the
+/// passenger through) and takes over one whose process is gone, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_leaves_a_live_tap_alone_and_takes_over_a_dead_one() {
+    use tapgate::journal::{NewOp, OpKind};
+    let sim = common::start_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = two_by_two(dir.path(), &sim, "");
+    let s = station_with_lanes(&path);
+    let st = s.station.clone();
+    let now = st.now_ms();
+    for r in ["TGLIVE1", "TGDEAD1"] {
+        let op = NewOp {
+            partner_reference_no: r.into(),
+            kind: OpKind::Hold,
+            lane: "in-1".into(),
+            direction: Direction::In,
+            station_id: "BLM".into(),
+            amount: Rupiah(9000),
+            pan_key: "ab".repeat(32),
+            pan_masked: "93600914*******0000".into(),
+            nns: "93600914".into(),
+            journey_id: None,
+            next_attempt_at_ms: now + 60_000,
+            created_at_ms: now,
+        };
+        st.journal.run(move |j| j.begin(&op)).await.unwrap();
+    }
+    // TGDEAD1 was begun by a process that no longer runs.
+    let conn = rusqlite::Connection::open(dir.path().join("journal.db")).unwrap();
+    conn.execute(
+        "UPDATE fare_ops SET owner = '4194304:1' WHERE partner_reference_no = 'TGDEAD1'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let n = Reconciler::new(st.clone()).recover_pending().await.unwrap();
+    assert_eq!(n, 1);
+    let state = |r: &'static str| {
+        let st = st.clone();
+        async move {
+            st.journal
+                .run(move |j| j.get(r))
+                .await
+                .unwrap()
+                .unwrap()
+                .state
+        }
+    };
+    assert_eq!(state("TGLIVE1").await, OpState::Pending);
+    assert_eq!(state("TGDEAD1").await, OpState::Unknown);
+}
