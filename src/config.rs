@@ -390,6 +390,20 @@ pub enum UnknownAtExit {
     KeepClosed,
 }
 
+/// What an exit gate does when the aggregator cannot be used at all: no connection, TLS
+/// failure, no token (token endpoint down, refused or slow), or the payment refused on our
+/// side (`401`, `429`, merchant or request refused). No money moved in any of these.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnreachableAtExit {
+    /// Let the passenger out unpaid: the exit is journaled as unpaid with its reason and
+    /// counted in `tapgate_exits_unpaid_total`.
+    #[default]
+    Open,
+    /// Keep the gate shut; the passenger must find staff.
+    KeepClosed,
+}
+
 /// What the reconciler does with a tap-in that never saw a tap-out.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -418,6 +432,9 @@ pub struct PolicyConfig {
     /// Exit gate behaviour when the outcome is unknown at the deadline.
     #[serde(default)]
     pub unknown_at_exit: UnknownAtExit,
+    /// Exit gate behaviour when the aggregator cannot be used (no money moved).
+    #[serde(default)]
+    pub unreachable_at_exit: UnreachableAtExit,
     /// A journey open longer than this is stale. Minutes.
     #[serde(default = "default_max_trip_minutes")]
     pub max_trip_minutes: u64,
@@ -441,6 +458,7 @@ impl Default for PolicyConfig {
             debounce_ms: default_debounce_ms(),
             anti_passback: AntiPassback::default(),
             unknown_at_exit: UnknownAtExit::default(),
+            unreachable_at_exit: UnreachableAtExit::default(),
             max_trip_minutes: default_max_trip_minutes(),
             stale_journey: StaleJourney::default(),
             passage_window_ms: default_passage_window_ms(),

@@ -17,6 +17,9 @@ use tapgate::nfc::vphone::{PhoneScript, VirtualPhone};
 
 const SARI: &str = "9360000201100456781";
 
+/// There is one pcscd per machine: the tests of this file take turns.
+static PCSCD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Daemon {
     child: Child,
     notify: UnixDatagram,
@@ -76,6 +79,7 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_reads_phones_through_pcscd_pays_and_survives_a_pcscd_restart() {
+    let _turn = PCSCD.lock().await;
     if !pcscd::tier_available() {
         return;
     }
@@ -243,4 +247,162 @@ async fn daemon_reads_phones_through_pcscd_pays_and_survives_a_pcscd_restart() {
     );
     pcscd.stop();
     assert_eq!(sim.stats().protocol_violations(), 0);
+}
+
+fn metric(body: &str, prefix: &str) -> u64 {
+    body.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// One running daemon, two entry lanes whose readers both see the phone (one phone held across
+/// two adjacent readers: here both lanes watch the one virtual reader), round after round:
+/// both lanes read each tap at the same moment, yet one hold reaches the aggregator and one
+/// gate opens; the other lane says it is the same tap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_daemon_two_lanes_one_phone_one_hold() {
+    let _turn = PCSCD.lock().await;
+    if !pcscd::tier_available() {
+        return;
+    }
+    const ROUNDS: usize = 6;
+    let sim = common::start_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut pcscd = Pcscd::start(&dir.path().join("pcscd.log"));
+    let metrics_port = free_port();
+    let cfg = common::station_config(
+        dir.path(),
+        &sim.base_url(),
+        "",
+        &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
+    );
+    let reader = format!("card_source = {{ kind = \"pcsc\", reader = \"{VPCD_READER}\" }}\n");
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "name = \"in-1\"\ndirection = \"in\"\n",
+        &format!(
+            "name = \"in-1\"\ndirection = \"in\"\n{reader}relay = {{ kind = \"recording\" }}\n\n[[lane]]\nname = \"in-2\"\ndirection = \"in\"\n{reader}"
+        ),
+        1,
+    );
+    std::fs::write(&cfg, &text).unwrap();
+    let journal = dir.path().join("journal.db");
+    let child = Command::new(env!("CARGO_BIN_EXE_tapgate"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let sock = UnixDatagram::unbound().unwrap();
+    let mut d = Daemon {
+        child,
+        notify: sock,
+        seen: Vec::new(),
+    };
+    let log = || std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
+    let metrics = || async {
+        reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let up = metrics().await.unwrap_or_default();
+        if metric(&up, "tapgate_reader_up{lane=\"in-1\"}") == 1
+            && metric(&up, "tapgate_reader_up{lane=\"in-2\"}") == 1
+        {
+            break;
+        }
+        assert!(Instant::now() < until, "readers not up; log:\n{}", log());
+        assert!(
+            d.child.try_wait().unwrap().is_none(),
+            "daemon exited:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let phone = VirtualPhone::local();
+    let taps = |body: &str, outcome: &str| {
+        metric(
+            body,
+            &format!("tapgate_taps_total{{lane=\"in-1\",direction=\"in\",outcome=\"{outcome}\"}}"),
+        ) + metric(
+            body,
+            &format!("tapgate_taps_total{{lane=\"in-2\",direction=\"in\",outcome=\"{outcome}\"}}"),
+        )
+    };
+    for i in 0..ROUNDS {
+        if i > 0 {
+            // As between the taps of the test above: the readers must see the phone leave.
+            std::thread::sleep(Duration::from_millis(1300));
+        }
+        let pan = format!("93600914{:011}", 40_000_000 + i);
+        let before = sim.ledger().len();
+        let decided = |b: &str| {
+            metric(b, "tapgate_taps_total{lane=\"in-1\"")
+                + metric(b, "tapgate_taps_total{lane=\"in-2\"")
+        };
+        let decided_before = decided(&metrics().await.unwrap_or_default());
+        phone
+            .tap(PhoneScript::chunked(&common::tap_payload(&pan), &[84, 64]))
+            .expect("phone tap");
+        // Both lanes decide: one pays, the other finds it in flight or just done.
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let b = metrics().await.unwrap_or_default();
+            if decided(&b) >= decided_before + 2 {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "round {i}: both lanes did not decide; metrics:\n{b}\nlog:\n{}",
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            sim.ledger().len(),
+            before + 1,
+            "round {i}: one hold for one phone; log:\n{}",
+            log()
+        );
+    }
+    let body = metrics().await.unwrap_or_default();
+    let approved = taps(&body, "approved");
+    let duplicates = taps(&body, "duplicate");
+    let rows = wait_for_rows(&journal, ROUNDS, Duration::from_secs(5));
+    println!(
+        "one daemon, two lanes on one reader: {ROUNDS} rounds, {} tap decisions ({approved} \
+         approved, {duplicates} same-tap), {} payment requests, {} holds at the ledger, {} \
+         journal rows",
+        approved + duplicates,
+        sim.stats().payment_requests,
+        sim.ledger().len(),
+        rows.len()
+    );
+    assert_eq!(
+        sim.stats().payment_requests,
+        ROUNDS as u64,
+        "one payment request per phone tap"
+    );
+    assert_eq!(approved, ROUNDS as u64, "{body}");
+    assert_eq!(duplicates, ROUNDS as u64, "{body}");
+    assert_eq!(sim.ledger().len(), ROUNDS);
+    assert_eq!(rows.len(), ROUNDS);
+    assert!(rows
+        .iter()
+        .all(|r| r.state == OpState::Succeeded && r.gate_opened == Some(true)));
+    assert!(tapgate::sim::compare_with_journal(&sim.ledger(), &rows).is_empty());
+    let pid = i32::try_from(d.child.id()).unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let _ = d.child.wait();
+    d.seen.clear();
+    pcscd.stop();
 }

@@ -37,7 +37,8 @@ async fn tap_in_holds_the_maximum_fare_with_the_profile_fields() {
         out,
         PayOutcome::Success {
             reference_no: Some("FPBLM03-20261122-000123".into()),
-            response_code: "2006000".into()
+            response_code: "2006000".into(),
+            amount_mismatch: None,
         }
     );
     assert_eq!(out.code(), Some("2006000"));
@@ -354,7 +355,8 @@ async fn query_reads_the_status_under_either_spelling() {
         QueryOutcome::Status {
             status: TxStatus::Success,
             reference_no: Some("FP777".into()),
-            response_code: "2006100".into()
+            response_code: "2006100".into(),
+            amount: None,
         }
     );
     match agg.query("P-Q").await {

@@ -34,6 +34,7 @@ use crate::fare::{Direction, Rupiah};
 use crate::snap::codes::{
     classify_payment, classify_query, classify_refund, PaymentClass, QueryClass, RefundClass,
 };
+pub use crate::snap::wire::Amount;
 use crate::snap::wire::{PaymentResponse, QueryResponse, RefundResponse};
 use crate::snap::{Answer, RawOutcome, SnapClient, SnapError};
 
@@ -143,6 +144,9 @@ pub enum PayOutcome {
         reference_no: Option<String>,
         /// `200xx00`.
         response_code: String,
+        /// The answer named another amount than the one asked for: still a success (the
+        /// protocol's verdict stands), but a person must look.
+        amount_mismatch: Option<AmountMismatch>,
     },
     /// The issuer or aggregator said no on the passenger's side: no money moved.
     Declined {
@@ -210,6 +214,45 @@ impl PayOutcome {
     pub fn needs_query(&self) -> bool {
         matches!(self, PayOutcome::Unknown { .. })
     }
+}
+
+/// An answer that names another amount than the payment's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AmountMismatch {
+    /// What tapgate asked for (and journaled).
+    pub asked: Rupiah,
+    /// What the aggregator reported, as on the wire (`value currency`).
+    pub reported: String,
+}
+
+impl fmt::Display for AmountMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "amount mismatch: asked {} ({}), the aggregator reported {}",
+            self.asked,
+            self.asked.to_wire(),
+            self.reported
+        )
+    }
+}
+
+/// Compares the amount an answer reports with the one asked for. No amount in the answer is
+/// nothing to compare; a different value, a fraction, or another currency is a mismatch.
+pub fn check_amount(asked: Rupiah, reported: Option<&Amount>) -> Option<AmountMismatch> {
+    let reported = reported?;
+    if reported.rupiah() == Some(asked) {
+        return None;
+    }
+    let shown: String = format!("{} {}", reported.value, reported.currency)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(40)
+        .collect();
+    Some(AmountMismatch {
+        asked,
+        reported: shown,
+    })
 }
 
 /// `latestTransactionStatus`.
@@ -283,6 +326,8 @@ pub enum QueryOutcome {
         reference_no: Option<String>,
         /// `200xx00`.
         response_code: String,
+        /// `amount`, when given: compare it with the journaled one ([`check_amount`]).
+        amount: Option<Amount>,
     },
     /// `404xx01`: the aggregator has no such payment (so none was made).
     NotFound {
@@ -444,7 +489,7 @@ impl Aggregator {
             }
         };
         let raw = self.client.post(&self.payment_path, &body).await;
-        let outcome = pay_outcome(raw, p.partner_reference_no);
+        let outcome = pay_outcome(raw, p.partner_reference_no, p.amount);
         tracing::info!(
             partner_reference_no = p.partner_reference_no,
             direction = p.direction.as_str(),
@@ -541,7 +586,7 @@ impl Aggregator {
     }
 }
 
-fn pay_outcome(raw: RawOutcome, partner_reference_no: &str) -> PayOutcome {
+fn pay_outcome(raw: RawOutcome, partner_reference_no: &str, asked: Rupiah) -> PayOutcome {
     let answer: Answer = match raw {
         RawOutcome::Unsent(e) => return refused_unsent(&e),
         RawOutcome::NoAnswer { reason } | RawOutcome::Garbled { reason, .. } => {
@@ -573,6 +618,7 @@ fn pay_outcome(raw: RawOutcome, partner_reference_no: &str) -> PayOutcome {
                 }
             }
             PayOutcome::Success {
+                amount_mismatch: check_amount(asked, parsed.amount.as_ref()),
                 reference_no: parsed.reference_no.filter(|r| !r.is_empty()),
                 response_code,
             }
@@ -641,6 +687,7 @@ fn query_outcome(raw: RawOutcome, partner_reference_no: &str) -> QueryOutcome {
                     status,
                     reference_no: parsed.original_reference_no.filter(|r| !r.is_empty()),
                     response_code,
+                    amount: parsed.amount,
                 },
                 None => QueryOutcome::Unavailable {
                     reason: format!("unknown latestTransactionStatus {raw_status:?}"),
@@ -729,6 +776,11 @@ mod tests {
     use crate::snap::codes::ResponseCode;
     use serde_json::json;
 
+    /// The payment mapping for a payment of Rp9,000.
+    fn pay_outcome(raw: RawOutcome, partner_reference_no: &str) -> PayOutcome {
+        super::pay_outcome(raw, partner_reference_no, Rupiah(9000))
+    }
+
     fn answered(code: &str, body: Value) -> RawOutcome {
         let mut body = body;
         body["responseCode"] = json!(code);
@@ -753,9 +805,51 @@ mod tests {
             ok,
             PayOutcome::Success {
                 reference_no: Some("FP1".into()),
-                response_code: "2006000".into()
+                response_code: "2006000".into(),
+                amount_mismatch: None,
             }
         );
+        // Amounts: the one asked for, or none, is no mismatch; any other is, success still.
+        let amount = |v: &str, cur: &str| {
+            pay_outcome(
+                answered(
+                    "2006000",
+                    json!({"referenceNo": "FP1", "amount": {"value": v, "currency": cur}}),
+                ),
+                "P1",
+            )
+        };
+        for (v, cur) in [("9000.00", "IDR"), ("9000", "idr")] {
+            assert!(
+                matches!(
+                    amount(v, cur),
+                    PayOutcome::Success {
+                        amount_mismatch: None,
+                        ..
+                    }
+                ),
+                "{v} {cur}"
+            );
+        }
+        for (v, cur) in [
+            ("999999.00", "IDR"),
+            ("9000.50", "IDR"),
+            ("9000.00", "USD"),
+            ("x", "IDR"),
+        ] {
+            match amount(v, cur) {
+                PayOutcome::Success {
+                    amount_mismatch: Some(m),
+                    reference_no: Some(_),
+                    ..
+                } => {
+                    assert_eq!(m.asked, Rupiah(9000));
+                    let shown = m.to_string();
+                    assert!(shown.contains("9000.00") && shown.contains(v), "{shown}");
+                }
+                o => panic!("{v} {cur}: {o:?}"),
+            }
+        }
         let other = pay_outcome(
             answered(
                 "2006000",
@@ -840,7 +934,8 @@ mod tests {
                 QueryOutcome::Status {
                     status,
                     reference_no: Some("FP1".into()),
-                    response_code: "2006100".into()
+                    response_code: "2006100".into(),
+                    amount: None,
                 }
             );
         }

@@ -13,7 +13,7 @@ use crate::daemon::record::{self, Learned};
 use crate::daemon::station::Station;
 use crate::fare::policy::{self, Debouncer, OpenJourney, PayResult, Plan, TapOutcome};
 use crate::fare::Direction;
-use crate::journal::{JourneyState, NewOp};
+use crate::journal::{JourneyRow, JourneyState, NewOp, TapBlock, TapClaim, TapDecision, TapStart};
 use crate::nfc::{CardEvent, TapReadError};
 use crate::relay::Relay;
 
@@ -253,80 +253,112 @@ impl Lane {
             return r;
         }
 
-        let key = pan_key.clone();
-        let open = match st.journal.run(move |j| j.find_open_journey(&key)).await {
-            Ok(o) => o.map(|j| OpenJourney {
-                id: j.id,
-                entry_station: j.entry_station,
-                tap_in_ref: j.tap_in_ref,
-            }),
-            Err(e) => return self.journal_down(r, &e.to_string(), started),
+        // One tap of a passenger at a time: another lane of this process already on it means
+        // the same phone held across two readers.
+        let Some(_passenger) = st.claim_passenger(&pan_key) else {
+            r.outcome = TapOutcome::Duplicate;
+            r.message = "a tap for this passenger is in progress at another lane: the same tap, \
+                         no second payment"
+                .into();
+            r.timings.decode_us = micros(started);
+            return r;
         };
+
         let station_id = st.config.station.id.clone();
-        let plan = policy::plan(
-            self.cfg.direction,
-            &station_id,
-            open,
-            &st.tariff,
-            policy_cfg,
-        );
-        let (amount, rule, journey, close_first) = match plan {
-            Plan::Refuse(outcome) => {
-                r.outcome = outcome;
-                r.message = "a journey is already open for this passenger (anti-passback)".into();
-                r.timings.decode_us = micros(started);
-                return r;
-            }
-            Plan::Pay {
-                amount,
-                rule,
-                journey,
-                close_first,
-            } => (amount, rule, journey, close_first),
+        let partner_ref = new_partner_reference(&station_id, &self.cfg.name, &st.clock.now());
+        let claim = TapClaim {
+            pan_key: pan_key.clone(),
+            direction: self.cfg.direction,
+            now_ms,
+            passed_since_ms: now_ms
+                .saturating_sub(i64::try_from(policy_cfg.debounce_ms).unwrap_or(i64::MAX)),
         };
-        r.amount = Some(amount.0);
-        r.fare_rule = rule.map(|f| f.as_str());
+        let decide = {
+            let st = st.clone();
+            let direction = self.cfg.direction;
+            let lane = self.cfg.name.clone();
+            let station_id = station_id.clone();
+            let partner_ref = partner_ref.clone();
+            let pan_key = pan_key.clone();
+            let pan_masked = payload.pan().masked();
+            let nns = payload.nns().to_string();
+            // The reconciler leaves the row to this tap until its reply can no longer come.
+            let next_attempt_at_ms = now_ms
+                .saturating_add(i64::try_from(policy_cfg.decision_deadline_ms).unwrap_or(0))
+                .saturating_add(self.late_reply_window_ms());
+            move |open: Option<JourneyRow>| {
+                let open = open.map(|j| OpenJourney {
+                    id: j.id,
+                    entry_station: j.entry_station,
+                    tap_in_ref: j.tap_in_ref,
+                });
+                let cfg = &st.config.policy;
+                match policy::plan(direction, &station_id, open, &st.tariff, cfg) {
+                    Plan::Refuse(outcome) => TapDecision::Refuse(outcome),
+                    Plan::Pay {
+                        amount,
+                        rule,
+                        journey,
+                        close_first,
+                    } => TapDecision::Begin {
+                        op: Box::new(NewOp {
+                            partner_reference_no: partner_ref,
+                            kind: match direction {
+                                Direction::In => crate::journal::OpKind::Hold,
+                                Direction::Out => crate::journal::OpKind::Settle,
+                            },
+                            lane,
+                            direction,
+                            station_id,
+                            amount,
+                            pan_key,
+                            pan_masked,
+                            nns,
+                            journey_id: journey.as_ref().map(|j| j.id),
+                            next_attempt_at_ms,
+                            created_at_ms: now_ms,
+                        }),
+                        close_first: close_first.map(|j| j.id),
+                        then: (amount, rule, journey),
+                    },
+                }
+            }
+        };
         r.timings.decode_us = micros(started);
 
-        if let Some(old) = close_first {
-            let at = now_ms;
-            if let Err(e) = st
-                .journal
-                .run(move |j| j.close_journey(old.id, JourneyState::StaleClosed, None, None, at))
-                .await
-            {
-                return self.journal_down(r, &e.to_string(), started);
-            }
-        }
-
-        let partner_ref = new_partner_reference(&station_id, &self.cfg.name, &st.clock.now());
-        r.partner_reference_no = Some(partner_ref.clone());
-        let op = NewOp {
-            partner_reference_no: partner_ref.clone(),
-            kind: match self.cfg.direction {
-                Direction::In => crate::journal::OpKind::Hold,
-                Direction::Out => crate::journal::OpKind::Settle,
-            },
-            lane: self.cfg.name.clone(),
-            direction: self.cfg.direction,
-            station_id: station_id.clone(),
-            amount,
-            pan_key: pan_key.clone(),
-            pan_masked: payload.pan().masked(),
-            nns: payload.nns().to_string(),
-            journey_id: journey.as_ref().map(|j| j.id),
-            // The reconciler leaves the row to this tap until its reply can no longer come.
-            next_attempt_at_ms: now_ms
-                .saturating_add(i64::try_from(policy_cfg.decision_deadline_ms).unwrap_or(0))
-                .saturating_add(self.late_reply_window_ms()),
-            created_at_ms: now_ms,
-        };
         crate::failpoint::hit("before_journal");
         let t = Instant::now();
-        if let Err(e) = st.journal.run(move |j| j.begin(&op)).await {
-            r.partner_reference_no = None;
-            return self.journal_down(r, &e.to_string(), started);
-        }
+        let started_tap = st.journal.run(move |j| j.begin_tap(&claim, decide)).await;
+        let (amount, rule, journey) = match started_tap {
+            Ok(TapStart::Begun(planned)) => planned,
+            Ok(TapStart::Refused(outcome)) => {
+                r.outcome = outcome;
+                r.message = "a journey is already open for this passenger (anti-passback)".into();
+                return r;
+            }
+            Ok(TapStart::Blocked(block)) => {
+                r.outcome = TapOutcome::Duplicate;
+                r.message = match block {
+                    TapBlock::InFlight {
+                        partner_reference_no,
+                    } => format!(
+                        "a tap for this passenger is in progress ({partner_reference_no}): \
+                         the same tap, no second payment"
+                    ),
+                    TapBlock::JustPassed {
+                        partner_reference_no,
+                    } => format!(
+                        "this passenger went through a gate of this direction moments ago \
+                         ({partner_reference_no}): the same tap, no second payment"
+                    ),
+                };
+                return r;
+            }
+            Err(e) => return self.journal_down(r, &e.to_string(), started),
+        };
+        r.partner_reference_no = Some(partner_ref.clone());
+        r.amount = Some(amount.0);
+        r.fare_rule = rule.map(|f| f.as_str());
         r.timings.journal_us = micros(t);
         crate::failpoint::hit("after_journal");
 
@@ -385,6 +417,13 @@ impl Lane {
         };
         r.timings.aggregator_us = micros(t);
         crate::failpoint::hit("after_reply");
+        if let Some(PayOutcome::Success {
+            amount_mismatch: Some(m),
+            ..
+        }) = &outcome
+        {
+            report_amount_mismatch(st, "payment", &partner_ref, m);
+        }
         let result = outcome.as_ref().map(pay_result);
         let verdict = policy::verdict(self.cfg.direction, result, policy_cfg);
         let mut learned = match &outcome {
@@ -397,8 +436,20 @@ impl Lane {
                     "no answer within the {} ms decision deadline",
                     policy_cfg.decision_deadline_ms
                 ),
+                amount_mismatch: None,
             },
         };
+        let unpaid_why = match (&outcome, verdict.outcome) {
+            (Some(PayOutcome::Refused { why, .. }), TapOutcome::UnpaidExit) => Some(why.as_str()),
+            _ => None,
+        };
+        if let Some(why) = unpaid_why {
+            learned.reason = format!(
+                "unpaid exit: the aggregator could not be used ({why}), no money moved; let out \
+                 by policy (unreachable_at_exit = \"open\"); {}",
+                learned.reason
+            );
+        }
         r.reference_no = learned.reference_no.clone();
         r.response_code = learned.response_code.clone();
         r.message = learned.reason.clone();
@@ -435,6 +486,15 @@ impl Lane {
         } else {
             verdict.outcome
         };
+        if let (Some(why), true) = (unpaid_why, opened) {
+            st.metrics.inc(
+                "tapgate_exits_unpaid_total",
+                &[("lane", &self.cfg.name), ("reason", why)],
+            );
+            tracing::warn!(target: "tapgate::fare", lane = %self.cfg.name, fare_ref = %partner_ref,
+                reason = why, amount = amount.0,
+                "exit opened unpaid: the aggregator could not be used");
+        }
 
         let t = Instant::now();
         // Journeys first: they say who was let through, which is already true. A crash before
@@ -451,9 +511,12 @@ impl Lane {
             (Direction::Out, true) => match journey {
                 Some(jy) => {
                     let p = partner_ref.clone();
+                    // An unpaid exit charged no fare: the journey closes without one (its
+                    // tap-in hold stands, as for a journey closed at the maximum fare).
+                    let fare = unpaid_why.is_none().then_some(amount);
                     st.journal
                         .run(move |j| {
-                            j.close_journey(jy.id, JourneyState::Closed, Some(&p), Some(amount), at)
+                            j.close_journey(jy.id, JourneyState::Closed, Some(&p), fare, at)
                         })
                         .await
                 }
@@ -462,8 +525,10 @@ impl Lane {
             _ => Ok(()),
         };
         if let Err(e) = journey_result {
+            // A tap-in hold left without a journey is found and refunded by the reconciler
+            // (the passenger, with no journey, pays the unknown-entry fare at the exit).
             tracing::error!(lane = %self.cfg.name, fare_ref = %partner_ref, error = %e,
-                "journey update failed");
+                "journey update failed; a hold without a journey is refunded by the reconciler");
         }
         // A reply that came (even an unclear one) leaves nothing to wait for; after a missed
         // deadline the reply may still come, so the reconciler waits for it first.
@@ -520,6 +585,13 @@ async fn record_late_reply(
     amount: crate::fare::Rupiah,
     o: &PayOutcome,
 ) {
+    if let PayOutcome::Success {
+        amount_mismatch: Some(m),
+        ..
+    } = o
+    {
+        report_amount_mismatch(st, "payment", partner_ref, m);
+    }
     let mut learned = learned_from(o);
     if learned.result == PayResult::Unknown {
         // Still unknown: the reconciler resolves it by query.
@@ -541,6 +613,21 @@ async fn record_late_reply(
     }
 }
 
+/// The error log line and the metric of an answer that named another amount than the
+/// payment's: the journal records it as ATTENTION with both amounts.
+pub fn report_amount_mismatch(
+    st: &Station,
+    endpoint: &'static str,
+    partner_ref: &str,
+    m: &crate::aggregator::AmountMismatch,
+) {
+    st.metrics
+        .inc("tapgate_amount_mismatches_total", &[("endpoint", endpoint)]);
+    tracing::error!(target: "tapgate::fare", fare_ref = %partner_ref, endpoint,
+        asked = m.asked.0, reported = %m.reported,
+        "the aggregator reported another amount than the payment's: ATTENTION");
+}
+
 /// Maps an aggregator outcome onto the policy's view.
 pub fn pay_result(o: &PayOutcome) -> PayResult {
     match o {
@@ -557,6 +644,7 @@ pub fn learned_from(o: &PayOutcome) -> Learned {
         PayOutcome::Success {
             reference_no,
             response_code,
+            ..
         } => (
             reference_no.clone(),
             Some(response_code.clone()),
@@ -588,11 +676,19 @@ pub fn learned_from(o: &PayOutcome) -> Learned {
             format!("outcome unknown, resolved by query: {reason}"),
         ),
     };
+    let amount_mismatch = match o {
+        PayOutcome::Success {
+            amount_mismatch: Some(m),
+            ..
+        } => Some(m.to_string()),
+        _ => None,
+    };
     Learned {
         result: pay_result(o),
         reference_no,
         response_code,
         reason,
+        amount_mismatch,
     }
 }
 

@@ -51,6 +51,18 @@ fn help(name: &str) -> (&'static str, &'static str) {
             "1 while the station is in free-exit (emergency) mode.",
         ),
         "tapgate_journal_writable" => ("gauge", "1 when the journal accepts writes."),
+        "tapgate_exits_unpaid_total" => (
+            "counter",
+            "Exits let out unpaid because the aggregator could not be used, by reason.",
+        ),
+        "tapgate_holds_without_journey_total" => (
+            "counter",
+            "Successful holds found without a journey and sent to refund.",
+        ),
+        "tapgate_amount_mismatches_total" => (
+            "counter",
+            "Aggregator answers naming another amount than the payment's (ATTENTION).",
+        ),
         _ => ("untyped", "tapgate metric."),
     }
 }

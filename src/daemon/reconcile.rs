@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::aggregator::{QueryOutcome, RefundOutcome, TxStatus};
+use crate::aggregator::{check_amount, QueryOutcome, RefundOutcome, TxStatus};
 use crate::config::ReconcilerConfig;
 use crate::daemon::record::{self, Learned};
 use crate::daemon::station::Station;
@@ -99,6 +99,7 @@ pub fn after_query(
         reference_no,
         response_code: Some(code.to_string()),
         reason: why,
+        amount_mismatch: None,
     };
     let settle = |l: Learned| {
         let mut ts = record::plan_transitions(&l, row.gate_opened, row.amount, now_ms, now_ms);
@@ -112,13 +113,17 @@ pub fn after_query(
             status,
             reference_no,
             response_code,
+            amount,
         } => match status {
-            TxStatus::Success => settle(learned(
-                PayResult::Success,
-                reference_no.clone().or_else(|| row.reference_no.clone()),
-                response_code,
-                "query: paid".into(),
-            )),
+            TxStatus::Success => settle(Learned {
+                amount_mismatch: check_amount(row.amount, amount.as_ref()).map(|m| m.to_string()),
+                ..learned(
+                    PayResult::Success,
+                    reference_no.clone().or_else(|| row.reference_no.clone()),
+                    response_code,
+                    "query: paid".into(),
+                )
+            }),
             TxStatus::Failed | TxStatus::Cancelled | TxStatus::NotFound => settle(learned(
                 PayResult::Declined,
                 None,
@@ -226,6 +231,8 @@ pub struct PassStats {
     pub refunds: usize,
     /// Operations moved to ATTENTION.
     pub attention: usize,
+    /// Successful holds found without a journey and sent to refund.
+    pub holds_without_journey: usize,
 }
 
 impl Reconciler {
@@ -256,6 +263,23 @@ impl Reconciler {
                     state: Some(OpState::Pending),
                     ..Default::default()
                 })?;
+                // A row whose lane may still be waiting for its reply, begun by a process that
+                // is still running (another `tapgate tap`, a daemon sharing this journal),
+                // belongs to that live tap: left alone, it stays in its hands (and blocks a
+                // second tap of the same passenger); the reconciler takes it once its time is
+                // up. A row whose process is gone is taken over at once. (Rows without an
+                // owner, from before schema version 2, wait for their time.)
+                let owners: std::collections::HashMap<String, Option<String>> =
+                    j.pending_owners()?.into_iter().collect();
+                let live = |r: &OpRow| match owners.get(&r.partner_reference_no).cloned().flatten()
+                {
+                    Some(owner) => crate::journal::owner_is_alive(&owner),
+                    None => true,
+                };
+                let rows: Vec<_> = rows
+                    .into_iter()
+                    .filter(|r| !(matches!(r.next_attempt_at_ms, Some(t) if t > now) && live(r)))
+                    .collect();
                 let n = rows.len();
                 for row in rows {
                     j.transition(
@@ -275,11 +299,58 @@ impl Reconciler {
             .await
     }
 
-    /// One pass over the due operations, then the stale journeys.
+    /// One pass: holds without a journey sent to refund, the due operations, then the stale
+    /// journeys.
     pub async fn pass(&self) -> Result<PassStats, crate::journal::JournalError> {
-        let stats = self.pass_operations().await?;
+        let orphans = self.refund_holds_without_journey().await?;
+        let mut stats = self.pass_operations().await?;
+        stats.holds_without_journey = orphans;
         self.close_stale_journeys().await?;
         Ok(stats)
+    }
+
+    /// Sends every successful hold that belongs to no journey to refund: nothing would ever
+    /// settle it (a second hold for one passenger, e.g. one phone read by two readers, or a
+    /// hold whose journey could not be written). Each is logged as an error and counted in
+    /// `tapgate_holds_without_journey_total`; the refund itself then runs as any other, and a
+    /// refused refund ends in ATTENTION with its reason. Returns how many were found.
+    pub async fn refund_holds_without_journey(
+        &self,
+    ) -> Result<usize, crate::journal::JournalError> {
+        let st = &self.station;
+        let rows = st.journal.run(|j| j.holds_without_journey(64)).await?;
+        let n = rows.len();
+        for row in rows {
+            let now = st.now_ms();
+            let reason = format!(
+                "hold of {} without a journey (a second hold for one passenger, or its journey \
+                 could not be written): refund owed",
+                row.amount
+            );
+            tracing::error!(target: "tapgate::fare", fare_ref = %row.partner_reference_no,
+                lane = %row.lane, pan = %row.pan_masked, amount = row.amount.0,
+                "successful hold without a journey: refunding it");
+            st.metrics.inc(
+                "tapgate_holds_without_journey_total",
+                &[("lane", row.lane.as_str())],
+            );
+            let t = Transition {
+                refund_amount: Some(row.amount),
+                reason: Some(reason),
+                next_attempt_at_ms: Some(now),
+                duplicate_hold: true,
+                ..Transition::new(OpState::RefundPending, now)
+            };
+            let pref = row.partner_reference_no.clone();
+            if let Err(e) = st.journal.run(move |j| j.transition(&pref, &t)).await {
+                if e.is_storage_fault() {
+                    return Err(e);
+                }
+                tracing::error!(target: "tapgate::fare", fare_ref = %row.partner_reference_no,
+                    error = %e, "journal refused to send a hold without a journey to refund");
+            }
+        }
+        Ok(n)
     }
 
     async fn pass_operations(&self) -> Result<PassStats, crate::journal::JournalError> {
@@ -305,6 +376,21 @@ impl Reconciler {
                 Step::Query => {
                     stats.queries += 1;
                     let q = st.aggregator.query(&row.partner_reference_no).await;
+                    if let QueryOutcome::Status {
+                        status: TxStatus::Success,
+                        amount,
+                        ..
+                    } = &q
+                    {
+                        if let Some(m) = check_amount(row.amount, amount.as_ref()) {
+                            crate::daemon::lane::report_amount_mismatch(
+                                st,
+                                "query",
+                                &row.partner_reference_no,
+                                &m,
+                            );
+                        }
+                    }
                     st.metrics.inc(
                         "tapgate_aggregator_requests_total",
                         &[

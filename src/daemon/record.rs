@@ -18,6 +18,9 @@ pub struct Learned {
     pub response_code: Option<String>,
     /// Why, for the journal's event log.
     pub reason: String,
+    /// The answer reported another amount than the payment's (see
+    /// [`crate::aggregator::check_amount`]): a success still, but recorded as ATTENTION.
+    pub amount_mismatch: Option<String>,
 }
 
 /// The transitions recording `learned` for an operation of `amount` whose gate outcome is
@@ -38,6 +41,22 @@ pub fn plan_transitions(
         ..Transition::new(to, at_ms)
     };
     match (learned.result, &learned.reference_no) {
+        // A success is a success (the gate followed it), but an answer naming another amount
+        // than the one journaled is a person's case: ATTENTION with both amounts, and with the
+        // refund owed when the gate did not open.
+        (PayResult::Success, Some(reference)) if learned.amount_mismatch.is_some() => {
+            let mismatch = learned.amount_mismatch.as_deref().unwrap_or_default();
+            let refund = if opened {
+                ""
+            } else {
+                "; gate did not open: refund owed"
+            };
+            vec![Transition {
+                reference_no: Some(reference.clone()),
+                reason: Some(format!("{mismatch}; {}{refund}", learned.reason)),
+                ..base(OpState::Attention)
+            }]
+        }
         (PayResult::Success, Some(reference)) => {
             let paid = Transition {
                 reference_no: Some(reference.clone()),
@@ -108,6 +127,33 @@ mod tests {
             reference_no: reference.map(str::to_string),
             response_code: Some("2006000".into()),
             reason: "test".into(),
+            amount_mismatch: None,
+        }
+    }
+
+    #[test]
+    fn a_success_naming_another_amount_is_attention_with_both_amounts() {
+        for gate in [Some(true), Some(false), None] {
+            let mut l = learned(PayResult::Success, Some("R1"));
+            l.amount_mismatch = Some(
+                "amount mismatch: asked Rp9,000 (9000.00), the aggregator reported 999999.00 IDR"
+                    .into(),
+            );
+            let t = plan_transitions(&l, gate, Rupiah(9000), 1, 2);
+            assert_eq!(t.len(), 1, "{gate:?}");
+            assert_eq!(t[0].to, OpState::Attention);
+            assert_eq!(t[0].reference_no.as_deref(), Some("R1"));
+            assert_eq!(t[0].gate_opened, Some(gate == Some(true)));
+            let reason = t[0].reason.as_deref().unwrap();
+            assert!(
+                reason.contains("9000.00") && reason.contains("999999.00"),
+                "{reason}"
+            );
+            assert_eq!(
+                reason.contains("refund owed"),
+                gate != Some(true),
+                "{reason}"
+            );
         }
     }
 

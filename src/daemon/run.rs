@@ -222,9 +222,10 @@ async fn lane_loop(
         };
         if feedback != FeedbackModel::Off {
             let signal = match report.outcome {
-                TapOutcome::Approved | TapOutcome::Released | TapOutcome::FreeExit => {
-                    Signal::Approved
-                }
+                TapOutcome::Approved
+                | TapOutcome::Released
+                | TapOutcome::UnpaidExit
+                | TapOutcome::FreeExit => Signal::Approved,
                 TapOutcome::WalletNotReady => Signal::WalletNotReady,
                 _ => Signal::Declined,
             };

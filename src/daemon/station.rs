@@ -185,6 +185,26 @@ pub struct Station {
     pub monitor: Mutex<crate::relay::inputs::GateMonitor>,
     /// Late payment replies still being awaited (after a missed deadline).
     pub(crate) inflight: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Passenger keys with a tap in progress at some lane of this process.
+    passengers: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+/// A passenger's tap in progress at one lane of this process: while it lives, another lane's
+/// tap of the same passenger is refused at once, without waiting for the journal (which
+/// would refuse it too: see [`crate::journal::Journal::begin_tap`]).
+#[derive(Debug)]
+pub struct PassengerGuard {
+    key: String,
+    set: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+impl Drop for PassengerGuard {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 impl Station {
@@ -208,6 +228,17 @@ impl Station {
             free_exit: std::sync::atomic::AtomicBool::new(false),
             monitor: Mutex::new(crate::relay::inputs::GateMonitor::new(passage_window)),
             inflight: tokio::sync::Mutex::new(Vec::new()),
+            passengers: Arc::new(Mutex::new(std::collections::HashSet::new())),
+        })
+    }
+
+    /// Claims the passenger `pan_key` for one tap at one lane; `None` while another lane of
+    /// this process has a tap of the same passenger in progress.
+    pub fn claim_passenger(&self, pan_key: &str) -> Option<PassengerGuard> {
+        let mut set = self.passengers.lock().unwrap_or_else(|e| e.into_inner());
+        set.insert(pan_key.to_string()).then(|| PassengerGuard {
+            key: pan_key.to_string(),
+            set: self.passengers.clone(),
         })
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::tariff::{FareRule, Tariff};
 use super::{Direction, OpState, Rupiah};
-use crate::config::{AntiPassback, PolicyConfig, UnknownAtExit};
+use crate::config::{AntiPassback, PolicyConfig, UnknownAtExit, UnreachableAtExit};
 
 /// What the passenger experiences, for logs, metrics, feedback and `tapgate tap`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -19,6 +19,9 @@ pub enum TapOutcome {
     Declined,
     /// Our side was refused (auth, bad request, unreachable): no money moved, gate shut; alert.
     Refused,
+    /// Exit while the aggregator could not be used (no money moved), let out unpaid by policy
+    /// (`unreachable_at_exit = "open"`); journaled as an unpaid exit with its reason.
+    UnpaidExit,
     /// No answer in time: the gate stays shut, tap again. A late success is refunded.
     TryAgain,
     /// The wallet's QRIS TAP screen was not open.
@@ -45,6 +48,7 @@ impl TapOutcome {
             TapOutcome::Released => "released",
             TapOutcome::Declined => "declined",
             TapOutcome::Refused => "refused",
+            TapOutcome::UnpaidExit => "unpaid_exit",
             TapOutcome::TryAgain => "try_again",
             TapOutcome::WalletNotReady => "wallet_not_ready",
             TapOutcome::ReadFailed => "read_failed",
@@ -156,6 +160,17 @@ pub fn verdict(direction: Direction, result: Option<PayResult>, policy: &PolicyC
             outcome: TapOutcome::Approved,
         },
         Some(PayResult::Declined) => shut(OpState::Declined, TapOutcome::Declined),
+        // No money moved and the aggregator cannot be used: nobody is locked in.
+        Some(PayResult::Refused)
+            if direction == Direction::Out
+                && policy.unreachable_at_exit == UnreachableAtExit::Open =>
+        {
+            Verdict {
+                open_gate: true,
+                state: OpState::Declined,
+                outcome: TapOutcome::UnpaidExit,
+            }
+        }
         Some(PayResult::Refused) => shut(OpState::Declined, TapOutcome::Refused),
         Some(PayResult::Unknown) | None => match (direction, policy.unknown_at_exit) {
             (Direction::Out, UnknownAtExit::Open) => Verdict {
@@ -233,6 +248,8 @@ mod tests {
             debounce_ms: 3000,
             anti_passback,
             unknown_at_exit,
+            // The default (open) is tested on its own below.
+            unreachable_at_exit: UnreachableAtExit::KeepClosed,
             max_trip_minutes: 240,
             stale_journey: StaleJourney::MaxFare,
             passage_window_ms: 8000,
@@ -273,6 +290,32 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn unreachable_aggregator_opens_exits_unpaid_and_keeps_entries_shut() {
+        for uae in [UnknownAtExit::Open, UnknownAtExit::KeepClosed] {
+            let mut p = policy(uae, AntiPassback::Refuse);
+            p.unreachable_at_exit = UnreachableAtExit::default();
+            let out = verdict(Direction::Out, Some(PayResult::Refused), &p);
+            assert_eq!(
+                out,
+                Verdict {
+                    open_gate: true,
+                    state: OpState::Declined,
+                    outcome: TapOutcome::UnpaidExit
+                }
+            );
+            let entry = verdict(Direction::In, Some(PayResult::Refused), &p);
+            assert!(!entry.open_gate);
+            assert_eq!(entry.outcome, TapOutcome::Refused);
+            // A decline is the passenger's: the exit stays shut.
+            assert!(!verdict(Direction::Out, Some(PayResult::Declined), &p).open_gate);
+            p.unreachable_at_exit = UnreachableAtExit::KeepClosed;
+            let shut = verdict(Direction::Out, Some(PayResult::Refused), &p);
+            assert!(!shut.open_gate);
+            assert_eq!(shut.outcome, TapOutcome::Refused);
         }
     }
 

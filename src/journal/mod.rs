@@ -35,8 +35,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 pub use csv::{write_csv, CSV_COLUMNS};
 pub use error::{ErrorClass, JournalError, StorageFault};
 pub use model::{
-    EventRow, JourneyRow, JourneyState, NewOp, OpFilter, OpKind, OpRow, Transition,
-    MAX_REASON_CHARS,
+    EventRow, JourneyRow, JourneyState, NewOp, OpFilter, OpKind, OpRow, TapBlock, TapClaim,
+    TapDecision, TapStart, Transition, MAX_REASON_CHARS,
 };
 pub use rules::{allowed, apply, validate_new, Rejection, TransitionError};
 
@@ -179,65 +179,89 @@ impl Journal {
     /// software setting can fix that.
     pub fn begin(&mut self, op: &NewOp) -> Result<(), JournalError> {
         validate_new(op).map_err(|(field, why)| JournalError::InvalidOp { field, why })?;
-        let amount = i64::try_from(op.amount.0).map_err(|_| JournalError::InvalidOp {
-            field: "amount",
-            why: "too large",
-        })?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx("starting begin")?;
-        let exists: bool = tx
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM fare_ops WHERE partner_reference_no = ?1)",
-                [&op.partner_reference_no],
-                |r| r.get(0),
-            )
-            .ctx("checking the reference is new")?;
-        if exists {
-            return Err(JournalError::DuplicateReference(
-                op.partner_reference_no.clone(),
-            ));
+        begin_in(&tx, op)?;
+        tx.commit().ctx("committing begin")
+    }
+
+    /// Starts a tap of one passenger: single-flight on `claim.pan_key`, across the lanes of a
+    /// daemon and across processes sharing this file.
+    ///
+    /// In ONE write transaction (`BEGIN IMMEDIATE`, so two processes take turns): looks for
+    /// another tap of the passenger in the way ([`TapBlock`]: a payment in flight, or a
+    /// passage through a gate of the same direction since `claim.passed_since_ms`), then
+    /// reads the passenger's open journey and hands it to `decide`, then journals what
+    /// `decide` returned. A second tap of the same phone at the same moment therefore either
+    /// finds the first one in flight, or (once the first has finished) sees the journey it
+    /// opened or closed; it can never be paid from the same view of the journal.
+    pub fn begin_tap<B, R>(
+        &mut self,
+        claim: &TapClaim,
+        decide: impl FnOnce(Option<JourneyRow>) -> TapDecision<B, R>,
+    ) -> Result<TapStart<B, R>, JournalError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx("starting a tap")?;
+        if let Some(block) = tap_block(&tx, claim)? {
+            return Ok(TapStart::Blocked(block));
         }
-        if let Some(id) = op.journey_id {
-            if !journey_exists(&tx, id)? {
-                return Err(JournalError::UnknownJourney(id));
+        let open = find_open_journey_in(&tx, &claim.pan_key, &self.quarantined)?;
+        match decide(open) {
+            TapDecision::Refuse(t) => Ok(TapStart::Refused(t)),
+            TapDecision::Begin {
+                op,
+                close_first,
+                then,
+            } => {
+                validate_new(&op).map_err(|(field, why)| JournalError::InvalidOp { field, why })?;
+                if let Some(id) = close_first {
+                    close_journey_in(
+                        &tx,
+                        id,
+                        JourneyState::StaleClosed,
+                        None,
+                        None,
+                        op.created_at_ms,
+                    )?;
+                }
+                begin_in(&tx, &op)?;
+                tx.commit().ctx("committing a tap")?;
+                Ok(TapStart::Begun(then))
             }
         }
-        tx.execute(
-            "INSERT INTO fare_ops (partner_reference_no, kind, lane, direction, station_id, \
-             amount, pan_key, pan_masked, nns, state, attempts, next_attempt_at_ms, \
-             created_at_ms, updated_at_ms, journey_id) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'PENDING', 0, ?10, ?11, ?11, ?12)",
-            params![
-                op.partner_reference_no,
-                op.kind.as_str(),
-                op.lane,
-                op.direction.as_str(),
-                op.station_id,
-                amount,
-                op.pan_key,
-                op.pan_masked,
-                op.nns,
-                op.next_attempt_at_ms,
-                op.created_at_ms,
-                op.journey_id,
-            ],
-        )
-        .ctx("inserting a fare operation")?;
-        let detail = format!(
-            "begin kind={} lane={} station={} amount={} nns={} pan={}",
-            op.kind, op.lane, op.station_id, op.amount.0, op.nns, op.pan_masked
+    }
+
+    /// The `PENDING` operations and the process that began each (`pid:start time`, `None`
+    /// for rows written before schema version 2), for start-up recovery with
+    /// [`owner_is_alive`].
+    pub fn pending_owners(&self) -> Result<Vec<(String, Option<String>)>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT partner_reference_no, owner FROM fare_ops WHERE state = 'PENDING'")
+            .ctx("reading pending operations")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .ctx("reading pending operations")?
+            .collect::<Result<Vec<_>, _>>()
+            .ctx("reading pending operations")?;
+        Ok(rows)
+    }
+
+    /// Successful holds (tap-in `SUCCEEDED`) that belong to no journey, oldest first, at most
+    /// `limit`. The lane opens the journey before it records the success, so such a hold is
+    /// never a tap in progress: it is a second hold for one passenger, or a hold whose
+    /// journey could not be written. Nothing will ever settle it; the reconciler refunds it.
+    pub fn holds_without_journey(&self, limit: usize) -> Result<Vec<OpRow>, JournalError> {
+        let sql = format!(
+            "SELECT {OP_COLUMNS} FROM fare_ops WHERE kind = 'hold' AND state = 'SUCCEEDED' \
+             AND journey_id IS NULL ORDER BY created_at_ms, partner_reference_no LIMIT ?1"
         );
-        insert_event(
-            &tx,
-            &op.partner_reference_no,
-            op.created_at_ms,
-            None,
-            OpState::Pending,
-            &detail,
-        )?;
-        tx.commit().ctx("committing begin")
+        let args = vec![Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX))];
+        self.collect(&sql, args, "fare_ops", parse_op)
     }
 
     /// Moves an operation to `t.to`, recording what `t` carries, and returns the row as
@@ -469,66 +493,11 @@ impl Journal {
         fare: Option<Rupiah>,
         at_ms: i64,
     ) -> Result<(), JournalError> {
-        if state == JourneyState::Open {
-            return Err(JournalError::CloseIntoOpen(id));
-        }
-        let fare =
-            fare.map(|f| i64::try_from(f.0))
-                .transpose()
-                .map_err(|_| JournalError::InvalidOp {
-                    field: "fare",
-                    why: "too large",
-                })?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx("starting close_journey")?;
-        let found: Option<(String, String)> = tx
-            .query_row(
-                "SELECT state, tap_in_ref FROM journeys WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .ctx("reading a journey")?;
-        let Some((current, tap_in_ref)) = found else {
-            return Err(JournalError::UnknownJourney(id));
-        };
-        match JourneyState::parse(&current) {
-            Some(JourneyState::Open) => {}
-            Some(other) => return Err(JournalError::JourneyNotOpen { id, state: other }),
-            None => {
-                return Err(JournalError::CorruptRow {
-                    table: "journeys",
-                    key: id.to_string(),
-                    detail: format!("unknown state {current:?}"),
-                })
-            }
-        }
-        let out_state = match tap_out_ref {
-            Some(r) => Some(op_state(&tx, r)?),
-            None => None,
-        };
-        tx.execute(
-            "UPDATE journeys SET state = ?2, tap_out_ref = ?3, fare = ?4, closed_at_ms = ?5 \
-             WHERE id = ?1",
-            params![id, state.as_str(), tap_out_ref, fare, at_ms],
-        )
-        .ctx("closing a journey")?;
-        let fare_text = fare.map_or_else(|| "-".to_owned(), |f| f.to_string());
-        let detail = format!("journey={id} {state} fare={fare_text}");
-        let in_state = op_state(&tx, &tap_in_ref)?;
-        insert_event(&tx, &tap_in_ref, at_ms, Some(in_state), in_state, &detail)?;
-        if let (Some(r), Some(s)) = (tap_out_ref, out_state) {
-            tx.execute(
-                "UPDATE fare_ops SET journey_id = ?2 WHERE partner_reference_no = ?1",
-                params![r, id],
-            )
-            .ctx("linking the tap-out to its journey")?;
-            if r != tap_in_ref {
-                insert_event(&tx, r, at_ms, Some(s), s, &detail)?;
-            }
-        }
+        close_journey_in(&tx, id, state, tap_out_ref, fare, at_ms)?;
         tx.commit().ctx("committing close_journey")
     }
 
@@ -655,6 +624,226 @@ fn switch_to_wal(conn: &Connection) -> Result<String, rusqlite::Error> {
             other => return other,
         }
     }
+}
+
+/// Closes an open journey inside the caller's transaction (see [`Journal::close_journey`]).
+fn close_journey_in(
+    tx: &Connection,
+    id: i64,
+    state: JourneyState,
+    tap_out_ref: Option<&str>,
+    fare: Option<Rupiah>,
+    at_ms: i64,
+) -> Result<(), JournalError> {
+    if state == JourneyState::Open {
+        return Err(JournalError::CloseIntoOpen(id));
+    }
+    let fare =
+        fare.map(|f| i64::try_from(f.0))
+            .transpose()
+            .map_err(|_| JournalError::InvalidOp {
+                field: "fare",
+                why: "too large",
+            })?;
+    let found: Option<(String, String)> = tx
+        .query_row(
+            "SELECT state, tap_in_ref FROM journeys WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .ctx("reading a journey")?;
+    let Some((current, tap_in_ref)) = found else {
+        return Err(JournalError::UnknownJourney(id));
+    };
+    match JourneyState::parse(&current) {
+        Some(JourneyState::Open) => {}
+        Some(other) => return Err(JournalError::JourneyNotOpen { id, state: other }),
+        None => {
+            return Err(JournalError::CorruptRow {
+                table: "journeys",
+                key: id.to_string(),
+                detail: format!("unknown state {current:?}"),
+            })
+        }
+    }
+    let out_state = match tap_out_ref {
+        Some(r) => Some(op_state(tx, r)?),
+        None => None,
+    };
+    tx.execute(
+        "UPDATE journeys SET state = ?2, tap_out_ref = ?3, fare = ?4, closed_at_ms = ?5 \
+             WHERE id = ?1",
+        params![id, state.as_str(), tap_out_ref, fare, at_ms],
+    )
+    .ctx("closing a journey")?;
+    let fare_text = fare.map_or_else(|| "-".to_owned(), |f| f.to_string());
+    let detail = format!("journey={id} {state} fare={fare_text}");
+    let in_state = op_state(tx, &tap_in_ref)?;
+    insert_event(tx, &tap_in_ref, at_ms, Some(in_state), in_state, &detail)?;
+    if let (Some(r), Some(s)) = (tap_out_ref, out_state) {
+        tx.execute(
+            "UPDATE fare_ops SET journey_id = ?2 WHERE partner_reference_no = ?1",
+            params![r, id],
+        )
+        .ctx("linking the tap-out to its journey")?;
+        if r != tap_in_ref {
+            insert_event(tx, r, at_ms, Some(s), s, &detail)?;
+        }
+    }
+    Ok(())
+}
+
+/// Inserts a new `PENDING` operation inside the caller's transaction; `op` is validated.
+fn begin_in(tx: &Connection, op: &NewOp) -> Result<(), JournalError> {
+    let amount = i64::try_from(op.amount.0).map_err(|_| JournalError::InvalidOp {
+        field: "amount",
+        why: "too large",
+    })?;
+    let exists: bool = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM fare_ops WHERE partner_reference_no = ?1)",
+            [&op.partner_reference_no],
+            |r| r.get(0),
+        )
+        .ctx("checking the reference is new")?;
+    if exists {
+        return Err(JournalError::DuplicateReference(
+            op.partner_reference_no.clone(),
+        ));
+    }
+    if let Some(id) = op.journey_id {
+        if !journey_exists(tx, id)? {
+            return Err(JournalError::UnknownJourney(id));
+        }
+    }
+    tx.execute(
+        "INSERT INTO fare_ops (partner_reference_no, kind, lane, direction, station_id, \
+         amount, pan_key, pan_masked, nns, state, attempts, next_attempt_at_ms, \
+         created_at_ms, updated_at_ms, journey_id, owner) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'PENDING', 0, ?10, ?11, ?11, ?12, ?13)",
+        params![
+            op.partner_reference_no,
+            op.kind.as_str(),
+            op.lane,
+            op.direction.as_str(),
+            op.station_id,
+            amount,
+            op.pan_key,
+            op.pan_masked,
+            op.nns,
+            op.next_attempt_at_ms,
+            op.created_at_ms,
+            op.journey_id,
+            this_process(),
+        ],
+    )
+    .ctx("inserting a fare operation")?;
+    let detail = format!(
+        "begin kind={} lane={} station={} amount={} nns={} pan={}",
+        op.kind, op.lane, op.station_id, op.amount.0, op.nns, op.pan_masked
+    );
+    insert_event(
+        tx,
+        &op.partner_reference_no,
+        op.created_at_ms,
+        None,
+        OpState::Pending,
+        &detail,
+    )
+}
+
+/// This process as an operation's `owner`: `pid:start time` (the start time, in clock ticks
+/// since boot, tells a reused pid apart). `None` where `/proc` cannot tell.
+fn this_process() -> Option<&'static str> {
+    static TAG: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| process_tag(std::process::id()))
+        .as_deref()
+}
+
+fn process_tag(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22 (starttime); the fields after the command's closing parenthesis start at 3.
+    let start = stat.rsplit(')').next()?.split_whitespace().nth(19)?;
+    Some(format!("{pid}:{start}"))
+}
+
+/// Whether the process named by an operation's `owner` (see [`Journal::pending_owners`]) is
+/// still running. Unknown or unreadable owners count as gone.
+pub fn owner_is_alive(owner: &str) -> bool {
+    let Some(pid) = owner.split(':').next().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    process_tag(pid).as_deref() == Some(owner)
+}
+
+/// What stands in the way of a new tap of `claim.pan_key`, if anything.
+fn tap_block(conn: &Connection, claim: &TapClaim) -> Result<Option<TapBlock>, JournalError> {
+    let in_flight: Option<String> = conn
+        .query_row(
+            "SELECT partner_reference_no FROM fare_ops WHERE state = 'PENDING' \
+             AND pan_key = ?1 AND coalesce(next_attempt_at_ms, 0) > ?2 \
+             ORDER BY created_at_ms DESC LIMIT 1",
+            params![claim.pan_key, claim.now_ms],
+            |r| r.get(0),
+        )
+        .optional()
+        .ctx("looking for a tap in flight")?;
+    if let Some(partner_reference_no) = in_flight {
+        return Ok(Some(TapBlock::InFlight {
+            partner_reference_no,
+        }));
+    }
+    if claim.passed_since_ms >= claim.now_ms {
+        return Ok(None);
+    }
+    let passed: Option<String> = conn
+        .query_row(
+            "SELECT partner_reference_no FROM fare_ops WHERE created_at_ms >= ?1 \
+             AND pan_key = ?2 AND direction = ?3 AND gate_opened = 1 \
+             ORDER BY created_at_ms DESC LIMIT 1",
+            params![
+                claim.passed_since_ms,
+                claim.pan_key,
+                claim.direction.as_str()
+            ],
+            |r| r.get(0),
+        )
+        .optional()
+        .ctx("looking for a passage moments ago")?;
+    Ok(passed.map(|partner_reference_no| TapBlock::JustPassed {
+        partner_reference_no,
+    }))
+}
+
+/// The passenger's open journey; a damaged row reads as none (see
+/// [`Journal::find_open_journey`]).
+fn find_open_journey_in(
+    conn: &Connection,
+    pan_key: &str,
+    quarantined: &AtomicU64,
+) -> Result<Option<JourneyRow>, JournalError> {
+    let sql = format!(
+        "SELECT {JOURNEY_COLUMNS} FROM journeys WHERE pan_key = ?1 AND state = 'OPEN' ORDER BY id"
+    );
+    let mut stmt = conn.prepare(&sql).ctx("reading the journal")?;
+    let mut rows = stmt.query([pan_key]).ctx("reading the journal")?;
+    while let Some(row) = rows.next().ctx("reading the journal")? {
+        match parse_journey(row) {
+            Ok(j) => return Ok(Some(j)),
+            Err(RowError::Corrupt { key, detail }) => {
+                quarantined.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    table = "journeys",
+                    key,
+                    detail,
+                    "damaged journal row skipped"
+                );
+            }
+            Err(RowError::Db(e)) => return Err(JournalError::db("reading the journal", e)),
+        }
+    }
+    Ok(None)
 }
 
 const ALL_STATES: [OpState; 7] = OpState::ALL;

@@ -147,6 +147,11 @@ pub struct Transition {
     pub refund_amount: Option<Rupiah>,
     /// Count one more aggregator attempt (payment, query or refund call).
     pub bump_attempts: bool,
+    /// This refund is of a hold that belongs to no journey (a second hold for one passenger,
+    /// or one whose journey could not be written): the gate opened for the passenger's one
+    /// journey, not for this payment, so it is refunded although its gate opened. Only a
+    /// `SUCCEEDED` or `ATTENTION` hold with no journey may be sent to `REFUND_PENDING` so.
+    pub duplicate_hold: bool,
     /// Now, Unix milliseconds.
     pub at_ms: i64,
 }
@@ -168,6 +173,7 @@ impl Transition {
             refund_no: None,
             refund_amount: None,
             bump_attempts: false,
+            duplicate_hold: false,
             at_ms,
         }
     }
@@ -299,4 +305,66 @@ fn ser_opt_state<S: Serializer>(v: &Option<OpState>, s: S) -> Result<S::Ok, S::E
         Some(st) => s.serialize_some(st.as_str()),
         None => s.serialize_none(),
     }
+}
+
+/// Who is asking to start a tap, for [`super::Journal::begin_tap`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TapClaim {
+    /// The passenger's key (keyed hash of the PAN).
+    pub pan_key: String,
+    /// The lane's direction.
+    pub direction: Direction,
+    /// Now, Unix milliseconds.
+    pub now_ms: i64,
+    /// A passage of this passenger through a gate of the same direction at or after this time
+    /// is the same tap seen by another reader (the station-wide debounce); `now_ms` or later
+    /// turns the check off.
+    pub passed_since_ms: i64,
+}
+
+/// Why [`super::Journal::begin_tap`] would not start a tap: another tap of the same passenger
+/// is in the way. No row was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TapBlock {
+    /// A payment of this passenger is in flight: its operation is `PENDING` and the lane that
+    /// began it still owns it (its `next_attempt_at_ms` is in the future).
+    InFlight {
+        /// The operation in flight.
+        partner_reference_no: String,
+    },
+    /// This passenger went through a gate of the same direction moments ago.
+    JustPassed {
+        /// The operation that opened that gate.
+        partner_reference_no: String,
+    },
+}
+
+/// What the caller of [`super::Journal::begin_tap`] decided, given the passenger's open
+/// journey.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TapDecision<B, R> {
+    /// No payment: nothing is written.
+    Refuse(R),
+    /// Journal `op` (first closing the journey `close_first` as `STALE_CLOSED`, when given),
+    /// all in the same transaction.
+    Begin {
+        /// The operation to journal as `PENDING`.
+        op: Box<NewOp>,
+        /// An open journey to close before the new tap-in (anti-passback
+        /// `close_at_max_fare`).
+        close_first: Option<i64>,
+        /// Handed back to the caller.
+        then: B,
+    },
+}
+
+/// What [`super::Journal::begin_tap`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TapStart<B, R> {
+    /// Another tap of the passenger is in the way; nothing was written.
+    Blocked(TapBlock),
+    /// The caller refused the tap; nothing was written.
+    Refused(R),
+    /// The operation is journaled (durably): its payment may be sent.
+    Begun(B),
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::model::{NewOp, OpRow, Transition, MAX_REASON_CHARS};
+use super::model::{NewOp, OpKind, OpRow, Transition, MAX_REASON_CHARS};
 use crate::fare::OpState;
 
 /// Whether the state machine lets an operation move from `from` to `to`.
@@ -42,7 +42,8 @@ pub enum Rejection {
     /// The gate outcome is already recorded and differs: it is a physical fact.
     GateOutcomeChanged,
     /// The gate opened, so the passenger got what was paid for: no refund (checked for both
-    /// `REFUND_PENDING` and `REFUNDED`).
+    /// `REFUND_PENDING` and `REFUNDED`), unless the payment is a hold that belongs to no
+    /// journey, sent to refund as such ([`Transition::duplicate_hold`]).
     RefundAfterGateOpened,
     /// `REFUND_PENDING` needs the amount to refund.
     MissingRefundAmount,
@@ -138,7 +139,14 @@ pub fn apply(cur: &OpRow, t: &Transition) -> Result<OpRow, TransitionError> {
             if !has_reference {
                 return Err(R(Rejection::MissingReferenceNo));
             }
-            if next.gate_opened == Some(true) {
+            // A hold with no journey is refunded although its gate opened (see
+            // `Transition::duplicate_hold`); once admitted, its refund runs its course.
+            let duplicate_hold = (t.duplicate_hold
+                && cur.kind == OpKind::Hold
+                && cur.journey_id.is_none()
+                && matches!(cur.state, OpState::Succeeded | OpState::Attention))
+                || (cur.state == OpState::RefundPending && cur.gate_opened == Some(true));
+            if next.gate_opened == Some(true) && !duplicate_hold {
                 return Err(R(Rejection::RefundAfterGateOpened));
             }
             match next.refund_amount {
@@ -526,6 +534,49 @@ mod tests {
                 }
             ),
             Err(TransitionError::Illegal)
+        );
+    }
+
+    #[test]
+    fn a_hold_without_a_journey_is_refunded_although_its_gate_opened() {
+        let mut cur = row(OpState::Succeeded);
+        cur.reference_no = Some("R1".into());
+        cur.gate_opened = Some(true);
+        let refund = |dup| Transition {
+            refund_amount: Some(Rupiah(14000)),
+            reason: Some("second hold".into()),
+            duplicate_hold: dup,
+            ..t(OpState::RefundPending)
+        };
+        // Without saying so, a paid gate is never refunded.
+        assert_eq!(
+            apply(&cur, &refund(false)),
+            Err(TransitionError::Rejected(Rejection::RefundAfterGateOpened))
+        );
+        let pending = apply(&cur, &refund(true)).unwrap();
+        assert_eq!(pending.state, OpState::RefundPending);
+        // Once admitted, the refund runs its course.
+        let done = apply(
+            &pending,
+            &Transition {
+                refund_amount: Some(Rupiah(14000)),
+                ..t(OpState::Refunded)
+            },
+        )
+        .unwrap();
+        assert_eq!(done.state, OpState::Refunded);
+        // Only a hold with no journey.
+        let mut linked = cur.clone();
+        linked.journey_id = Some(3);
+        assert_eq!(
+            apply(&linked, &refund(true)),
+            Err(TransitionError::Rejected(Rejection::RefundAfterGateOpened))
+        );
+        let mut settle = cur.clone();
+        settle.kind = OpKind::Settle;
+        assert_eq!(
+            apply(&settle, &refund(true)),
+            Err(TransitionError::Rejected(Rejection::RefundAfterGateOpened))
         );
     }
 

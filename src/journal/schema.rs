@@ -14,7 +14,7 @@ use super::error::{DbContext, JournalError};
 pub const APPLICATION_ID: i64 = 0x5441_5047;
 
 /// The ordered migrations; index `i` takes a journal from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -85,6 +85,17 @@ CREATE TRIGGER events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 CREATE TRIGGER events_no_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+"#;
+
+// Version 2: the reconciler looks for successful holds that belong to no journey on every
+// pass; the partial index keeps that a lookup of the few such rows, not a scan of every hold.
+// `owner` names the process that began an operation (`pid:start time`), so that start-up
+// recovery takes over the PENDING rows of dead processes at once and leaves those of a live
+// one (another `tapgate tap`, a daemon sharing the file) to it.
+const V2: &str = r#"
+CREATE INDEX fare_ops_holds_without_journey ON fare_ops(created_at_ms)
+    WHERE kind = 'hold' AND state = 'SUCCEEDED' AND journey_id IS NULL;
+ALTER TABLE fare_ops ADD COLUMN owner TEXT;
 "#;
 
 /// What a file's header says about it.

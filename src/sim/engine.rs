@@ -520,6 +520,15 @@ impl Engine {
                 (504, "00", "Timeout")
             }
             Some(Fault::Delay { .. }) => return Action::Answer(process(self).0),
+            Some(Fault::Unauthorized) => (401, "00", "Unauthorized"),
+            Some(Fault::Throttled) => (429, "00", "Too Many Requests"),
+            Some(Fault::WrongAmount { rupiah }) => {
+                let mut reply = process(self).0;
+                if let Some(a) = reply.body.get_mut("amount").and_then(Value::as_object_mut) {
+                    a.insert("value".into(), json!(format!("{rupiah}.00")));
+                }
+                return Action::Answer(reply);
+            }
         };
         Action::Answer(Reply {
             status,

@@ -82,6 +82,16 @@ pub enum Fault {
         /// Whether the request was processed (the cut body is then the real answer's start).
         applied: bool,
     },
+    /// HTTP 401, `401xx00` Unauthorized, without processing the request.
+    Unauthorized,
+    /// HTTP 429, `429xx00` Too Many Requests, without processing the request.
+    Throttled,
+    /// Process the request normally, but report this `amount.value` (whole rupiah) in the
+    /// answer instead of the real one (payment and query answers carry an amount).
+    WrongAmount {
+        /// The amount reported.
+        rupiah: u64,
+    },
 }
 
 impl Fault {
@@ -94,6 +104,9 @@ impl Fault {
             Fault::Accepted => "accepted",
             Fault::Drop { .. } => "drop",
             Fault::Garbage { .. } => "garbage",
+            Fault::Unauthorized => "unauthorized",
+            Fault::Throttled => "throttled",
+            Fault::WrongAmount { .. } => "wrong_amount",
         }
     }
 }

@@ -222,6 +222,9 @@ pub struct PaymentResponse {
     /// `transactionDate`.
     #[serde(default, deserialize_with = "lenient_string")]
     pub transaction_date: Option<String>,
+    /// `amount`: what the aggregator says was paid or held, when it says.
+    #[serde(default, deserialize_with = "lenient_amount")]
+    pub amount: Option<Amount>,
     #[serde(flatten)]
     fee: FeeSpellings,
 }
