@@ -80,12 +80,18 @@ fn works(program: &str, args: &[&str]) -> bool {
 /// Everything the tier needs, each missing part named with how to install it.
 fn missing_parts() -> Vec<String> {
     let mut missing = Vec::new();
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(rustc)
+        .args(["--print", "sysroot"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    if !installed.lines().any(|l| l.trim() == TARGET) {
+    if sysroot.is_empty()
+        || !Path::new(&sysroot)
+            .join("lib/rustlib")
+            .join(TARGET)
+            .is_dir()
+    {
         missing.push(format!(
             "the Rust std for {TARGET}: rustup target add {TARGET}"
         ));
@@ -565,7 +571,13 @@ fn arm64_package_runs_on_an_emulated_aarch64_controller() {
     let boot_secs = start.elapsed().as_secs_f64();
     let steps = parse_steps(&console);
     for (name, s) in &steps {
-        eprintln!("arm64: {name}: exit {} in {:.1} s", s.exit, s.secs);
+        println!(
+            "== arm64: tapgate {name}: exit {} in {:.1} s",
+            s.exit, s.secs
+        );
+        for l in &s.output {
+            println!("   {l}");
+        }
     }
     eprintln!("arm64: VM boot, smoke commands and power-off took {boot_secs:.1} s");
 
@@ -623,5 +635,4 @@ fn arm64_package_runs_on_an_emulated_aarch64_controller() {
             "{want:?} not in the demo's output:\n{demo}"
         );
     }
-    println!("{demo}");
 }
