@@ -8,9 +8,9 @@
 //!    `target/qemu-arm64/kernel/`) under `qemu-system-aarch64` (software emulation: qemu-user
 //!    7.2 hangs on the first thread a program spawns) with an initramfs holding the package's
 //!    files as `dpkg -i` would lay them out, the arm64 shared libraries the binary needs (found
-//!    with `readelf`, from Debian's arm64 multiarch packages), the Indonesian zones of tzdata
-//!    (Priority: required on Debian, so on every Debian controller) and
-//!    `tests/qemu/arm64_smoke_init.rs` as PID 1.
+//!    with `readelf`, from Debian's arm64 multiarch packages) and
+//!    `tests/qemu/arm64_smoke_init.rs` as PID 1 — and no time zone database, as on minimal
+//!    controller images: the station's zone resolves from the copy built into the binary.
 //! 3. The init runs `tapgate decode`, `tapgate check-config /etc/tapgate/tapgate.toml` and
 //!    `tapgate demo`, and prints each one's output and exit code on the serial console; this
 //!    test asserts on them.
@@ -38,8 +38,6 @@ const LIB_DIRS: &[&str] = &[
     "/lib/aarch64-linux-gnu",
     "/usr/aarch64-linux-gnu/lib",
 ];
-/// The zones of `[station] timezone` an Indonesian gate can have.
-const ZONES: &[&str] = &["Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura"];
 const WALLET_PAN: &str = "9360091230000012345";
 
 fn repo() -> PathBuf {
@@ -415,12 +413,8 @@ fn build_initramfs(root: &Path, init: &Path, plan: &str, out: &Path) {
         let data = std::fs::read(&host).unwrap_or_else(|e| panic!("{}: {e}", host.display()));
         cpio.file(&inside, &data, 0o755);
     }
-    for zone in ZONES {
-        let host = Path::new("/usr/share/zoneinfo").join(zone);
-        let data = std::fs::read(&host)
-            .unwrap_or_else(|e| panic!("{}: {e} (apt-get install tzdata)", host.display()));
-        cpio.file(&format!("/usr/share/zoneinfo/{zone}"), &data, 0o644);
-    }
+    // No /usr/share/zoneinfo, as on many Buildroot/Yocto controller images: the station's
+    // zone must resolve from the database built into the binary.
     let init = std::fs::read(init).expect("read init");
     cpio.file("/init", &init, 0o755);
     cpio.file("/smoke/plan", plan.as_bytes(), 0o644);
