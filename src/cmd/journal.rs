@@ -275,13 +275,13 @@ fn run_inner(args: JournalArgs) -> anyhow::Result<ExitCode> {
                 Some(s) => parse_since(&s, now, &target.tz)?.as_millisecond(),
                 None => i64::MIN,
             };
-            let (j, rows, broken) = if salvage {
+            let (j, rows, lost) = if salvage {
                 if !target.path.exists() {
                     bail!("no journal at {}", target.path.display());
                 }
                 let j = Journal::open_for_salvage(&target.path)?;
-                let (rows, broken) = j.salvage();
-                (j, rows, broken)
+                let (rows, unreadable, first_error) = j.salvage();
+                (j, rows, Some((unreadable, first_error)))
             } else {
                 let j = target.open_read_only()?;
                 let rows = j.export(since_ms)?;
@@ -297,13 +297,15 @@ fn run_inner(args: JournalArgs) -> anyhow::Result<ExitCode> {
             }
             out.flush()?;
             let damaged = report_quarantined(&j);
-            if salvage {
+            if let Some((unreadable, first_error)) = lost {
                 eprintln!(
-                    "tapgate: salvaged {} operation(s) from {}{}; the export may be incomplete",
+                    "tapgate: salvaged {} operation(s) from {}; {unreadable} found but \
+                     unreadable{}; operations on damaged pages may be missing altogether: \
+                     reconcile with the aggregator's settlement report",
                     rows.len(),
                     j.path().display(),
-                    broken
-                        .map(|e| format!(", then reading stopped: {e}"))
+                    first_error
+                        .map(|e| format!(" (first error: {e})"))
                         .unwrap_or_default()
                 );
                 return Ok(ExitCode::from(1));

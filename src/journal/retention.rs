@@ -215,37 +215,100 @@ impl Journal {
         Ok(next_batch(&self.conn)? - 1)
     }
 
-    /// Every operation that can still be read, in table order, for a journal refused as
-    /// damaged (opened with [`Journal::open_for_salvage`]). Reading stops at the first damaged
-    /// page; the error, if any, comes back with what was read before it. Damaged rows are
-    /// skipped and counted in [`Journal::quarantined`].
-    pub fn salvage(&self) -> (Vec<OpRow>, Option<JournalError>) {
-        // NOT INDEXED: walk the table itself, not an index that may be the damaged part.
-        let sql = format!("SELECT {} FROM fare_ops NOT INDEXED", super::OP_COLUMNS);
+    /// Every operation that can still be read, oldest first, for a journal refused as damaged
+    /// (opened with [`Journal::open_for_salvage`]). Row ids are gathered from the table and
+    /// from two of its indexes (each read up to its first damaged page), then each row is
+    /// read on its own, so one damaged page costs only the rows on it. Returns the rows and
+    /// how many of the row ids found could not be read (plus the first error met, if any).
+    pub fn salvage(&self) -> (Vec<OpRow>, u64, Option<JournalError>) {
+        let mut first_error: Option<JournalError> = None;
+        let note = |e: rusqlite::Error, first: &mut Option<JournalError>| {
+            if first.is_none() {
+                *first = Some(JournalError::db("salvaging the journal", e));
+            }
+        };
+        let mut ids = BTreeSet::new();
+        // NOT INDEXED walks the table itself; the two indexes reach rows past a damaged table
+        // page.
+        for sql in [
+            "SELECT rowid FROM fare_ops NOT INDEXED",
+            "SELECT rowid FROM fare_ops INDEXED BY fare_ops_created",
+            "SELECT rowid FROM fare_ops INDEXED BY fare_ops_state",
+        ] {
+            let mut stmt = match self.conn.prepare(sql) {
+                Ok(s) => s,
+                Err(e) => {
+                    note(e, &mut first_error);
+                    continue;
+                }
+            };
+            let mut rows = match stmt.query([]) {
+                Ok(r) => r,
+                Err(e) => {
+                    note(e, &mut first_error);
+                    continue;
+                }
+            };
+            loop {
+                match rows.next() {
+                    Ok(Some(row)) => match row.get::<_, i64>(0) {
+                        Ok(id) => {
+                            ids.insert(id);
+                        }
+                        Err(e) => note(e, &mut first_error),
+                    },
+                    Ok(None) => break,
+                    Err(e) => {
+                        note(e, &mut first_error);
+                        break;
+                    }
+                }
+            }
+        }
+        let sql = format!("SELECT {} FROM fare_ops WHERE rowid = ?1", super::OP_COLUMNS);
         let mut out = Vec::new();
+        let mut unreadable = 0u64;
         let mut stmt = match self.conn.prepare(&sql) {
             Ok(s) => s,
-            Err(e) => return (out, Some(JournalError::db("salvaging the journal", e))),
+            Err(e) => {
+                note(e, &mut first_error);
+                return (out, ids.len() as u64, first_error);
+            }
         };
-        let mut rows = match stmt.query([]) {
-            Ok(r) => r,
-            Err(e) => return (out, Some(JournalError::db("salvaging the journal", e))),
-        };
-        loop {
+        for id in ids {
+            let mut rows = match stmt.query([id]) {
+                Ok(r) => r,
+                Err(e) => {
+                    unreadable += 1;
+                    note(e, &mut first_error);
+                    continue;
+                }
+            };
             match rows.next() {
-                Ok(None) => return (out, None),
                 Ok(Some(row)) => match super::parse_op(row) {
                     Ok(op) => out.push(op),
                     Err(super::RowError::Corrupt { key, detail }) => {
-                        self.quarantine("fare_ops", &key, &detail)
+                        unreadable += 1;
+                        self.quarantine("fare_ops", &key, &detail);
                     }
                     Err(super::RowError::Db(e)) => {
-                        return (out, Some(JournalError::db("salvaging the journal", e)))
+                        unreadable += 1;
+                        note(e, &mut first_error);
                     }
                 },
-                Err(e) => return (out, Some(JournalError::db("salvaging the journal", e))),
+                // A row id from a damaged index that leads nowhere.
+                Ok(None) => {}
+                Err(e) => {
+                    unreadable += 1;
+                    note(e, &mut first_error);
+                }
             }
         }
+        out.sort_by(|a, b| {
+            (a.created_at_ms, &a.partner_reference_no)
+                .cmp(&(b.created_at_ms, &b.partner_reference_no))
+        });
+        (out, unreadable, first_error)
     }
 }
 
