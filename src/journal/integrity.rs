@@ -66,10 +66,24 @@ pub(crate) fn quick_check(
 
 fn run_check(conn: &Connection) -> Result<CheckOutcome, rusqlite::Error> {
     let mut stmt = conn.prepare("PRAGMA quick_check")?;
-    let found = stmt
+    let rows = stmt
         .query_map([], |r| r.get::<_, String>(0))?
         .collect::<Result<Vec<String>, _>>()?;
-    let found: Vec<String> = found.into_iter().filter(|l| l != "ok").collect();
+    // SQLite puts several findings in one row, after a "*** in database main ***" heading:
+    // one finding per line, headings dropped, so a message stays on one line.
+    let found: Vec<String> = rows
+        .iter()
+        .flat_map(|row| row.lines())
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "ok" && !l.starts_with("*** in database"))
+        .map(str::to_owned)
+        .collect();
+    // Never read a verdict other than "ok" as sound, whatever its layout.
+    let found = if found.is_empty() && rows.iter().any(|r| r != "ok") {
+        vec![rows.join(" ")]
+    } else {
+        found
+    };
     Ok(if found.is_empty() {
         CheckOutcome::Sound
     } else {
