@@ -610,16 +610,11 @@ impl Journal {
     /// sound, else SQLite's findings. It reads the whole file, so never call it on the tap
     /// path.
     pub fn quick_check(&self) -> Result<Vec<String>, JournalError> {
-        let mut stmt = self
-            .conn
-            .prepare("PRAGMA quick_check")
-            .ctx("checking the file")?;
-        let found = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .ctx("checking the file")?
-            .collect::<Result<Vec<String>, _>>()
-            .ctx("checking the file")?;
-        Ok(found.into_iter().filter(|l| l != "ok").collect())
+        match integrity::quick_check(&self.conn, None).ctx("checking the file")? {
+            integrity::CheckOutcome::Sound => Ok(Vec::new()),
+            integrity::CheckOutcome::Damaged(found) => Ok(found),
+            integrity::CheckOutcome::Unfinished => Ok(vec!["the check was interrupted".into()]),
+        }
     }
 
     fn quarantine(&self, table: &str, key: &str, detail: &str) {

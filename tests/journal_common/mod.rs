@@ -119,3 +119,129 @@ pub fn raw_quick_check(path: &Path) -> Vec<String> {
         Err(e) => vec![e.to_string()],
     }
 }
+
+/// Begins `reference` at `created_at_ms` and drives it into `state` along legal moves, the
+/// last change at `changed_at_ms`.
+pub fn reach(j: &mut Journal, op: &NewOp, state: OpState, changed_at_ms: i64) -> OpRow {
+    let r = op.partner_reference_no.as_str();
+    j.begin(op).unwrap();
+    let at = changed_at_ms;
+    let ok = |t: Transition| Transition {
+        reference_no: Some(format!("AGG-{r}")),
+        ..t
+    };
+    let refund_pending = Transition {
+        gate_opened: Some(false),
+        refund_amount: Some(op.amount),
+        ..ok(Transition::new(OpState::RefundPending, at))
+    };
+    let moves: Vec<Transition> = match state {
+        OpState::Pending => vec![],
+        OpState::Unknown => vec![Transition::new(OpState::Unknown, at)],
+        OpState::Succeeded => return succeed(j, r, at),
+        OpState::Declined => vec![Transition {
+            response_code: Some("4036005".into()),
+            reason: Some("insufficient balance".into()),
+            ..Transition::new(OpState::Declined, at)
+        }],
+        OpState::RefundPending => vec![
+            ok(Transition::new(OpState::Succeeded, at)),
+            refund_pending,
+        ],
+        OpState::Refunded => vec![
+            ok(Transition::new(OpState::Succeeded, at)),
+            refund_pending,
+            Transition {
+                refund_no: Some(format!("RF-{r}")),
+                ..Transition::new(OpState::Refunded, at)
+            },
+        ],
+        OpState::Attention => vec![
+            Transition::new(OpState::Unknown, at),
+            Transition {
+                reason: Some("still unknown after 20 queries".into()),
+                ..Transition::new(OpState::Attention, at)
+            },
+        ],
+    };
+    if moves.is_empty() {
+        return j.get(r).unwrap().unwrap();
+    }
+    let row = j.transitions(r, &moves).unwrap();
+    assert_eq!(row.state, state);
+    row
+}
+
+/// A tap-out (settle) operation.
+pub fn settle_op(reference: &str, created_at_ms: i64) -> NewOp {
+    NewOp {
+        kind: OpKind::Settle,
+        lane: "out-1".into(),
+        direction: Direction::Out,
+        amount: Rupiah(9_000),
+        ..new_op(reference, created_at_ms)
+    }
+}
+
+/// Adds `n` SUCCEEDED operations (`{prefix}{i}`), each with its two events, begun and changed
+/// at `at_ms`, in ONE transaction: real rows of the real schema, a million in seconds.
+pub fn bulk_succeeded(path: &Path, prefix: &str, n: usize, at_ms: i64) {
+    let mut c = Connection::open(path).unwrap();
+    c.pragma_update(None, "foreign_keys", "ON").unwrap();
+    let tx = c.transaction().unwrap();
+    {
+        let mut op = tx
+            .prepare(
+                "INSERT INTO fare_ops (partner_reference_no, kind, lane, direction, station_id, \
+                 amount, pan_key, pan_masked, nns, state, reference_no, response_code, \
+                 gate_opened, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms) \
+                 VALUES (?1, 'hold', 'in-1', 'in', 'LBB', 14000, ?2, '93600914*******1234', \
+                 '93600914', 'SUCCEEDED', ?3, '2005400', 1, 1, ?4, ?4, ?4)",
+            )
+            .unwrap();
+        let mut ev = tx
+            .prepare(
+                "INSERT INTO events (partner_reference_no, at_ms, from_state, to_state, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .unwrap();
+        for i in 0..n {
+            let r = format!("{prefix}{i:08}");
+            let key = format!("{:064x}", i as u64 * 2_654_435_761);
+            op.execute(rusqlite::params![r, key, format!("AGG-{r}"), at_ms])
+                .unwrap();
+            ev.execute(rusqlite::params![
+                r,
+                at_ms,
+                None::<String>,
+                "PENDING",
+                "begin kind=hold lane=in-1 station=LBB amount=14000 nns=93600914 \
+                 pan=93600914*******1234"
+            ])
+            .unwrap();
+            ev.execute(rusqlite::params![
+                r,
+                at_ms,
+                "PENDING",
+                "SUCCEEDED",
+                format!("referenceNo=AGG-{r} responseCode=2005400 gate_opened=true")
+            ])
+            .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+}
+
+/// Every operation's reference in the journal file, sorted.
+pub fn all_refs(path: &Path) -> Vec<String> {
+    let c = Connection::open(path).unwrap();
+    let mut stmt = c
+        .prepare("SELECT partner_reference_no FROM fare_ops ORDER BY 1")
+        .unwrap();
+    let v = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<Vec<String>, _>>()
+        .unwrap();
+    v
+}
