@@ -360,3 +360,50 @@ fn the_file_stops_growing_over_fill_and_prune_cycles() {
         assert!(*s <= first + 4 * 4096, "cycle {i}: {s} bytes after {first}: {sizes:?}");
     }
 }
+
+/// The daemon's retention task, on a station built from a config file with `retain_days`: one
+/// run prunes the old final rows batch by batch, into `export_dir`, and leaves the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_task_prunes_with_the_configured_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens there: retention never talks to the aggregator.
+    let cfg_path = common::station_config(dir.path(), "http://127.0.0.1:9", "", "");
+    let exports_dir = dir.path().join("settlement");
+    let text = std::fs::read_to_string(&cfg_path).unwrap().replacen(
+        "[journal]\n",
+        &format!(
+            "[journal]\nretain_days = 30\nprune_batch = 7\nexport_dir = {:?}\n",
+            exports_dir
+        ),
+        1,
+    );
+    std::fs::write(&cfg_path, text).unwrap();
+    let path = dir.path().join("journal.db");
+    let now = now_ms();
+    let mut j = Journal::open(&path).unwrap();
+    reach(&mut j, &new_op("OLD-UNKNOWN", now - 40 * DAY_MS), OpState::Unknown, now - 40 * DAY_MS);
+    reach(&mut j, &new_op("NEW-OK", now - DAY_MS), OpState::Succeeded, now - DAY_MS);
+    drop(j);
+    bulk_succeeded(&path, "OLD-", 30, now - 40 * DAY_MS);
+
+    let cfg = tapgate::config::Config::load(&cfg_path).unwrap();
+    let station = tapgate::daemon::station_from_config(cfg, &cfg_path).unwrap();
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let n = tapgate::daemon::retention::run_once(&station, &stop_rx)
+        .await
+        .unwrap();
+    assert_eq!(n, 30);
+    assert_eq!(all_refs(&path), ["NEW-OK", "OLD-UNKNOWN"]);
+    let files = exports(&exports_dir);
+    assert_eq!(files.len(), 5, "30 rows in batches of 7: {files:?}");
+    let mut got = exported_refs(&exports_dir);
+    got.sort();
+    let want: Vec<String> = (0..30).map(|i| format!("OLD-{i:08}")).collect();
+    assert_eq!(got, want);
+    // The station's journal still takes writes afterwards.
+    station
+        .journal
+        .run(move |j| j.begin(&new_op("AFTER", now)))
+        .await
+        .unwrap();
+}
