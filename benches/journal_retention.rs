@@ -145,7 +145,9 @@ fn replicate(path: &Path, first_copy: usize, copies: usize, shift_ms: i64) {
         &format!("SELECT * FROM journeys WHERE tap_in_ref IN ({list}) ORDER BY id"),
     );
     let max_id: i64 = c
-        .query_row("SELECT coalesce(max(id), 0) FROM journeys", [], |r| r.get(0))
+        .query_row("SELECT coalesce(max(id), 0) FROM journeys", [], |r| {
+            r.get(0)
+        })
         .expect("max");
     let tx = c.transaction().expect("tx");
     tx.pragma_update(None, "defer_foreign_keys", "ON")
@@ -296,7 +298,10 @@ fn main() {
         .unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::tempdir_in(&base).expect("tempdir");
     let path = dir.path().join("journal.db");
-    println!("journal_retention: journal in {} (BIG={big})", dir.path().display());
+    println!(
+        "journal_retention: journal in {} (BIG={big})",
+        dir.path().display()
+    );
     let now = jiff::Timestamp::now().as_millisecond();
 
     // 1. The template, through the API: 500 journeys = 1000 operations, dated 100 days ago.

@@ -55,7 +55,11 @@ fn a_damaged_journal_is_refused_and_left_as_it_was() {
     }
     assert_eq!(e.storage_fault(), Some(StorageFault::Corrupt));
     assert_procedure(&e.to_string(), &path);
-    assert_eq!(std::fs::read(&path).unwrap(), damaged_bytes, "the file was changed");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        damaged_bytes,
+        "the file was changed"
+    );
 
     // A read-only open too.
     let e = Journal::open_read_only(&path).unwrap_err();
@@ -64,7 +68,11 @@ fn a_damaged_journal_is_refused_and_left_as_it_was() {
     // `journal list`: non-zero, with the procedure.
     let out = tapgate(&["list"], &path);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0), "list on a damaged journal: {err}");
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "list on a damaged journal: {err}"
+    );
     assert_procedure(&err, &path);
     assert!(out.stdout.is_empty(), "nothing listed as if whole");
 
@@ -88,7 +96,11 @@ fn a_damaged_journal_is_refused_and_left_as_it_was() {
     for row in &got {
         assert!(want.contains(row), "salvage invented {row}");
     }
-    assert_eq!(std::fs::read(&path).unwrap(), damaged_bytes, "salvage changed the file");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        damaged_bytes,
+        "salvage changed the file"
+    );
 }
 
 #[test]
@@ -117,7 +129,11 @@ fn a_tap_is_not_charged_into_a_damaged_journal() {
     let report: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
     assert_eq!(report["outcome"], "journal_unavailable", "{report}");
     assert_procedure(&report.to_string(), &path);
-    assert_eq!(std::fs::read(&path).unwrap(), damaged_bytes, "the tap wrote to it");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        damaged_bytes,
+        "the tap wrote to it"
+    );
 }
 
 #[test]

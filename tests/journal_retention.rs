@@ -26,7 +26,13 @@ fn prune_cli(journal: &Path, exports: &Path, batch: u32, failpoint: Option<&str>
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tapgate"));
     cmd.args(["journal", "--journal"])
         .arg(journal)
-        .args(["prune", "--retain-days", "30", "--batch", &batch.to_string()])
+        .args([
+            "prune",
+            "--retain-days",
+            "30",
+            "--batch",
+            &batch.to_string(),
+        ])
         .arg("--export-dir")
         .arg(exports);
     match failpoint {
@@ -146,34 +152,89 @@ fn prune_removes_exactly_the_old_final_operations_and_exports_each_once() {
         kept.push(r);
     }
     // Final but recent, or old but changed recently.
-    reach(&mut j, &new_op("NEW-FINAL", recent), OpState::Succeeded, recent);
+    reach(
+        &mut j,
+        &new_op("NEW-FINAL", recent),
+        OpState::Succeeded,
+        recent,
+    );
     kept.push("NEW-FINAL".into());
     reach(&mut j, &new_op("OLD-LATE", old), OpState::Succeeded, recent);
     kept.push("OLD-LATE".into());
 
     // J1: closed long ago, both taps final: the journey leaves with both.
-    let tin = reach(&mut j, &new_op("J1-IN", old + 1000), OpState::Succeeded, old + 1100);
-    let j1 = j.open_journey(&tin.pan_key, "LBB", "J1-IN", old + 1100).unwrap();
-    let tout = reach(&mut j, &settle_op("J1-OUT", old + 9000), OpState::Succeeded, old + 9100);
-    j.close_journey(j1, JourneyState::Closed, Some("J1-OUT"), Some(Rupiah(9000)), old + 9200)
+    let tin = reach(
+        &mut j,
+        &new_op("J1-IN", old + 1000),
+        OpState::Succeeded,
+        old + 1100,
+    );
+    let j1 = j
+        .open_journey(&tin.pan_key, "LBB", "J1-IN", old + 1100)
         .unwrap();
+    let tout = reach(
+        &mut j,
+        &settle_op("J1-OUT", old + 9000),
+        OpState::Succeeded,
+        old + 9100,
+    );
+    j.close_journey(
+        j1,
+        JourneyState::Closed,
+        Some("J1-OUT"),
+        Some(Rupiah(9000)),
+        old + 9200,
+    )
+    .unwrap();
     pruned.push(j.get("J1-IN").unwrap().unwrap());
     pruned.push(j.get("J1-OUT").unwrap().unwrap());
     assert_eq!(tout.partner_reference_no, "J1-OUT");
     // J2: still open (the passenger is inside): its paid tap-in stays.
-    let t2 = reach(&mut j, &new_op("J2-IN", old + 2000), OpState::Succeeded, old + 2100);
-    let j2 = j.open_journey(&t2.pan_key, "LBB", "J2-IN", old + 2100).unwrap();
+    let t2 = reach(
+        &mut j,
+        &new_op("J2-IN", old + 2000),
+        OpState::Succeeded,
+        old + 2100,
+    );
+    let j2 = j
+        .open_journey(&t2.pan_key, "LBB", "J2-IN", old + 2100)
+        .unwrap();
     kept.push("J2-IN".into());
     // J3: closed, but its tap-out is still UNKNOWN: the tap-in it depends on stays with it.
-    let t3 = reach(&mut j, &new_op("J3-IN", old + 3000), OpState::Succeeded, old + 3100);
-    let j3 = j.open_journey(&t3.pan_key, "LBB", "J3-IN", old + 3100).unwrap();
-    reach(&mut j, &settle_op("J3-OUT", old + 4000), OpState::Unknown, old + 4100);
-    j.close_journey(j3, JourneyState::Closed, Some("J3-OUT"), Some(Rupiah(9000)), old + 4200)
+    let t3 = reach(
+        &mut j,
+        &new_op("J3-IN", old + 3000),
+        OpState::Succeeded,
+        old + 3100,
+    );
+    let j3 = j
+        .open_journey(&t3.pan_key, "LBB", "J3-IN", old + 3100)
         .unwrap();
+    reach(
+        &mut j,
+        &settle_op("J3-OUT", old + 4000),
+        OpState::Unknown,
+        old + 4100,
+    );
+    j.close_journey(
+        j3,
+        JourneyState::Closed,
+        Some("J3-OUT"),
+        Some(Rupiah(9000)),
+        old + 4200,
+    )
+    .unwrap();
     kept.extend(["J3-IN".into(), "J3-OUT".into()]);
     // J4: old final taps, but closed recently (stale-closed by policy yesterday): stays.
-    let t4 = reach(&mut j, &new_op("J4-IN", old + 5000), OpState::Succeeded, old + 5100);
-    let j4 = j.open_journey(&t4.pan_key, "LBB", "J4-IN", old + 5100).unwrap();
+    let t4 = reach(
+        &mut j,
+        &new_op("J4-IN", old + 5000),
+        OpState::Succeeded,
+        old + 5100,
+    );
+    let j4 = j
+        .open_journey(&t4.pan_key, "LBB", "J4-IN", old + 5100)
+        .unwrap();
     j.close_journey(j4, JourneyState::StaleClosed, None, None, recent)
         .unwrap();
     kept.push("J4-IN".into());
@@ -187,9 +248,16 @@ fn prune_removes_exactly_the_old_final_operations_and_exports_each_once() {
 
     let out = prune_cli(&path, &exports_dir, 4, None);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        stdout.contains(&format!("pruned {} operation(s) and 1 journey(s)", pruned.len())),
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "pruned {} operation(s) and 1 journey(s)",
+            pruned.len()
+        )),
         "{stdout}"
     );
 
@@ -208,7 +276,10 @@ fn prune_removes_exactly_the_old_final_operations_and_exports_each_once() {
         v
     };
     assert_eq!(journeys, vec![j2, j3, j4]);
-    assert_eq!(count(&path, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
+    assert_eq!(
+        count(&path, "SELECT count(*) FROM pragma_foreign_key_check"),
+        0
+    );
 
     // The exports hold exactly the pruned rows, each once, as `journal export` prints them.
     let files = exports(&exports_dir);
@@ -222,7 +293,11 @@ fn prune_removes_exactly_the_old_final_operations_and_exports_each_once() {
         let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", p.display());
     }
-    let dmode = std::fs::metadata(&exports_dir).unwrap().permissions().mode() & 0o777;
+    let dmode = std::fs::metadata(&exports_dir)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(dmode, 0o700);
     // A journey leaves whole: both of J1's taps in one file.
     let j1_file: Vec<_> = files
@@ -231,7 +306,11 @@ fn prune_removes_exactly_the_old_final_operations_and_exports_each_once() {
         .collect();
     assert_eq!(j1_file.len(), 1);
     assert_eq!(
-        j1_file[0].1.iter().filter(|r| r[0].starts_with("J1-")).count(),
+        j1_file[0]
+            .1
+            .iter()
+            .filter(|r| r[0].starts_with("J1-"))
+            .count(),
         2
     );
 
@@ -357,7 +436,10 @@ fn the_file_stops_growing_over_fill_and_prune_cycles() {
     let first = sizes[0];
     for (i, s) in sizes.iter().enumerate() {
         // Freed pages are reused: later cycles need no new pages (a few for the prune log).
-        assert!(*s <= first + 4 * 4096, "cycle {i}: {s} bytes after {first}: {sizes:?}");
+        assert!(
+            *s <= first + 4 * 4096,
+            "cycle {i}: {s} bytes after {first}: {sizes:?}"
+        );
     }
 }
 
@@ -381,8 +463,18 @@ async fn the_daemon_task_prunes_with_the_configured_retention() {
     let path = dir.path().join("journal.db");
     let now = now_ms();
     let mut j = Journal::open(&path).unwrap();
-    reach(&mut j, &new_op("OLD-UNKNOWN", now - 40 * DAY_MS), OpState::Unknown, now - 40 * DAY_MS);
-    reach(&mut j, &new_op("NEW-OK", now - DAY_MS), OpState::Succeeded, now - DAY_MS);
+    reach(
+        &mut j,
+        &new_op("OLD-UNKNOWN", now - 40 * DAY_MS),
+        OpState::Unknown,
+        now - 40 * DAY_MS,
+    );
+    reach(
+        &mut j,
+        &new_op("NEW-OK", now - DAY_MS),
+        OpState::Succeeded,
+        now - DAY_MS,
+    );
     drop(j);
     bulk_succeeded(&path, "OLD-", 30, now - 40 * DAY_MS);
 

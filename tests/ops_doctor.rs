@@ -262,14 +262,19 @@ async fn journal_permissions_retention_and_damage() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     // Retention on, its export folder creatable.
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replacen("[journal]\n", "[journal]\nretain_days = 30\n", 1);
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[journal]\n",
+        "[journal]\nretain_days = 30\n",
+        1,
+    );
     std::fs::write(&cfg, text).unwrap();
     let (_, lines, out) = run_doctor_blocking(cfg.clone()).await.unwrap();
     let ret = line(&lines, "retention");
     assert_eq!(ret.0, "PASS", "{out}");
-    assert!(ret.2.contains("30 day(s)") && ret.2.contains("pruned"), "{out}");
+    assert!(
+        ret.2.contains("30 day(s)") && ret.2.contains("pruned"),
+        "{out}"
+    );
 
     // Random bytes over one page of the operations table.
     journal_common::damage_ops_page(&path);
@@ -285,7 +290,11 @@ async fn journal_permissions_retention_and_damage() {
         "{out}"
     );
     assert_eq!(code, 1, "{out}");
-    assert_eq!(std::fs::read(&path).unwrap(), bytes, "the doctor changed the file");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "the doctor changed the file"
+    );
 }
 
 #[test]

@@ -94,7 +94,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     };
     let reconciler = tokio::spawn(Reconciler::new(station.clone()).run(stop_rx.clone()));
     let token_keeper = tokio::spawn(keep_token(station.clone(), stop_rx.clone()));
-    let retention = tokio::spawn(crate::daemon::retention::run(station.clone(), stop_rx.clone()));
+    let retention = tokio::spawn(crate::daemon::retention::run(
+        station.clone(),
+        stop_rx.clone(),
+    ));
     if let Some(listen) = &cfg.metrics.listen {
         let addr: std::net::SocketAddr = listen
             .parse()

@@ -178,7 +178,9 @@ pub enum JournalError {
     },
     /// A retention batch changed between its export and its deletion (a row moved on, or
     /// another prune took the batch number): nothing was deleted; the next run exports again.
-    #[error("retention batch {batch} not deleted: {why}; nothing was deleted, the next run retries")]
+    #[error(
+        "retention batch {batch} not deleted: {why}; nothing was deleted, the next run retries"
+    )]
     PruneConflict {
         /// The batch number.
         batch: i64,

@@ -664,6 +664,17 @@ fn check_integrity(
     let started = std::time::Instant::now();
     match integrity::quick_check(conn, Some(integrity::OPEN_CHECK_BUDGET)) {
         Ok(integrity::CheckOutcome::Sound) => Ok(()),
+        Ok(integrity::CheckOutcome::Damaged(findings))
+            if findings.iter().all(|f| integrity::is_row_finding(f)) =>
+        {
+            // Readable rows with values the schema forbids: reads quarantine them one by one.
+            tracing::warn!(
+                journal = %path.display(),
+                findings = %findings.join("; "),
+                "journal rows break the schema's constraints: reads skip and count them"
+            );
+            Ok(())
+        }
         Ok(integrity::CheckOutcome::Damaged(findings)) => Err(JournalError::Damaged {
             path: path.to_path_buf(),
             findings,

@@ -36,7 +36,8 @@ use super::{load_op, write_csv, Journal, JournalError, OpRow};
 use crate::fare::OpState;
 
 /// The states retention may delete. `ATTENTION` is not among them: it waits for a person.
-pub const PRUNABLE_STATES: [OpState; 3] = [OpState::Succeeded, OpState::Declined, OpState::Refunded];
+pub const PRUNABLE_STATES: [OpState; 3] =
+    [OpState::Succeeded, OpState::Declined, OpState::Refunded];
 
 /// A group larger than this (operations and journeys linked to each other) is left alone: a
 /// sound journal links one or two operations to a journey.
@@ -265,7 +266,10 @@ impl Journal {
                 }
             }
         }
-        let sql = format!("SELECT {} FROM fare_ops WHERE rowid = ?1", super::OP_COLUMNS);
+        let sql = format!(
+            "SELECT {} FROM fare_ops WHERE rowid = ?1",
+            super::OP_COLUMNS
+        );
         let mut out = Vec::new();
         let mut unreadable = 0u64;
         let mut stmt = match self.conn.prepare(&sql) {
@@ -313,9 +317,11 @@ impl Journal {
 }
 
 fn next_batch(conn: &Connection) -> Result<i64, JournalError> {
-    conn.query_row("SELECT coalesce(max(batch), 0) + 1 FROM prune_log", [], |r| {
-        r.get(0)
-    })
+    conn.query_row(
+        "SELECT coalesce(max(batch), 0) + 1 FROM prune_log",
+        [],
+        |r| r.get(0),
+    )
     .ctx("reading the retention log")
 }
 

@@ -18,7 +18,10 @@ pub fn new_op(reference: &str, created_at_ms: i64) -> NewOp {
         direction: Direction::In,
         station_id: "LBB".into(),
         amount: Rupiah(14_000),
-        pan_key: format!("{:064x}", reference.len() as u64 * 7919 + created_at_ms as u64),
+        pan_key: format!(
+            "{:064x}",
+            reference.len() as u64 * 7919 + created_at_ms as u64
+        ),
         pan_masked: "93600914*******1234".into(),
         nns: "93600914".into(),
         journey_id: None,
@@ -144,10 +147,7 @@ pub fn reach(j: &mut Journal, op: &NewOp, state: OpState, changed_at_ms: i64) ->
             reason: Some("insufficient balance".into()),
             ..Transition::new(OpState::Declined, at)
         }],
-        OpState::RefundPending => vec![
-            ok(Transition::new(OpState::Succeeded, at)),
-            refund_pending,
-        ],
+        OpState::RefundPending => vec![ok(Transition::new(OpState::Succeeded, at)), refund_pending],
         OpState::Refunded => vec![
             ok(Transition::new(OpState::Succeeded, at)),
             refund_pending,
