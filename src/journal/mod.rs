@@ -101,7 +101,7 @@ impl Journal {
         // Look before changing anything: a foreign or newer file must be left as it was.
         let header = schema::read_header(&conn).map_err(|e| JournalError::open(path, e))?;
         schema::check_header(path, header)?;
-        check_integrity(&conn, path, header)?;
+        check_integrity(&conn, path, header, integrity::OPEN_CHECK_BUDGET)?;
         let exposed = integrity::open_to_others(path);
         if !exposed.is_empty() {
             tracing::warn!(
@@ -138,7 +138,7 @@ impl Journal {
     pub fn open_read_only(path: &Path) -> Result<Journal, JournalError> {
         let j = Self::open_for_salvage(path)?;
         let header = schema::read_header(&j.conn).map_err(|e| JournalError::open(path, e))?;
-        check_integrity(&j.conn, path, header)?;
+        check_integrity(&j.conn, path, header, integrity::READ_ONLY_CHECK_BUDGET)?;
         Ok(j)
     }
 
@@ -651,18 +651,18 @@ impl Journal {
     }
 }
 
-/// Refuses a damaged file: `quick_check` within [`integrity::OPEN_CHECK_BUDGET`]. A fresh
-/// file has nothing to check.
+/// Refuses a damaged file: `quick_check` within `budget`. A fresh file has nothing to check.
 fn check_integrity(
     conn: &Connection,
     path: &Path,
     header: schema::Header,
+    budget: Duration,
 ) -> Result<(), JournalError> {
     if header.objects == 0 {
         return Ok(());
     }
     let started = std::time::Instant::now();
-    match integrity::quick_check(conn, Some(integrity::OPEN_CHECK_BUDGET)) {
+    match integrity::quick_check(conn, Some(budget)) {
         Ok(integrity::CheckOutcome::Sound) => Ok(()),
         Ok(integrity::CheckOutcome::Damaged(findings))
             if findings.iter().all(|f| integrity::is_row_finding(f)) =>
@@ -682,7 +682,7 @@ fn check_integrity(
         Ok(integrity::CheckOutcome::Unfinished) => {
             tracing::warn!(
                 journal = %path.display(),
-                budget_s = integrity::OPEN_CHECK_BUDGET.as_secs(),
+                budget_s = budget.as_secs(),
                 "journal integrity check cut off at its time budget: not fully checked (`tapgate \
                  doctor` runs the whole check; set [journal] retain_days to keep the file small)"
             );

@@ -84,10 +84,13 @@ impl Journal {
         let number = next_batch(&tx)?;
         let mut stmt = tx
             .prepare(
-                "SELECT partner_reference_no FROM fare_ops \
+                // Walk the time index from the oldest row and stop once the batch is full:
+                // without the hint SQLite may prefer the state index and sort every final
+                // row of the journal for each batch.
+                "SELECT partner_reference_no FROM fare_ops INDEXED BY fare_ops_created \
                  WHERE created_at_ms < ?1 AND updated_at_ms < ?1 \
                  AND state IN ('SUCCEEDED', 'DECLINED', 'REFUNDED') \
-                 ORDER BY created_at_ms, partner_reference_no",
+                 ORDER BY created_at_ms",
             )
             .ctx("picking a retention batch")?;
         let mut rows = stmt.query([cutoff_ms]).ctx("picking a retention batch")?;
