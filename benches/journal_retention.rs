@@ -9,8 +9,9 @@
 //!    their events and journeys, dated long ago: the bytes per operation in the file, and the
 //!    open-time integrity check (`quick_check`) at 100 k and 1 M.
 //! 3. The same taps at 1 M rows.
-//! 4. Retention of 100 k operations in batches of 500: time per batch (how long a tap may wait
-//!    for the journal) and the file size before and after refilling.
+//! 4. Retention of 100 k operations in batches of `PRUNE_BATCH` (default 100, the config's
+//!    default): time per batch (how long a tap may wait for the journal) and the file size
+//!    before and after refilling.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -373,11 +374,15 @@ fn main() {
     let mut pick = Vec::new();
     let mut write = Vec::new();
     let mut commit = Vec::new();
+    let batch_size: usize = std::env::var("PRUNE_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let mut pruned = 0usize;
     let t_all = Instant::now();
     while pruned < 100_000 {
         let t = Instant::now();
-        let Some(b) = j.prune_candidates(cutoff, 500).expect("pick") else {
+        let Some(b) = j.prune_candidates(cutoff, batch_size).expect("pick") else {
             break;
         };
         pick.push(ms(t.elapsed()));
@@ -395,7 +400,7 @@ fn main() {
     drop(j);
     checkpoint(&path);
     println!(
-        "retention: {pruned} operations in {} batches of 500 in {:.1} s ({:.0} ops/s); journal held per batch: pick p50 {:.1} ms max {:.1} ms, delete p50 {:.1} ms max {:.1} ms; CSV export (unlocked) p50 {:.1} ms",
+        "retention: {pruned} operations in {} batches of {batch_size} in {:.1} s ({:.0} ops/s); journal held per batch: pick p50 {:.1} ms max {:.1} ms, delete p50 {:.1} ms max {:.1} ms; CSV export (unlocked) p50 {:.1} ms",
         pick.len(),
         total.as_secs_f64(),
         pruned as f64 / total.as_secs_f64(),

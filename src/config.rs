@@ -427,7 +427,7 @@ pub struct JournalConfig {
 }
 
 fn default_prune_batch() -> u32 {
-    500
+    100
 }
 
 impl JournalConfig {

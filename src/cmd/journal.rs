@@ -131,7 +131,7 @@ pub enum JournalCommand {
         /// journal).
         #[arg(long, value_name = "DIR")]
         export_dir: Option<PathBuf>,
-        /// Operations per batch (default: `[journal] prune_batch`, else 500).
+        /// Operations per batch (default: `[journal] prune_batch`, else 100).
         #[arg(long, value_name = "N")]
         batch: Option<u32>,
     },
@@ -343,7 +343,7 @@ fn prune(
                 .unwrap_or_else(|| Path::new("."))
                 .join("pruned")
         });
-    let batch = batch.or_else(|| cfg.map(|c| c.prune_batch)).unwrap_or(500);
+    let batch = batch.or_else(|| cfg.map(|c| c.prune_batch)).unwrap_or(100);
     // Read-only first: a wrong path must not create an empty journal.
     drop(target.open_read_only()?);
     let mut j = Journal::open(&target.path).with_context(|| {
@@ -358,7 +358,7 @@ fn prune(
         &mut j,
         &dir,
         cutoff_ms,
-        usize::try_from(batch).unwrap_or(500),
+        usize::try_from(batch).unwrap_or(100),
         now_ms,
     )?;
     for f in &report.removed {

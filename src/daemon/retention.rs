@@ -20,8 +20,9 @@ use crate::journal::JournalError;
 pub const FIRST_RUN_AFTER: Duration = Duration::from_secs(60);
 /// Time between runs.
 pub const EVERY: Duration = Duration::from_secs(3600);
-/// Pause between two batches of one run: lanes and the reconciler get the journal.
-pub const BETWEEN_BATCHES: Duration = Duration::from_millis(50);
+/// Pause between two batches of one run: lanes and the reconciler get the journal most of the
+/// time (a batch of 100 holds it for about 0.15 s on a 1 GB journal).
+pub const BETWEEN_BATCHES: Duration = Duration::from_millis(200);
 
 /// Runs retention every [`EVERY`] until `stop`; returns at once when retention is off.
 pub async fn run(station: Arc<Station>, mut stop: watch::Receiver<bool>) {
@@ -60,7 +61,7 @@ pub async fn run_once(
     };
     let dir = cfg.export_dir_path();
     let journal_path = cfg.path.clone();
-    let batch_size = usize::try_from(cfg.prune_batch.max(1)).unwrap_or(500);
+    let batch_size = usize::try_from(cfg.prune_batch.max(1)).unwrap_or(100);
     let export = blocking(move || ExportDir::lock(&dir, &journal_path)).await?;
     let export = Arc::new(export);
     let last = station.journal.run(|j| j.last_prune_batch()).await?;
