@@ -21,7 +21,7 @@ pub const FIRST_RUN_AFTER: Duration = Duration::from_secs(60);
 /// Time between runs.
 pub const EVERY: Duration = Duration::from_secs(3600);
 /// Pause between two batches of one run: lanes and the reconciler get the journal most of the
-/// time (a batch of 100 holds it for about 0.15 s on a 1 GB journal).
+/// time (a batch of 100 held it 35 ms typically, 0.12 s at worst, on a 1 GB journal).
 pub const BETWEEN_BATCHES: Duration = Duration::from_millis(200);
 
 /// Runs retention every [`EVERY`] until `stop`; returns at once when retention is off.
