@@ -486,6 +486,22 @@ pub struct JournalConfig {
     /// (random, mode 0600) beside the journal when missing.
     #[serde(default)]
     pub passenger_key_file: Option<PathBuf>,
+    /// Retention: final operations (and their closed journeys) whose last change is older
+    /// than this many days are exported to CSV and then deleted from the journal. Absent:
+    /// the journal keeps everything.
+    #[serde(default)]
+    pub retain_days: Option<u32>,
+    /// Where retention writes its CSV exports; defaulted to `pruned/` beside the journal.
+    #[serde(default)]
+    pub export_dir: Option<PathBuf>,
+    /// Operations deleted per retention transaction (the journal lock is released between
+    /// batches, so a tap waits for at most one batch).
+    #[serde(default = "default_prune_batch")]
+    pub prune_batch: u32,
+}
+
+fn default_prune_batch() -> u32 {
+    100
 }
 
 impl JournalConfig {
@@ -496,6 +512,16 @@ impl JournalConfig {
                 .parent()
                 .unwrap_or_else(|| Path::new("."))
                 .join("passenger.key")
+        })
+    }
+
+    /// The retention export folder, defaulted to `pruned/` beside the journal.
+    pub fn export_dir_path(&self) -> PathBuf {
+        self.export_dir.clone().unwrap_or_else(|| {
+            self.path
+                .parent()
+                .unwrap_or_else(|| Path::new("."))
+                .join("pruned")
         })
     }
 }

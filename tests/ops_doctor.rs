@@ -2,6 +2,7 @@
 //! simulator over loopback. Every line must tell the truth about this machine.
 
 mod common;
+mod journal_common;
 #[allow(dead_code)] // the shared pcscd helper has more than this test uses
 mod support;
 
@@ -226,6 +227,74 @@ async fn wrong_secret_key_or_address_fail() {
     let agg = line(&lines, "aggregator");
     assert_eq!(agg.0, "FAIL", "{out}");
     assert!(agg.2.contains("unreachable"), "{out}");
+}
+
+/// The journal lines: its files' modes, retention, and a journal damaged on a real b-tree page
+/// (FAIL, with the procedure, and the file left as it was).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_permissions_retention_and_damage() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let sim = common::start_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::station_config(dir.path(), &sim.base_url(), "", "");
+    secure(dir.path());
+    let path = dir.path().join("journal.db");
+    journal_common::filled(&path, 400);
+
+    let (_, lines, out) = run_doctor_blocking(cfg.clone()).await.unwrap();
+    assert_eq!(line(&lines, "journal").0, "PASS", "{out}");
+    assert_eq!(line(&lines, "journal files").0, "PASS", "{out}");
+    let ret = line(&lines, "retention");
+    assert_eq!(ret.0, "WARN", "{out}");
+    assert!(ret.2.contains("retain_days"), "{out}");
+
+    // A journal left 0644 by an older tapgate: a warning naming the fix; the mode is kept.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_, lines, out) = run_doctor_blocking(cfg.clone()).await.unwrap();
+    let files = line(&lines, "journal files");
+    assert_eq!(files.0, "WARN", "{out}");
+    assert!(
+        files.2.contains("0644") && files.2.contains(&format!("chmod 600 {}", path.display())),
+        "{out}"
+    );
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "the doctor changed the mode");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // Retention on, its export folder creatable.
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[journal]\n",
+        "[journal]\nretain_days = 30\n",
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let (_, lines, out) = run_doctor_blocking(cfg.clone()).await.unwrap();
+    let ret = line(&lines, "retention");
+    assert_eq!(ret.0, "PASS", "{out}");
+    assert!(
+        ret.2.contains("30 day(s)") && ret.2.contains("pruned"),
+        "{out}"
+    );
+
+    // Random bytes over one page of the operations table.
+    journal_common::damage_ops_page(&path);
+    let bytes = std::fs::read(&path).unwrap();
+    let (code, lines, out) = run_doctor_blocking(cfg).await.unwrap();
+    let j = line(&lines, "journal");
+    assert_eq!(j.0, "FAIL", "{out}");
+    assert!(
+        j.2.contains("is damaged")
+            && j.2.contains("keep the damaged file")
+            && j.2.contains("--salvage")
+            && j.2.contains("settlement report"),
+        "{out}"
+    );
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "the doctor changed the file"
+    );
 }
 
 #[test]

@@ -431,6 +431,10 @@ fn journal(cfg: &Config) -> Vec<Check> {
             },
         });
     }
+    if path.exists() {
+        v.push(journal_permissions(path));
+    }
+    v.push(retention(cfg));
     v.push(match free_bytes(&dir) {
         Ok(b) if b < DISK_FAIL_BYTES => check(
             "disk",
@@ -458,6 +462,78 @@ fn journal(cfg: &Config) -> Vec<Check> {
         ),
     });
     v
+}
+
+/// The journal's files readable by their owner only: they hold passenger keys, masked PANs and
+/// the aggregator's references. Existing files are not changed by tapgate: a person decides.
+fn journal_permissions(path: &Path) -> Check {
+    let open = crate::journal::integrity::open_to_others(path);
+    if open.is_empty() {
+        return check(
+            "journal files",
+            Status::Pass,
+            format!("{} and its -wal/-shm: mode 0600", path.display()),
+        );
+    }
+    let list: Vec<String> = open
+        .iter()
+        .map(|(p, m)| format!("{} ({m:04o})", p.display()))
+        .collect();
+    let names: Vec<String> = open.iter().map(|(p, _)| p.display().to_string()).collect();
+    check(
+        "journal files",
+        Status::Warn,
+        format!(
+            "readable by others: {}: they hold passenger keys and masked PANs (`chmod 600 {}`)",
+            list.join(", "),
+            names.join(" ")
+        ),
+    )
+}
+
+/// Whether retention is on, and its export folder usable.
+fn retention(cfg: &Config) -> Check {
+    let Some(days) = cfg.journal.retain_days else {
+        return check(
+            "retention",
+            Status::Warn,
+            "off: the journal keeps every operation and grows forever (set [journal] \
+             retain_days, e.g. 90)",
+        );
+    };
+    let dir = cfg.journal.export_dir_path();
+    let usable = if dir.is_dir() {
+        // Probe with a file of our own; the folder's lock and exports are left alone.
+        let probe = dir.join(format!(".tapgate-doctor-{}", std::process::id()));
+        let ok = std::fs::File::create(&probe).is_ok();
+        let _ = std::fs::remove_file(&probe);
+        ok
+    } else {
+        // Created by the first prune, if its parent lets this user.
+        dir.parent().is_some_and(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_dir() && !m.permissions().readonly())
+        })
+    };
+    if usable {
+        check(
+            "retention",
+            Status::Pass,
+            format!(
+                "final operations older than {days} day(s) are exported to {} and pruned",
+                dir.display()
+            ),
+        )
+    } else {
+        check(
+            "retention",
+            Status::Fail,
+            format!(
+                "export folder {} is not writable by this user: retention cannot export, so it \
+                 deletes nothing (create it for the service user, or set [journal] export_dir)",
+                dir.display()
+            ),
+        )
+    }
 }
 
 /// The kernel's view of clock synchronisation: adjtimex(2) read-only (modes = 0), whose

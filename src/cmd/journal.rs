@@ -1,7 +1,7 @@
 //! `tapgate journal ...`: read the payment journal while the daemon runs, for the operations
 //! team (reconciliation with the aggregator's settlement reports) and field technicians.
 //!
-//! Every sub-command but `retry` opens the file with [`Journal::open_read_only`]: in WAL mode a
+//! Every sub-command but `retry` and `prune` opens the file with [`Journal::open_read_only`]: in WAL mode a
 //! reader never blocks the daemon's writes and sees every transaction committed before it
 //! reads. `retry` writes one transition through the journal's state machine, so it opens the
 //! file read-write; WAL lets it do so next to the running daemon (it waits at most
@@ -108,6 +108,32 @@ pub enum JournalCommand {
         /// csv or json.
         #[arg(long, value_enum, default_value = "csv")]
         format: ExportFormat,
+        /// Read what can still be read from a journal refused as damaged (table order, no
+        /// --since; exit 1: a salvaged export is never known to be complete).
+        #[arg(long, conflicts_with = "since")]
+        salvage: bool,
+    },
+    /// Retention (WRITES to the journal): exports final operations older than the retention
+    /// to CSV files, then deletes them.
+    ///
+    /// Only SUCCEEDED, DECLINED and REFUNDED operations whose last change is older than the
+    /// retention go, with their closed journeys and events; never one the reconciler or a
+    /// person still has work for, nor a journey that is still open. Each batch's CSV file
+    /// (the `export` columns) is written and fsynced before its rows are deleted; a run
+    /// stopped in between is completed by the next one, exporting nothing twice. Safe next to
+    /// the running daemon (which runs the same retention hourly when `[journal] retain_days`
+    /// is set); run it as the daemon's user.
+    Prune {
+        /// Keep this many days (default: `[journal] retain_days` of --config).
+        #[arg(long, value_name = "DAYS")]
+        retain_days: Option<u32>,
+        /// Where the CSV files go (default: `[journal] export_dir`, else pruned/ beside the
+        /// journal).
+        #[arg(long, value_name = "DIR")]
+        export_dir: Option<PathBuf>,
+        /// Operations per batch (default: `[journal] prune_batch`, else 100).
+        #[arg(long, value_name = "N")]
+        batch: Option<u32>,
     },
 }
 
@@ -125,6 +151,7 @@ struct Target {
     path: PathBuf,
     tz: TimeZone,
     reconciler: Option<ReconcilerConfig>,
+    journal_cfg: Option<crate::config::JournalConfig>,
 }
 
 impl Target {
@@ -140,12 +167,14 @@ impl Target {
                     path: cfg.journal.path.clone(),
                     tz: cfg.time_zone(),
                     reconciler: Some(cfg.reconciler.clone()),
+                    journal_cfg: Some(cfg.journal.clone()),
                 })
             }
             (None, Some(j)) => Ok(Target {
                 path: j.to_path_buf(),
                 tz: TimeZone::system(),
                 reconciler: None,
+                journal_cfg: None,
             }),
         }
     }
@@ -232,13 +261,32 @@ fn run_inner(args: JournalArgs) -> anyhow::Result<ExitCode> {
             })
         }
         JournalCommand::Retry { reference } => retry(&target, &reference, now),
-        JournalCommand::Export { since, format } => {
+        JournalCommand::Prune {
+            retain_days,
+            export_dir,
+            batch,
+        } => prune(&target, retain_days, export_dir, batch, now),
+        JournalCommand::Export {
+            since,
+            format,
+            salvage,
+        } => {
             let since_ms = match since {
                 Some(s) => parse_since(&s, now, &target.tz)?.as_millisecond(),
                 None => i64::MIN,
             };
-            let j = target.open_read_only()?;
-            let rows = j.export(since_ms)?;
+            let (j, rows, lost) = if salvage {
+                if !target.path.exists() {
+                    bail!("no journal at {}", target.path.display());
+                }
+                let j = Journal::open_for_salvage(&target.path)?;
+                let (rows, unreadable, first_error) = j.salvage();
+                (j, rows, Some((unreadable, first_error)))
+            } else {
+                let j = target.open_read_only()?;
+                let rows = j.export(since_ms)?;
+                (j, rows, None)
+            };
             let mut out = std::io::stdout().lock();
             match format {
                 ExportFormat::Csv => crate::journal::write_csv(&rows, &mut out)?,
@@ -249,6 +297,19 @@ fn run_inner(args: JournalArgs) -> anyhow::Result<ExitCode> {
             }
             out.flush()?;
             let damaged = report_quarantined(&j);
+            if let Some((unreadable, first_error)) = lost {
+                eprintln!(
+                    "tapgate: salvaged {} operation(s) from {}; {unreadable} found but \
+                     unreadable{}; operations on damaged pages may be missing altogether: \
+                     reconcile with the aggregator's settlement report",
+                    rows.len(),
+                    j.path().display(),
+                    first_error
+                        .map(|e| format!(" (first error: {e})"))
+                        .unwrap_or_default()
+                );
+                return Ok(ExitCode::from(1));
+            }
             Ok(if damaged == 0 {
                 ExitCode::SUCCESS
             } else {
@@ -256,6 +317,68 @@ fn run_inner(args: JournalArgs) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// `tapgate journal prune`: retention to the end, from the config or the flags.
+fn prune(
+    target: &Target,
+    retain_days: Option<u32>,
+    export_dir: Option<PathBuf>,
+    batch: Option<u32>,
+    now: Timestamp,
+) -> anyhow::Result<ExitCode> {
+    let cfg = target.journal_cfg.as_ref();
+    let Some(days) = retain_days.or_else(|| cfg.and_then(|c| c.retain_days)) else {
+        bail!(
+            "how many days to keep? give --retain-days DAYS (or set [journal] retain_days in \
+             the config given with --config)"
+        );
+    };
+    let dir = export_dir
+        .or_else(|| cfg.map(crate::config::JournalConfig::export_dir_path))
+        .unwrap_or_else(|| {
+            target
+                .path
+                .parent()
+                .unwrap_or_else(|| Path::new("."))
+                .join("pruned")
+        });
+    let batch = batch.or_else(|| cfg.map(|c| c.prune_batch)).unwrap_or(100);
+    // Read-only first: a wrong path must not create an empty journal.
+    drop(target.open_read_only()?);
+    let mut j = Journal::open(&target.path).with_context(|| {
+        format!(
+            "`prune` writes, so it opens {} read-write: run it as the daemon's user",
+            target.path.display()
+        )
+    })?;
+    let now_ms = now.as_millisecond();
+    let cutoff_ms = now_ms.saturating_sub(i64::from(days) * crate::journal::retention::DAY_MS);
+    let report = crate::journal::retention::prune_all(
+        &mut j,
+        &dir,
+        cutoff_ms,
+        usize::try_from(batch).unwrap_or(100),
+        now_ms,
+    )?;
+    for f in &report.removed {
+        println!(
+            "removed {} (an interrupted earlier run; its rows are exported again)",
+            f.display()
+        );
+    }
+    for f in &report.files {
+        println!("exported {}", f.display());
+    }
+    println!(
+        "pruned {} operation(s) and {} journey(s) older than {days} day(s) in {} batch(es); \
+         exports in {}",
+        report.operations,
+        report.journeys,
+        report.batches,
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Parses a state name in any case, with `-` or `_`.

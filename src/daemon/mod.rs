@@ -7,6 +7,7 @@ pub mod logging;
 pub mod metrics;
 pub mod reconcile;
 pub mod record;
+pub mod retention;
 pub mod run;
 pub mod station;
 

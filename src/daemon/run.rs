@@ -100,6 +100,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     };
     let reconciler = tokio::spawn(Reconciler::new(station.clone()).run(stop_rx.clone()));
     let token_keeper = tokio::spawn(keep_token(station.clone(), stop_rx.clone()));
+    let retention = tokio::spawn(crate::daemon::retention::run(
+        station.clone(),
+        stop_rx.clone(),
+    ));
     if let Some(listen) = &cfg.metrics.listen {
         let addr: std::net::SocketAddr = listen
             .parse()
@@ -153,6 +157,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = reconciler.await;
     let _ = token_keeper.await;
+    let _ = retention.await;
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -151,6 +151,42 @@ pub enum JournalError {
         /// What gave it away.
         why: &'static str,
     },
+    /// SQLite's integrity check found the file damaged: the journal refuses to be written
+    /// to or read as if it were whole. The message is the technician's procedure.
+    #[error(
+        "journal {} is damaged: SQLite's quick_check found {}. tapgate will not write to it \
+         nor list it as if it were whole. What to do: (1) stop tapgate and keep the damaged \
+         file, with its -wal and -shm files, for the investigation: copy all three somewhere \
+         safe and change nothing in them; (2) export what can still be read: `tapgate journal \
+         export --salvage --journal {} > salvaged.csv`; (3) move the three files aside \
+         (`mv {} {}.damaged`, and the same for -wal and -shm); (4) start tapgate: it creates a \
+         new, empty journal; (5) reconcile the salvaged export with the aggregator's \
+         settlement report: payments that were PENDING, UNKNOWN, REFUND_PENDING or ATTENTION \
+         in the damaged journal are no longer followed up by tapgate and must be resolved by \
+         a person",
+        path.display(),
+        summary(findings),
+        path.display(),
+        path.display(),
+        path.display()
+    )]
+    Damaged {
+        /// The journal file.
+        path: PathBuf,
+        /// SQLite's findings, one per line of `PRAGMA quick_check`.
+        findings: Vec<String>,
+    },
+    /// A retention batch changed between its export and its deletion (a row moved on, or
+    /// another prune took the batch number): nothing was deleted; the next run exports again.
+    #[error(
+        "retention batch {batch} not deleted: {why}; nothing was deleted, the next run retries"
+    )]
+    PruneConflict {
+        /// The batch number.
+        batch: i64,
+        /// What changed.
+        why: String,
+    },
     /// No fare operation has this `partnerReferenceNo`.
     #[error("no fare operation {0} in the journal")]
     UnknownReference(String),
@@ -238,6 +274,7 @@ impl JournalError {
     pub fn class(&self) -> ErrorClass {
         match self {
             JournalError::Open { .. }
+            | JournalError::Damaged { .. }
             | JournalError::Worker(_)
             | JournalError::NoWal { .. }
             | JournalError::Storage { .. } => ErrorClass::Storage,
@@ -254,6 +291,7 @@ impl JournalError {
             | JournalError::JourneyNotOpen { .. }
             | JournalError::CloseIntoOpen(_)
             | JournalError::CorruptRow { .. }
+            | JournalError::PruneConflict { .. }
             | JournalError::Constraint { .. } => ErrorClass::Logic,
         }
     }
@@ -263,6 +301,7 @@ impl JournalError {
         match self {
             JournalError::Open { fault, .. } | JournalError::Storage { fault, .. } => Some(*fault),
             JournalError::NoWal { .. } => Some(StorageFault::Other),
+            JournalError::Damaged { .. } => Some(StorageFault::Corrupt),
             _ => None,
         }
     }
@@ -295,6 +334,18 @@ impl JournalError {
             source,
         }
     }
+}
+
+/// The first few of SQLite's findings, for a one-line message.
+fn summary(findings: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut s = format!("{} problem(s): ", findings.len());
+    let shown: Vec<&str> = findings.iter().take(SHOWN).map(String::as_str).collect();
+    s.push_str(&shown.join("; "));
+    if findings.len() > SHOWN {
+        s.push_str(&format!("; and {} more", findings.len() - SHOWN));
+    }
+    s
 }
 
 /// `?`-friendly context for SQLite results.

@@ -21,7 +21,9 @@
 
 mod csv;
 mod error;
+pub mod integrity;
 mod model;
+pub mod retention;
 mod rules;
 pub mod schema;
 
@@ -75,6 +77,7 @@ impl Journal {
     /// Refuses a file written by a newer tapgate ([`JournalError::NewerSchema`]) and an SQLite
     /// file that is not a journal ([`JournalError::NotAJournal`]).
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        integrity::create_private(path);
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -98,6 +101,15 @@ impl Journal {
         // Look before changing anything: a foreign or newer file must be left as it was.
         let header = schema::read_header(&conn).map_err(|e| JournalError::open(path, e))?;
         schema::check_header(path, header)?;
+        check_integrity(&conn, path, header, integrity::OPEN_CHECK_BUDGET)?;
+        let exposed = integrity::open_to_others(path);
+        if !exposed.is_empty() {
+            tracing::warn!(
+                journal = %path.display(),
+                files = ?exposed,
+                "journal files are readable by others: `chmod 600` them (tapgate doctor checks this)"
+            );
+        }
 
         let mode = switch_to_wal(&conn).map_err(|e| JournalError::open(path, e))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -124,6 +136,16 @@ impl Journal {
     /// Opens an existing journal read-only, for `tapgate journal ...` while the daemon runs.
     /// In WAL mode it sees every transaction the writer committed before each read.
     pub fn open_read_only(path: &Path) -> Result<Journal, JournalError> {
+        let j = Self::open_for_salvage(path)?;
+        let header = schema::read_header(&j.conn).map_err(|e| JournalError::open(path, e))?;
+        check_integrity(&j.conn, path, header, integrity::READ_ONLY_CHECK_BUDGET)?;
+        Ok(j)
+    }
+
+    /// Like [`Journal::open_read_only`] but without the integrity check: to read what can
+    /// still be read from a journal refused as [`JournalError::Damaged`] (see
+    /// [`Journal::salvage`]). Nothing read through it can be taken as complete.
+    pub fn open_for_salvage(path: &Path) -> Result<Journal, JournalError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn =
             Connection::open_with_flags(path, flags).map_err(|e| JournalError::open(path, e))?;
@@ -557,16 +579,11 @@ impl Journal {
     /// sound, else SQLite's findings. It reads the whole file, so never call it on the tap
     /// path.
     pub fn quick_check(&self) -> Result<Vec<String>, JournalError> {
-        let mut stmt = self
-            .conn
-            .prepare("PRAGMA quick_check")
-            .ctx("checking the file")?;
-        let found = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .ctx("checking the file")?
-            .collect::<Result<Vec<String>, _>>()
-            .ctx("checking the file")?;
-        Ok(found.into_iter().filter(|l| l != "ok").collect())
+        match integrity::quick_check(&self.conn, None).ctx("checking the file")? {
+            integrity::CheckOutcome::Sound => Ok(Vec::new()),
+            integrity::CheckOutcome::Damaged(found) => Ok(found),
+            integrity::CheckOutcome::Unfinished => Ok(vec!["the check was interrupted".into()]),
+        }
     }
 
     fn quarantine(&self, table: &str, key: &str, detail: &str) {
@@ -601,6 +618,61 @@ impl Journal {
         }
         Ok(out)
     }
+}
+
+/// Refuses a damaged file: `quick_check` within `budget`. A fresh file has nothing to check.
+fn check_integrity(
+    conn: &Connection,
+    path: &Path,
+    header: schema::Header,
+    budget: Duration,
+) -> Result<(), JournalError> {
+    if header.objects == 0 {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    match integrity::quick_check(conn, Some(budget)) {
+        Ok(integrity::CheckOutcome::Sound) => Ok(()),
+        Ok(integrity::CheckOutcome::Damaged(findings))
+            if findings.iter().all(|f| integrity::is_row_finding(f)) =>
+        {
+            // Readable rows with values the schema forbids: reads quarantine them one by one.
+            tracing::warn!(
+                journal = %path.display(),
+                findings = %findings.join("; "),
+                "journal rows break the schema's constraints: reads skip and count them"
+            );
+            Ok(())
+        }
+        Ok(integrity::CheckOutcome::Damaged(findings)) => Err(JournalError::Damaged {
+            path: path.to_path_buf(),
+            findings,
+        }),
+        Ok(integrity::CheckOutcome::Unfinished) => {
+            tracing::warn!(
+                journal = %path.display(),
+                budget_s = budget.as_secs(),
+                "journal integrity check cut off at its time budget: not fully checked (`tapgate \
+                 doctor` runs the whole check; set [journal] retain_days to keep the file small)"
+            );
+            Ok(())
+        }
+        // SQLite may refuse the check itself on a badly damaged file.
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
+            Err(JournalError::Damaged {
+                path: path.to_path_buf(),
+                findings: vec![e.to_string()],
+            })
+        }
+        Err(e) => Err(JournalError::open(path, e)),
+    }
+    .inspect(|()| {
+        tracing::debug!(
+            journal = %path.display(),
+            ms = started.elapsed().as_millis() as u64,
+            "journal integrity check passed"
+        );
+    })
 }
 
 /// Puts the file in WAL mode (persistent, so only a fresh file changes) and returns the mode

@@ -14,7 +14,7 @@ use super::error::{DbContext, JournalError};
 pub const APPLICATION_ID: i64 = 0x5441_5047;
 
 /// The ordered migrations; index `i` takes a journal from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -96,6 +96,36 @@ const V2: &str = r#"
 CREATE INDEX fare_ops_holds_without_journey ON fare_ops(created_at_ms)
     WHERE kind = 'hold' AND state = 'SUCCEEDED' AND journey_id IS NULL;
 ALTER TABLE fare_ops ADD COLUMN owner TEXT;
+"#;
+
+// Retention (version 3): whole operations can now leave the journal, exported first.
+// - Events stay append-only while their operation is journaled; once retention has deleted the
+//   operation (in the same transaction, foreign keys deferred), its events may go too.
+// - The indexes let SQLite find a journey by either of its operations, and the operations of a
+//   journey, without scanning the table: both retention and the foreign-key checks of a delete
+//   need them.
+// - prune_log numbers the export files: a batch's file is named after the next number, and the
+//   number is taken in the transaction that deletes the rows, so a crash between writing the
+//   file and deleting the rows leaves a file whose number is not taken: the next run writes that
+//   same file again, over it, and nothing is exported twice.
+const V3: &str = r#"
+DROP TRIGGER events_no_delete;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+WHEN EXISTS (SELECT 1 FROM fare_ops WHERE partner_reference_no = OLD.partner_reference_no)
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+
+CREATE INDEX journeys_by_tap_in ON journeys(tap_in_ref);
+CREATE INDEX journeys_by_tap_out ON journeys(tap_out_ref);
+CREATE INDEX fare_ops_by_journey ON fare_ops(journey_id);
+
+CREATE TABLE prune_log (
+    batch       INTEGER PRIMARY KEY,
+    file        TEXT    NOT NULL,
+    operations  INTEGER NOT NULL CHECK (operations >= 0),
+    journeys    INTEGER NOT NULL CHECK (journeys >= 0),
+    cutoff_ms   INTEGER NOT NULL,
+    at_ms       INTEGER NOT NULL
+) STRICT;
 "#;
 
 /// What a file's header says about it.
