@@ -13,9 +13,11 @@
 //!    whose [`CpmError::code`] is a stable id.
 //!
 //! [`decode_report`] is the same decode in the shape `tapgate decode --json` prints, and
-//! [`build::payload`] makes payloads (valid or deliberately odd) for tests and the demo.
+//! [`build::payload`] makes payloads (valid or deliberately odd) for tests and the demo;
+//! [`fuzz`] holds the fuzz targets' bodies (libFuzzer and `cargo test` run the same code).
 
 pub mod build;
+pub mod fuzz;
 pub mod qris;
 pub mod tlv;
 
