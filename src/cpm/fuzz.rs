@@ -25,13 +25,20 @@ pub const LEAK_RUN: usize = 6;
 /// run of at least [`LEAK_RUN`] consecutive PAN digits found in `text` that covers a hidden
 /// digit. `None` when there is none.
 pub fn pan_leak<'a>(text: &str, pan: &'a str) -> Option<&'a str> {
+    pan_run_in(text, pan, LEAK_RUN)
+}
+
+/// As [`pan_leak`] with runs of at least `run` digits. Runs longer than 8 digits are what the
+/// mask never shows at all (its longest part is the 8-digit NNS); a check over text full of
+/// unrelated numbers (timings, references) uses `run = 9` so that chance never matches.
+pub fn pan_run_in<'a>(text: &str, pan: &'a str, run: usize) -> Option<&'a str> {
     let n = pan.len();
-    if n < 13 || !pan.bytes().all(|b| b.is_ascii_digit()) {
+    if n < 13 || run == 0 || run > n || !pan.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let hidden = 8..n - 4;
-    (0..=n - LEAK_RUN).find_map(|start| {
-        let end = start + LEAK_RUN;
+    (0..=n - run).find_map(|start| {
+        let end = start + run;
         let covers_hidden = start < hidden.end && end > hidden.start;
         let window = &pan[start..end];
         (covers_hidden && text.contains(window)).then_some(window)
@@ -186,5 +193,7 @@ mod tests {
         assert_eq!(pan_leak("936000141", pan), Some("000141"));
         // The shown parts, even together, are not a leak.
         assert_eq!(pan_leak("93600014 0859 936000", pan), None);
+        assert_eq!(pan_run_in("x 1745118 y", pan, 9), None);
+        assert_eq!(pan_run_in("x 141745118 y", pan, 9), Some("141745118"));
     }
 }

@@ -148,3 +148,31 @@ impl std::fmt::Debug for CardEvent {
         }
     }
 }
+
+impl CardEvent {
+    /// The line `tapgate readers --watch` prints for this event: a payload as its decoded,
+    /// masked report ([`crate::cpm::DecodeReport`] as JSON), never its text. Outside strings
+    /// (reader names, pcscd's words) have their control characters escaped.
+    pub fn watch_line(&self) -> String {
+        let esc = crate::daemon::logging::escape_controls;
+        match self {
+            CardEvent::Payload {
+                reader,
+                qr_content,
+                read_us,
+            } => {
+                let r = crate::cpm::decode_report(qr_content);
+                let json = serde_json::to_string(&r)
+                    .unwrap_or_else(|e| format!("{{\"error\":\"report not printable: {e}\"}}"));
+                format!("{}: read in {} ms: {json}", esc(reader), read_us / 1000)
+            }
+            CardEvent::ReadFailed { reader, error, .. } => {
+                format!("{}: {}", esc(reader), esc(&error.to_string()))
+            }
+            CardEvent::ReaderUp { reader } => format!("{}: present", esc(reader)),
+            CardEvent::ReaderDown { reader, why } => {
+                format!("{}: gone ({})", esc(reader), esc(why))
+            }
+        }
+    }
+}
