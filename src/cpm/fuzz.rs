@@ -9,8 +9,11 @@ use crate::cpm::tlv::{self, Tlv};
 use crate::nfc::qris_tap::{read_qr_content, MAX_PAYLOAD_CHARS, MAX_RECORDS};
 use crate::nfc::{ApduChannel, ChannelError};
 
+/// A fuzz target's body: panics when a promise is broken.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets by name, as `fuzz/Cargo.toml` names its binaries.
-pub const TARGETS: [(&str, fn(&[u8])); 3] = [
+pub const TARGETS: [(&str, Target); 3] = [
     ("cpm_decode", cpm_decode),
     ("tlv_parse", tlv_parse),
     ("qris_tap", qris_tap),
