@@ -40,11 +40,15 @@ pub fn pan_run_in<'a>(text: &str, pan: &'a str, run: usize) -> Option<&'a str> {
         return None;
     }
     let hidden = 8..n - 4;
+    let (nns, last4) = (&pan[..8], &pan[n - 4..]);
     (0..=n - run).find_map(|start| {
         let end = start + run;
         let covers_hidden = start < hidden.end && end > hidden.start;
         let window = &pan[start..end];
-        (covers_hidden && text.contains(window)).then_some(window)
+        // Digits that the shown parts spell as well (a PAN repeating its own NNS) tell
+        // nothing the mask does not.
+        let shown_anyway = nns.contains(window) || last4.contains(window);
+        (covers_hidden && !shown_anyway && text.contains(window)).then_some(window)
     })
 }
 
@@ -194,5 +198,9 @@ mod tests {
         assert_eq!(pan_leak("93600014 0859 936000", pan), None);
         assert_eq!(pan_run_in("x 1745118 y", pan, 9), None);
         assert_eq!(pan_run_in("x 141745118 y", pan, 9), Some("141745118"));
+        // A PAN whose hidden digits repeat its NNS: the mask itself is no leak.
+        let pan = "9360001415360001459";
+        assert_eq!(pan_leak("Pan(93600014*******1459)", pan), None);
+        assert_eq!(pan_leak("1415360001", pan), Some("141536"));
     }
 }
