@@ -83,3 +83,45 @@ fn rejections_exit_one_with_a_reason() {
         assert_eq!(v["error_code"], code_word, "{raw}");
     }
 }
+
+/// The review's case: BCA's M2 payload with a 9F25 holding the whole PAN instead of its last 4
+/// digits. `tapgate decode` printed it in the mismatch warning, as text and as JSON.
+#[test]
+fn a_long_9f25_is_never_printed() {
+    let pan = "9360001417451180859";
+    for last4 in [pan.to_string(), format!("{pan}1"), pan[..12].to_string()] {
+        let text = payload(&PayloadSpec {
+            last4: Some(last4.clone()),
+            ..PayloadSpec::new(pan).with_name("SENDY AGUSTIAN")
+        });
+        let (code, v, raw) = decode(&text, None);
+        assert_eq!(code, 0, "{raw}");
+        let warnings = v["warnings"].to_string();
+        assert!(warnings.contains("9F25 is "), "{raw}");
+        let out = Command::new(env!("CARGO_BIN_EXE_tapgate"))
+            .args(["decode", &text])
+            .output()
+            .unwrap();
+        let human = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(human.contains("warning     9F25 is "), "{human}");
+        for shown in [&raw, &human] {
+            // Not the PAN, nor the run the mask hides, nor the name.
+            assert!(!shown.contains(&pan[..12]), "{shown}");
+            assert!(!shown.contains(&pan[6..15]), "{shown}");
+            assert!(!shown.contains("SENDY"), "{shown}");
+            assert!(shown.contains("93600014*******0859"), "{shown}");
+        }
+    }
+    // A 2-byte 9F25 that disagrees is still shown: 4 digits, what the mask shows anyway.
+    let text = payload(&PayloadSpec {
+        last4: Some("1234".into()),
+        ..PayloadSpec::new(pan)
+    });
+    let (_, v, raw) = decode(&text, None);
+    assert!(
+        v["warnings"]
+            .to_string()
+            .contains("9F25 says the PAN ends 1234 but it ends 0859"),
+        "{raw}"
+    );
+}

@@ -439,12 +439,9 @@ fn when(ms: i64, tz: &TimeZone) -> String {
         .unwrap_or_else(|_| format!("{ms} ms"))
 }
 
-/// Cuts `s` to `max` characters on one line, marking the cut.
+/// Cuts `s` to `max` characters on one line, marking the cut; control characters escaped.
 fn clip(s: &str, max: usize) -> String {
-    let one_line: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let one_line = esc(s);
     if one_line.chars().count() <= max {
         one_line
     } else {
@@ -452,6 +449,13 @@ fn clip(s: &str, max: usize) -> String {
         cut.push('…');
         cut
     }
+}
+
+/// Text from the journal as printed for a person: strings that came from outside (the
+/// aggregator's referenceNo, responseCode, messages) have their control characters escaped,
+/// so a row can neither forge lines nor drive the terminal.
+fn esc(s: &str) -> String {
+    crate::daemon::logging::escape_controls(s).into_owned()
 }
 
 fn print_rows(rows: &[OpRow], json: bool, now: Timestamp) -> anyhow::Result<()> {
@@ -465,13 +469,13 @@ fn print_rows(rows: &[OpRow], json: bool, now: Timestamp) -> anyhow::Result<()> 
     }
     let ref_w = rows
         .iter()
-        .map(|r| r.partner_reference_no.chars().count())
+        .map(|r| esc(&r.partner_reference_no).chars().count())
         .max()
         .unwrap_or(0)
         .max(3);
     let lane_w = rows
         .iter()
-        .map(|r| r.lane.chars().count())
+        .map(|r| esc(&r.lane).chars().count())
         .max()
         .unwrap_or(0)
         .max(4);
@@ -484,7 +488,7 @@ fn print_rows(rows: &[OpRow], json: bool, now: Timestamp) -> anyhow::Result<()> 
         writeln!(
             out,
             "{:<ref_w$}  {:<lane_w$}  {:<3}  {:<14}  {:>9}  {:>7}  {}",
-            r.partner_reference_no,
+            esc(&r.partner_reference_no),
             clip(&r.lane, lane_w),
             r.direction.as_str(),
             r.state.as_str(),
@@ -550,9 +554,8 @@ fn show(j: &Journal, reference: &str, json: bool, tz: &TimeZone) -> anyhow::Resu
             write_op(&mut out, r, tz)?;
         }
         if let Some(jy) = &journey {
-            writeln!(
-                out,
-                "journey           {} {} (in {} at {}, tap-in {}, tap-out {}, fare {})",
+            let line = format!(
+                "{} {} (in {} at {}, tap-in {}, tap-out {}, fare {})",
                 jy.id,
                 jy.state,
                 jy.entry_station,
@@ -560,7 +563,8 @@ fn show(j: &Journal, reference: &str, json: bool, tz: &TimeZone) -> anyhow::Resu
                 jy.tap_in_ref,
                 jy.tap_out_ref.as_deref().unwrap_or("-"),
                 jy.fare.map_or_else(|| "-".into(), |f| f.0.to_string()),
-            )?;
+            );
+            writeln!(out, "journey           {}", esc(&line))?;
         }
         writeln!(out, "events")?;
         write_events(&mut out, &events, tz)?;
@@ -618,7 +622,7 @@ fn write_op(out: &mut dyn std::io::Write, r: &OpRow, tz: &TimeZone) -> std::io::
         ),
     ];
     for (k, v) in lines {
-        writeln!(out, "{k:<17} {v}")?;
+        writeln!(out, "{k:<17} {}", esc(&v))?;
     }
     Ok(())
 }
@@ -639,7 +643,7 @@ fn write_events(
             when(e.at_ms, tz),
             from,
             e.to_state.as_str(),
-            e.detail
+            esc(&e.detail)
         )?;
     }
     Ok(())
@@ -760,7 +764,8 @@ mod tests {
 
     #[test]
     fn clip_keeps_one_line() {
-        assert_eq!(clip("a\nb", 10), "a b");
+        assert_eq!(clip("a\nb", 10), "a\\nb");
+        assert_eq!(clip("R1\r\x1b[2J", 20), "R1\\r\\x1b[2J");
         assert_eq!(clip("abcdef", 4), "abc…");
     }
 }

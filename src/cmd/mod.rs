@@ -39,23 +39,8 @@ pub fn decode(arg: &str, json: bool) -> anyhow::Result<ExitCode> {
     let report = crate::cpm::decode_report(&text);
     if json {
         println!("{}", serde_json::to_string(&report)?);
-    } else if report.valid {
-        println!("valid QRIS TAP payload");
-        println!("  issuer NNS  {}", report.nns.as_deref().unwrap_or("-"));
-        println!(
-            "  issuer      {}",
-            report.issuer.unwrap_or("(not in table)")
-        );
-        println!(
-            "  PAN         {}",
-            report.pan_masked.as_deref().unwrap_or("-")
-        );
-        println!("  label       {}", report.label.as_deref().unwrap_or("-"));
-        for w in &report.warnings {
-            println!("  warning     {w}");
-        }
     } else {
-        println!("rejected: {}", report.error.as_deref().unwrap_or("invalid"));
+        print!("{}", report.to_text());
     }
     Ok(if report.valid {
         ExitCode::SUCCESS
@@ -222,15 +207,7 @@ pub async fn readers(watch: Option<String>) -> anyhow::Result<ExitCode> {
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
-                Some(crate::nfc::CardEvent::Payload { reader, qr_content, read_us }) => {
-                    let r = crate::cpm::decode_report(&qr_content);
-                    println!("{reader}: read in {} ms: {}", read_us / 1000, serde_json::to_string(&r)?);
-                }
-                Some(crate::nfc::CardEvent::ReadFailed { reader, error, .. }) => {
-                    println!("{reader}: {error}");
-                }
-                Some(crate::nfc::CardEvent::ReaderUp { reader }) => println!("{reader}: present"),
-                Some(crate::nfc::CardEvent::ReaderDown { reader, why }) => println!("{reader}: gone ({why})"),
+                Some(ev) => println!("{}", ev.watch_line()),
                 None => break,
             },
             _ = tokio::signal::ctrl_c() => break,

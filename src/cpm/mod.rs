@@ -13,9 +13,11 @@
 //!    whose [`CpmError::code`] is a stable id.
 //!
 //! [`decode_report`] is the same decode in the shape `tapgate decode --json` prints, and
-//! [`build::payload`] makes payloads (valid or deliberately odd) for tests and the demo.
+//! [`build::payload`] makes payloads (valid or deliberately odd) for tests and the demo;
+//! [`fuzz`] holds the fuzz targets' bodies (libFuzzer and `cargo test` run the same code).
 
 pub mod build;
+pub mod fuzz;
 pub mod qris;
 pub mod tlv;
 
@@ -47,6 +49,43 @@ pub struct DecodeReport {
     pub error_code: Option<&'static str>,
     /// Whether tapping again may help ([`CpmError::next_step`]), when invalid.
     pub next_step: Option<NextStep>,
+}
+
+impl DecodeReport {
+    /// The report as `tapgate decode` prints it for a person, one item per line.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        if self.valid {
+            let _ = writeln!(out, "valid QRIS TAP payload");
+            let _ = writeln!(out, "  issuer NNS  {}", self.nns.as_deref().unwrap_or("-"));
+            let _ = writeln!(
+                out,
+                "  issuer      {}",
+                self.issuer.unwrap_or("(not in table)")
+            );
+            let _ = writeln!(
+                out,
+                "  PAN         {}",
+                self.pan_masked.as_deref().unwrap_or("-")
+            );
+            let _ = writeln!(
+                out,
+                "  label       {}",
+                self.label.as_deref().unwrap_or("-")
+            );
+            for w in &self.warnings {
+                let _ = writeln!(out, "  warning     {w}");
+            }
+        } else {
+            let _ = writeln!(
+                out,
+                "rejected: {}",
+                self.error.as_deref().unwrap_or("invalid")
+            );
+        }
+        out
+    }
 }
 
 /// Decodes `text` and describes the outcome, valid or not.

@@ -150,12 +150,13 @@ impl QrisPayload {
         self.pan.nns()
     }
 
-    /// The application label (`50`), non-printable characters replaced by `?`.
+    /// The application label (`50`), non-printable characters replaced by `?`, cut after 16
+    /// characters, digits replaced by `#` when there are more than 4 (no account digits).
     pub fn label(&self) -> Option<&str> {
         self.label.as_deref()
     }
 
-    /// The language preference (`5F2D`), e.g. `iden` or `id`.
+    /// The language preference (`5F2D`), e.g. `iden` or `id` (shown like [`Self::label`]).
     pub fn language(&self) -> Option<&str> {
         self.language.as_deref()
     }
@@ -216,7 +217,8 @@ pub enum CpmError {
     /// The format indicator is not `CPV01`.
     #[error("unsupported payload format indicator {found:?}, expected \"CPV01\"")]
     UnsupportedFormat {
-        /// The indicator as text (non-printable bytes as `?`).
+        /// The indicator as shown text: non-printable bytes as `?`, at most 16 characters, and
+        /// digits as `#` when there are more than 4.
         found: String,
     },
     /// A primitive tag (or `85`/`62`) appears twice in one template.
@@ -236,7 +238,8 @@ pub enum CpmError {
          (a card or wallet for another scheme)"
     )]
     NoQrisAid {
-        /// The AIDs present, comma-separated hex (or `none`).
+        /// The AIDs present, comma-separated hex (or `none`); at most 4, and anything that
+        /// does not look like a registered AID only by its length.
         found: String,
     },
     /// Neither `5A` nor `57`.
@@ -354,7 +357,7 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<QrisPayload, CpmError> {
     }
     if first.value != FORMAT_INDICATOR {
         return Err(CpmError::UnsupportedFormat {
-            found: printable(first.value),
+            found: shown(first.value, MAX_SHOWN_CHARS),
         });
     }
 
@@ -382,11 +385,16 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<QrisPayload, CpmError> {
             .is_some_and(|aid| aid.value.starts_with(&QRIS_AID))
     });
     let Some(app) = qris_apps.next() else {
-        let found: Vec<String> = apps
+        let mut found: Vec<String> = apps
             .iter()
             .filter_map(|a| a.child(Tag::AID))
-            .map(|aid| hex::encode_upper(aid.value))
+            .map(|aid| shown_aid(aid.value))
             .collect();
+        if found.len() > MAX_SHOWN_AIDS {
+            let more = found.len() - MAX_SHOWN_AIDS;
+            found.truncate(MAX_SHOWN_AIDS);
+            found.push(format!("{more} more"));
+        }
         return Err(CpmError::NoQrisAid {
             found: if found.is_empty() {
                 "none".into()
@@ -455,23 +463,32 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<QrisPayload, CpmError> {
         warnings.push("PAN fails the Luhn check (common in real QRIS payloads; accepted)".into());
     }
     if let Some(last4) = field(Tag::LAST4) {
-        let stated = hex::encode_upper(last4);
         let actual = pan.0.get(pan.0.len() - 4..).unwrap_or_default();
-        if stated != actual {
+        // Only a 2-byte 9F25 is ever shown: longer ones seen in the field hold the whole PAN.
+        if last4.len() == 2 {
+            let stated = hex::encode_upper(last4);
+            if stated != actual {
+                warnings.push(format!(
+                    "9F25 says the PAN ends {stated} but it ends {actual} (common in real \
+                     payloads; accepted)"
+                ));
+            }
+        } else {
             warnings.push(format!(
-                "9F25 says the PAN ends {} but it ends {actual} (common in real payloads; accepted)",
-                printable(stated.as_bytes())
+                "9F25 is {} bytes, expected 2 (the PAN's last 4 digits); its value is not shown \
+                 (it may hold the whole PAN; accepted)",
+                last4.len()
             ));
         }
     }
 
-    let label = field(Tag::LABEL).map(printable);
+    let label = field(Tag::LABEL).map(|v| shown(v, MAX_SHOWN_CHARS));
     match &label {
         Some(l) if l.eq_ignore_ascii_case(QRIS_LABEL) => {}
         Some(l) => warnings.push(format!("label is {l:?}, expected {QRIS_LABEL:?}")),
         None => warnings.push("no application label (50)".into()),
     }
-    let language = field(Tag::LANGUAGE).map(printable);
+    let language = field(Tag::LANGUAGE).map(|v| shown(v, MAX_SHOWN_CHARS));
     if let Some(lang) = &language {
         if lang != "iden" && lang != "id" {
             warnings.push(format!("language is {lang:?}, expected \"iden\" or \"id\""));
@@ -592,6 +609,49 @@ fn printable(bytes: &[u8]) -> String {
             }
         })
         .collect()
+}
+
+/// The most characters of a payload field shown in the view or a message (EMV labels have at
+/// most 16).
+const MAX_SHOWN_CHARS: usize = 16;
+/// The most AIDs named in a rejection.
+const MAX_SHOWN_AIDS: usize = 4;
+/// The most decimal digits a shown field may keep: more could be account digits.
+const MAX_SHOWN_DIGITS: usize = 4;
+
+/// A payload field (label, language, format indicator) as text fit for the view, a message or
+/// a log: [`printable`], at most `max` characters (a cut is marked `...`), and when it holds
+/// more than [`MAX_SHOWN_DIGITS`] digits every digit becomes `#`, so that no field can carry
+/// account digits past the mask, whatever a wallet puts in it.
+fn shown(bytes: &[u8], max: usize) -> String {
+    let mut s = printable(bytes.get(..max).unwrap_or(bytes));
+    if bytes.len() > max {
+        s.push_str("...");
+    }
+    if s.bytes().filter(u8::is_ascii_digit).count() > MAX_SHOWN_DIGITS {
+        s = s
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .collect();
+    }
+    s
+}
+
+/// Another application's AID for a rejection message: in hex when it looks like a registered
+/// AID, else only its length. Registered: at most 16 bytes, a first nibble A-F (an account
+/// number starts with a decimal digit), and no run of more than 8 digits once its leading
+/// zeros are dropped (`A0000000031010` is shown, a PAN behind an `A` is not).
+fn shown_aid(aid: &[u8]) -> String {
+    let text = hex::encode_upper(aid);
+    let longest_run = text
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|run| run.trim_start_matches('0').len())
+        .max()
+        .unwrap_or(0);
+    match aid.first() {
+        Some(&b) if aid.len() <= 16 && b >= 0xA0 && longest_run <= 8 => text,
+        _ => format!("a {}-byte value that is not a registered AID", aid.len()),
+    }
 }
 
 fn no_duplicates(template: &Tlv) -> Result<(), CpmError> {

@@ -103,7 +103,10 @@ pub fn init(format: LogFormat, default_level: &str) -> LogSink {
             None => (
                 LogSink::Text,
                 registry
-                    .with(RateLimited::new(text(), WARN_WINDOW))
+                    .with(RateLimited::new(
+                        text_layer(std::io::stderr, ansi),
+                        WARN_WINDOW,
+                    ))
                     .try_init(),
             ),
         },
@@ -112,6 +115,22 @@ pub fn init(format: LogFormat, default_level: &str) -> LogSink {
         tracing::debug!(sink = ?sink, "logging set up");
     }
     sink
+}
+
+/// The human-readable text log layer writing to `writer` (stderr in [`init`]): the default
+/// layout, with every field value passed through [`escape_controls`] ([`EscapedFields`]).
+pub fn text_layer<S, W>(
+    writer: W,
+    ansi: bool,
+) -> tracing_subscriber::fmt::Layer<S, EscapedFields, tracing_subscriber::fmt::format::Format, W>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi)
+        .fmt_fields(EscapedFields)
 }
 
 /// The journald layer, when `JOURNAL_STREAM` names stderr and journald's socket answers.
@@ -143,6 +162,124 @@ pub fn stream_names_stderr(value: &str, (dev, ino): (u64, u64)) -> bool {
         return false;
     };
     d.parse::<u64>() == Ok(dev) && i.parse::<u64>() == Ok(ino)
+}
+
+/// `s` with every control character written as an escape (`\n`, `\r`, `\t`, `\x1b`,
+/// `\u{9b}`), and the Unicode line separators and bidirectional overrides too: text from
+/// outside (an aggregator's `referenceNo` or message, a reader's name) can then neither start
+/// a forged log line nor drive a terminal. Everything else is kept as it is.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    let needs = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(needs) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        use fmt::Write as _;
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c < '\u{80}' && needs(c) => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if needs(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Field formatting for the text log on stderr: tracing-subscriber's default layout (the
+/// message bare, then `name=value`), with [`escape_controls`] applied to every value, so that
+/// one event is always one line however its fields were filled. (The JSON format escapes by
+/// itself; journald keeps each field apart.)
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EscapedFields;
+
+impl<'a> tracing_subscriber::field::MakeVisitor<tracing_subscriber::fmt::format::Writer<'a>>
+    for EscapedFields
+{
+    type Visitor = EscapedVisitor<'a>;
+
+    fn make_visitor(&self, writer: tracing_subscriber::fmt::format::Writer<'a>) -> Self::Visitor {
+        EscapedVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        }
+    }
+}
+
+/// The visitor of [`EscapedFields`].
+pub struct EscapedVisitor<'a> {
+    writer: tracing_subscriber::fmt::format::Writer<'a>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl EscapedVisitor<'_> {
+    fn write(&mut self, field: &Field, text: &str) {
+        if self.result.is_err() {
+            return;
+        }
+        let sep = if std::mem::take(&mut self.first) {
+            ""
+        } else {
+            " "
+        };
+        let text = escape_controls(text);
+        self.result = match field.name() {
+            "message" => write!(self.writer, "{sep}{text}"),
+            name => write!(
+                self.writer,
+                "{sep}{}={text}",
+                name.strip_prefix("r#").unwrap_or(name)
+            ),
+        };
+    }
+}
+
+impl Visit for EscapedVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.write(field, value);
+        } else {
+            self.write(field, &format!("{value:?}"));
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let mut text = value.to_string();
+        let mut source = value.source();
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        self.write(field, &text);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.write(field, &format!("{value:?}"));
+    }
+}
+
+impl tracing_subscriber::field::VisitOutput<fmt::Result> for EscapedVisitor<'_> {
+    fn finish(self) -> fmt::Result {
+        self.result
+    }
+}
+
+impl tracing_subscriber::field::VisitFmt for EscapedVisitor<'_> {
+    fn writer(&mut self) -> &mut dyn fmt::Write {
+        &mut self.writer
+    }
 }
 
 /// What the limiter decides for one event.
@@ -489,6 +626,39 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    /// Outside text (an aggregator's referenceNo and message) in a message, a Display field and
+    /// a Debug field: the text log keeps one event on one line and passes no escape code.
+    #[test]
+    fn text_log_escapes_control_characters_from_outside() {
+        let buf = Buf::default();
+        let w = buf.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(text_layer(move || w.clone(), false).without_time());
+        let evil = "A1\r\nINFO tapgate: forged line\x1b[2J\x07\u{9b}31m\u{202e}";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(reference_no = %evil, reason = ?evil, "paid: referenceNo {evil}");
+            let io = std::io::Error::other(evil);
+            tracing::warn!(error = &io as &(dyn std::error::Error + 'static), "failed");
+        });
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(out.lines().count(), 2, "{out}");
+        assert!(
+            !out.trim_end_matches('\n')
+                .chars()
+                .any(|c| c.is_control() && c != '\n')
+                && !out.contains('\u{202e}'),
+            "{out:?}"
+        );
+        assert!(!out.contains("\nINFO tapgate: forged"), "{out:?}");
+        assert!(
+            out.contains("referenceNo A1\\r\\nINFO tapgate: forged line\\x1b[2J"),
+            "{out}"
+        );
+        assert!(out.contains("reference_no=A1\\r\\n"), "{out}");
+        assert!(out.contains("\\u{9b}31m\\u{202e}"), "{out}");
+        assert_eq!(escape_controls("plain ok"), "plain ok");
     }
 
     /// The layer over a real fmt layer: repeats held back per lane, money never held back,

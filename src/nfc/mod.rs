@@ -75,8 +75,9 @@ pub enum TapReadError {
     Channel(ChannelError),
 }
 
-/// What a card source reports to its lane.
-#[derive(Clone, Debug)]
+/// What a card source reports to its lane. `Debug` shows the payload's length, never its
+/// text (the text is `qrContent`: it holds the PAN and the cardholder name).
+#[derive(Clone)]
 pub enum CardEvent {
     /// A phone was read: the QRIS TAP payload text exactly as received.
     Payload {
@@ -108,4 +109,70 @@ pub enum CardEvent {
         /// Why, for the technician.
         why: String,
     },
+}
+
+impl std::fmt::Debug for CardEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CardEvent::Payload {
+                reader,
+                qr_content,
+                read_us,
+            } => f
+                .debug_struct("Payload")
+                .field("reader", reader)
+                .field(
+                    "qr_content",
+                    &format_args!("<{} characters>", qr_content.len()),
+                )
+                .field("read_us", read_us)
+                .finish(),
+            CardEvent::ReadFailed {
+                reader,
+                error,
+                read_us,
+            } => f
+                .debug_struct("ReadFailed")
+                .field("reader", reader)
+                .field("error", error)
+                .field("read_us", read_us)
+                .finish(),
+            CardEvent::ReaderUp { reader } => {
+                f.debug_struct("ReaderUp").field("reader", reader).finish()
+            }
+            CardEvent::ReaderDown { reader, why } => f
+                .debug_struct("ReaderDown")
+                .field("reader", reader)
+                .field("why", why)
+                .finish(),
+        }
+    }
+}
+
+impl CardEvent {
+    /// The line `tapgate readers --watch` prints for this event: a payload as its decoded,
+    /// masked report ([`crate::cpm::DecodeReport`] as JSON), never its text. Outside strings
+    /// (reader names, pcscd's words) have their control characters escaped.
+    pub fn watch_line(&self) -> String {
+        let esc = crate::daemon::logging::escape_controls;
+        match self {
+            CardEvent::Payload {
+                reader,
+                qr_content,
+                read_us,
+            } => {
+                let r = crate::cpm::decode_report(qr_content);
+                let json = serde_json::to_string(&r)
+                    .unwrap_or_else(|e| format!("{{\"error\":\"report not printable: {e}\"}}"));
+                format!("{}: read in {} ms: {json}", esc(reader), read_us / 1000)
+            }
+            CardEvent::ReadFailed { reader, error, .. } => {
+                format!("{}: {}", esc(reader), esc(&error.to_string()))
+            }
+            CardEvent::ReaderUp { reader } => format!("{}: present", esc(reader)),
+            CardEvent::ReaderDown { reader, why } => {
+                format!("{}: gone ({})", esc(reader), esc(why))
+            }
+        }
+    }
 }
