@@ -15,6 +15,7 @@
 //! | [`daemon`] | lanes: the pipeline of one tap, wiring the pieces above together |
 //! | [`sim`] | the acquirer simulator used by `tapgate demo`, `tapgate sim` and the tests |
 //! | [`clock`] | the clock port |
+//! | [`escape`] | outside text made safe for one line of a log or a terminal |
 
 pub mod aggregator;
 pub mod clock;
@@ -22,6 +23,7 @@ pub mod cmd;
 pub mod config;
 pub mod cpm;
 pub mod daemon;
+pub mod escape;
 pub mod failpoint;
 pub mod fare;
 pub mod journal;

@@ -455,7 +455,7 @@ fn clip(s: &str, max: usize) -> String {
 /// aggregator's referenceNo, responseCode, messages) have their control characters escaped,
 /// so a row can neither forge lines nor drive the terminal.
 fn esc(s: &str) -> String {
-    crate::daemon::logging::escape_controls(s).into_owned()
+    crate::escape::escape_controls(s).into_owned()
 }
 
 fn print_rows(rows: &[OpRow], json: bool, now: Timestamp) -> anyhow::Result<()> {

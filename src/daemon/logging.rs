@@ -34,6 +34,7 @@
 //! each one is about different money. A limit still counting when the process exits is not
 //! reported.
 
+use crate::escape::escape_controls;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
@@ -118,7 +119,7 @@ pub fn init(format: LogFormat, default_level: &str) -> LogSink {
 }
 
 /// The human-readable text log layer writing to `writer` (stderr in [`init`]): the default
-/// layout, with every field value passed through [`escape_controls`] ([`EscapedFields`]).
+/// layout, with every field value passed through [`escape_controls`](crate::escape::escape_controls) ([`EscapedFields`]).
 pub fn text_layer<S, W>(
     writer: W,
     ansi: bool,
@@ -164,39 +165,8 @@ pub fn stream_names_stderr(value: &str, (dev, ino): (u64, u64)) -> bool {
     d.parse::<u64>() == Ok(dev) && i.parse::<u64>() == Ok(ino)
 }
 
-/// `s` with every control character written as an escape (`\n`, `\r`, `\t`, `\x1b`,
-/// `\u{9b}`), and the Unicode line separators and bidirectional overrides too: text from
-/// outside (an aggregator's `referenceNo` or message, a reader's name) can then neither start
-/// a forged log line nor drive a terminal. Everything else is kept as it is.
-pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
-    let needs = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-    };
-    if !s.chars().any(needs) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        use fmt::Write as _;
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c < '\u{80}' && needs(c) => {
-                let _ = write!(out, "\\x{:02x}", u32::from(c));
-            }
-            c if needs(c) => {
-                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
-
 /// Field formatting for the text log on stderr: tracing-subscriber's default layout (the
-/// message bare, then `name=value`), with [`escape_controls`] applied to every value, so that
+/// message bare, then `name=value`), with [`escape_controls`](crate::escape::escape_controls) applied to every value, so that
 /// one event is always one line however its fields were filled. (The JSON format escapes by
 /// itself; journald keeps each field apart.)
 #[derive(Clone, Copy, Debug, Default)]

@@ -154,7 +154,7 @@ impl CardEvent {
     /// masked report ([`crate::cpm::DecodeReport`] as JSON), never its text. Outside strings
     /// (reader names, pcscd's words) have their control characters escaped.
     pub fn watch_line(&self) -> String {
-        let esc = crate::daemon::logging::escape_controls;
+        let esc = crate::escape::escape_controls;
         match self {
             CardEvent::Payload {
                 reader,
