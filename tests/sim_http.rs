@@ -69,7 +69,7 @@ fn qr(pan: &str, n: u64) -> String {
     B64.encode(payload)
 }
 
-/// A deliberately plain SNAP client, written from protocol.md, not from tapgate's client.
+/// A deliberately plain SNAP client, written from docs/protocol.md, not from tapgate's client.
 struct Client {
     http: reqwest::Client,
     base: String,

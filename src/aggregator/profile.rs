@@ -1,4 +1,4 @@
-//! The Finpay QRIS TAP field choices (protocol.md §4): the ONE place holding what we inferred
+//! The Finpay QRIS TAP field choices (docs/protocol.md §4): the ONE place holding what we inferred
 //! about the request bodies. Pure: builds JSON values, sends nothing.
 //!
 //! When the aggregator publishes its final field list, this file is what changes:

@@ -1,6 +1,6 @@
 //! EMV QR CPM payload decoding with the QRIS profile checks: pure code, no I/O.
 //!
-//! A QRIS TAP payload is the base64 text of BER-TLV objects (protocol.md §2). The pipeline is:
+//! A QRIS TAP payload is the base64 text of BER-TLV objects (docs/protocol.md §2). The pipeline is:
 //!
 //! 1. [`qris::decode`] (re-exported as [`decode`]) checks the text (base64, `hQVDUFY` prefix,
 //!    at most 512 characters), parses the bytes with [`tlv::parse`], finds the QRIS application

@@ -1,5 +1,5 @@
 //! The QRIS profile of EMV QR CPM: which objects a QRIS TAP payload must carry, the checks
-//! tapgate applies (protocol.md §2, rules 1–6), and the view the rest of the gate uses.
+//! tapgate applies (docs/protocol.md §2, rules 1–6), and the view the rest of the gate uses.
 //!
 //! The view keeps only what the gate may use: the PAN (printed masked), the NNS, label,
 //! language and whether an issuer token is present. The cardholder name (`5F20`) and the issuer
@@ -333,7 +333,7 @@ impl CpmError {
 }
 
 /// Decodes and checks a QRIS TAP payload as read from the phone (or a QR code): rules 1–6 of
-/// protocol.md §2. The text itself is not kept; the caller holds it byte-for-byte for
+/// docs/protocol.md §2. The text itself is not kept; the caller holds it byte-for-byte for
 /// `qrContent`.
 pub fn decode(text: &str) -> Result<QrisPayload, CpmError> {
     check_text(text)?;

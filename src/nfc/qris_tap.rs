@@ -1,4 +1,4 @@
-//! The QRIS TAP APDU exchange (protocol.md §1) as pure protocol code over an [`ApduChannel`]:
+//! The QRIS TAP APDU exchange (docs/protocol.md §1) as pure protocol code over an [`ApduChannel`]:
 //! SELECT the QRIS CPM application, then READ RECORD 1, 2, ... while the phone answers `61 xx`.
 //!
 //! Phone truths this code depends on:

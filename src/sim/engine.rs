@@ -296,7 +296,7 @@ fn unknown_keys(obj: &Map<String, Value>, known: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// The transaction headers protocol.md §3 makes mandatory, lower-case.
+/// The transaction headers docs/protocol.md §3 makes mandatory, lower-case.
 const MANDATORY_HEADERS: [&str; 12] = [
     "content-type",
     "authorization",

@@ -3,7 +3,7 @@
 //! A code is seven digits: the HTTP status (3), the service code (2, e.g. `60` for
 //! `qr-cpm-payment`) and the case (2). What a code means depends on the service that answered
 //! it (`404xx18` is a failure for a payment but "already done" for a refund), so each service
-//! has its own classification, each naming what tapgate does next (protocol.md §5).
+//! has its own classification, each naming what tapgate does next (docs/protocol.md §5).
 //!
 //! The service digits are parsed but never required to match the service that was called:
 //! aggregators are known to answer with the service code of a neighbouring API, and the case

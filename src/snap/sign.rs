@@ -1,5 +1,5 @@
 //! SNAP signatures: the asymmetric B2B token signature (RSASSA-PKCS1-v1_5 SHA-256) and the
-//! symmetric transaction signature (HMAC-SHA512), byte for byte as protocol.md §3 gives them.
+//! symmetric transaction signature (HMAC-SHA512), byte for byte as docs/protocol.md §3 gives them.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
