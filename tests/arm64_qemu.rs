@@ -22,8 +22,10 @@
 //! `TAPGATE_SKIP_ARM64=1` to skip it on purpose. The linker and pkg-config settings for the
 //! target are in `.cargo/config.toml`.
 
+#[path = "support/qemu.rs"]
+mod qemu;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -423,7 +425,8 @@ fn build_initramfs(root: &Path, init: &Path, plan: &str, out: &Path) {
 
 /// Boots the VM and returns its console output. Panics if it does not power off in `limit`.
 fn boot(kernel: &Path, initrd: &Path, limit: Duration) -> String {
-    let mut child = Command::new("qemu-system-aarch64")
+    let mut cmd = Command::new("qemu-system-aarch64");
+    cmd
         // pauth-impdef: the kernel signs return addresses; QEMU's default (architected QARMA)
         // pointer authentication makes every kernel function call several times slower.
         .args([
@@ -438,45 +441,8 @@ fn boot(kernel: &Path, initrd: &Path, limit: Duration) -> String {
         .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyAMA0 panic=-1 quiet rdinit=/init"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start qemu-system-aarch64");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            match line {
-                Ok(l) => lines.push(l),
-                Err(_) => break,
-            }
-        }
-        lines.join("\n")
-    });
-    let start = Instant::now();
-    loop {
-        match child.try_wait().expect("wait for qemu") {
-            Some(_) => break,
-            None if start.elapsed() > limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let console = reader.join().unwrap_or_default();
-                panic!("the arm64 VM did not power off within {limit:?}; console:\n{console}");
-            }
-            None => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut err);
-    }
-    let console = reader.join().unwrap_or_default();
-    if !err.trim().is_empty() {
-        eprintln!("qemu stderr:\n{err}");
-    }
-    console.replace('\r', "")
+        .args(["-append", "console=ttyAMA0 panic=-1 quiet rdinit=/init"]);
+    qemu::run_to_poweroff(cmd, limit).replace('\r', "")
 }
 
 /// One smoke command's result, read back from the console.

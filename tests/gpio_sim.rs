@@ -10,10 +10,12 @@
 //! Needs `qemu-system-x86`, `linux-source-6.1`, `bc bison flex libelf-dev`. Without them the
 //! test fails; set `TAPGATE_SKIP_QEMU=1` to skip it on purpose.
 
-use std::io::{BufRead, BufReader};
+#[path = "support/qemu.rs"]
+mod qemu;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Every check the init must report, each exactly once.
 const CHECKS: &[&str] = &[
@@ -116,50 +118,13 @@ fn build_initramfs(kernel_dir: &Path, init: &Path, target: &Path) -> PathBuf {
 
 /// Boots the VM and returns its console output. Panics if it does not finish in `limit`.
 fn boot(kernel: &Path, initrd: &Path, limit: Duration) -> String {
-    let mut child = Command::new("qemu-system-x86_64")
-        .args(["-nographic", "-no-reboot", "-m", "256", "-kernel"])
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-nographic", "-no-reboot", "-m", "256", "-kernel"])
         .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start qemu-system-x86_64");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            match line {
-                Ok(l) => lines.push(l),
-                Err(_) => break,
-            }
-        }
-        lines.join("\n")
-    });
-    let start = Instant::now();
-    loop {
-        match child.try_wait().expect("wait for qemu") {
-            Some(_) => break,
-            None if start.elapsed() > limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let console = reader.join().unwrap_or_default();
-                panic!("the VM did not power off within {limit:?}; console:\n{console}");
-            }
-            None => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut err);
-    }
-    let console = reader.join().unwrap_or_default();
-    if !err.trim().is_empty() {
-        eprintln!("qemu stderr:\n{err}");
-    }
-    console
+        .args(["-append", "console=ttyS0 panic=-1 quiet"]);
+    qemu::run_to_poweroff(cmd, limit)
 }
 
 #[test]
