@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and property tests, the real-stack tiers
 # (loopback HTTP simulator, SQLite files, pcscd + vpcd with a virtual phone, SIGKILLed
-# processes, gpio-sim under qemu). Installs what it needs when missing.
+# processes, gpio-sim under qemu, the arm64 package under qemu-system-aarch64, the fuzz
+# corpus). Installs what it needs when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh test
