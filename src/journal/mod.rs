@@ -50,8 +50,16 @@ use error::DbContext;
 /// longer wait would only hide a stuck process while passengers queue at the gate.
 pub const BUSY_TIMEOUT: Duration = Duration::from_millis(1000);
 
-/// The states the reconciler still has work for.
-const NON_FINAL_SQL: &str = "('PENDING', 'UNKNOWN', 'REFUND_PENDING')";
+/// The states the reconciler still has work for, as an SQL list: those [`OpState::is_final`]
+/// says are not final, so the two cannot disagree.
+fn non_final_sql() -> String {
+    let states: Vec<String> = OpState::ALL
+        .into_iter()
+        .filter(|s| !s.is_final())
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    format!("({})", states.join(", "))
+}
 
 const OP_COLUMNS: &str = "partner_reference_no, kind, lane, direction, station_id, amount, \
      pan_key, pan_masked, nns, state, reference_no, response_code, gate_opened, reason, \
@@ -412,9 +420,10 @@ impl Journal {
     /// with `next_attempt_at_ms <= now_ms` (or none set), oldest first, at most `limit`.
     pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OpRow>, JournalError> {
         let sql = format!(
-            "SELECT {OP_COLUMNS} FROM fare_ops WHERE state IN {NON_FINAL_SQL} \
+            "SELECT {OP_COLUMNS} FROM fare_ops WHERE state IN {} \
              AND coalesce(next_attempt_at_ms, 0) <= ?1 \
-             ORDER BY created_at_ms, partner_reference_no LIMIT ?2"
+             ORDER BY created_at_ms, partner_reference_no LIMIT ?2",
+            non_final_sql()
         );
         let args = vec![
             Value::Integer(now_ms),

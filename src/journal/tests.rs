@@ -84,3 +84,12 @@ fn pragmas_are_set_for_durability() {
     assert_eq!(sync, 2, "synchronous=FULL");
     assert_eq!(fk, 1);
 }
+
+#[test]
+fn the_reconcilers_states_are_exactly_the_non_final_ones() {
+    let sql = non_final_sql();
+    for s in OpState::ALL {
+        let listed = sql.contains(&format!("'{}'", s.as_str()));
+        assert_eq!(listed, !s.is_final(), "{s} in {sql}");
+    }
+}

@@ -11,8 +11,9 @@
 
 use super::{ApduChannel, ChannelError, TapReadError};
 
-/// The QRIS CPM application identifier, as sent in SELECT and READ RECORD.
-pub const QRIS_AID: [u8; 7] = [0xA0, 0x00, 0x00, 0x06, 0x02, 0x20, 0x20];
+/// The QRIS CPM application identifier, as sent in SELECT and READ RECORD: the one the
+/// payload's application template carries ([`crate::cpm::qris::QRIS_AID`]).
+pub use crate::cpm::qris::QRIS_AID;
 
 /// `00 A4 04 00 07 <AID> 00`: SELECT the QRIS CPM application by name.
 pub const SELECT_QRIS: [u8; 13] = [
@@ -132,7 +133,8 @@ mod tests {
             "00B2020007A000000602202000"
         );
         assert_eq!(&SELECT_QRIS[5..12], &QRIS_AID);
-        assert_eq!(QRIS_AID, crate::cpm::qris::QRIS_AID);
+        assert_eq!(&READ_RECORD_1[5..12], &QRIS_AID);
+        assert_eq!(&READ_RECORD_2[5..12], &QRIS_AID);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //!
 //! [`Responder`] is the pure phone (APDU in, reply out); [`VirtualPhone`] runs it over TCP.
 
+use crate::cpm::qris::QRIS_AID;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -26,9 +27,6 @@ pub const VPCD_PORT: u16 = 35963;
 /// The ATR a PC/SC contactless reader reports for an ISO 14443-4 type A card without
 /// historical bytes; phones in HCE look like this behind a real reader.
 pub const CONTACTLESS_ATR: [u8; 5] = [0x3B, 0x80, 0x80, 0x01, 0x01];
-
-/// The QRIS CPM application identifier the phone answers to.
-const QRIS_AID: [u8; 7] = [0xA0, 0x00, 0x00, 0x06, 0x02, 0x20, 0x20];
 
 /// A point of the exchange where a fault can be injected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
