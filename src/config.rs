@@ -411,7 +411,8 @@ pub enum StaleJourney {
     /// Close it at the maximum fare (the hold is kept).
     #[default]
     MaxFare,
-    /// Release it: refund the hold.
+    /// Close it as RELEASED without a refund call: the hold is left to the aggregator's
+    /// expiry (the journal never refunds an operation whose gate opened).
     Release,
 }
 

@@ -333,7 +333,7 @@ impl Lane {
             Ok(TapStart::Begun(planned)) => planned,
             Ok(TapStart::Refused(outcome)) => {
                 r.outcome = outcome;
-                r.message = "a journey is already open for this passenger (anti-passback)".into();
+                r.message = policy::refusal_message(outcome);
                 return r;
             }
             Ok(TapStart::Blocked(block)) => {

@@ -192,7 +192,7 @@ pub fn after_refund(
         } => Transition {
             response_code: Some(response_code.clone()),
             refund_no: refund_no.clone(),
-            refund_amount: Some(row.refund_amount.unwrap_or(row.amount)),
+            refund_amount: Some(row.amount_to_refund()),
             reason: Some("refunded".into()),
             bump_attempts: true,
             ..Transition::new(OpState::Refunded, now_ms)
@@ -408,7 +408,7 @@ impl Reconciler {
                         .refund(
                             &row.partner_reference_no,
                             &reference,
-                            row.amount,
+                            row.amount_to_refund(),
                             "gate did not open",
                         )
                         .await;
@@ -537,6 +537,7 @@ impl Reconciler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fare::Rupiah;
 
     #[test]
     fn backoff_grows_and_caps() {
@@ -545,5 +546,49 @@ mod tests {
         assert_eq!(backoff_ms(30, 2000, 300_000, 0.5), 150_000);
         assert_eq!(backoff_ms(200, 2000, 300_000, 1.0), 300_000);
         assert_eq!(backoff_ms(5, 2000, 300_000, 0.0), 0);
+    }
+
+    fn refund_owed(amount: u64, refund_amount: Option<u64>) -> OpRow {
+        OpRow {
+            partner_reference_no: "TGBLM0126120209150200000123456".into(),
+            kind: crate::journal::OpKind::Hold,
+            lane: "in-1".into(),
+            direction: crate::fare::Direction::In,
+            station_id: "BLM".into(),
+            amount: Rupiah(amount),
+            pan_key: "k".into(),
+            pan_masked: "93600914*******1234".into(),
+            nns: "93600914".into(),
+            state: OpState::RefundPending,
+            reference_no: Some("REF1".into()),
+            response_code: Some("2006000".into()),
+            gate_opened: Some(false),
+            reason: None,
+            attempts: 1,
+            next_attempt_at_ms: Some(0),
+            refund_no: None,
+            refund_amount: refund_amount.map(Rupiah),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            journey_id: None,
+        }
+    }
+
+    /// The refund the reconciler asks for and the refund it records are one amount: a partial
+    /// refund owed is neither sent whole nor recorded whole.
+    #[test]
+    fn refund_sent_and_refund_recorded_are_the_same_amount() {
+        let refunded = RefundOutcome::Refunded {
+            refund_no: Some("RF1".into()),
+            response_code: "2008000".into(),
+        };
+        let cfg = ReconcilerConfig::default();
+        for (amount, owed, expect) in [(9000, Some(6000), 6000), (9000, None, 9000)] {
+            let row = refund_owed(amount, owed);
+            assert_eq!(row.amount_to_refund(), Rupiah(expect));
+            let t = after_refund(&row, &refunded, 1, &cfg);
+            assert_eq!(t.refund_amount, Some(row.amount_to_refund()));
+            assert_eq!(t.to, OpState::Refunded);
+        }
     }
 }

@@ -61,6 +61,20 @@ impl TapOutcome {
     }
 }
 
+/// What a technician reads when [`Plan::Refuse`] refused a tap with `outcome` before any
+/// money moved.
+pub fn refusal_message(outcome: TapOutcome) -> String {
+    match outcome {
+        TapOutcome::Passback => {
+            "a journey is already open for this passenger (anti-passback)".into()
+        }
+        other => format!(
+            "refused by the station's policy before any payment ({})",
+            other.as_str()
+        ),
+    }
+}
+
 /// An open journey as the policy needs to see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpenJourney {
@@ -253,6 +267,21 @@ mod tests {
             max_trip_minutes: 240,
             stale_journey: StaleJourney::MaxFare,
             passage_window_ms: 8000,
+        }
+    }
+
+    /// Only an anti-passback refusal says "anti-passback": any other refusal names itself.
+    #[test]
+    fn a_refusal_says_what_refused_it() {
+        assert!(refusal_message(TapOutcome::Passback).contains("anti-passback"));
+        for other in [
+            TapOutcome::Duplicate,
+            TapOutcome::Refused,
+            TapOutcome::JournalUnavailable,
+        ] {
+            let m = refusal_message(other);
+            assert!(!m.contains("anti-passback"), "{m}");
+            assert!(m.contains(other.as_str()), "{m}");
         }
     }
 

@@ -229,6 +229,15 @@ pub struct OpRow {
     pub journey_id: Option<i64>,
 }
 
+impl OpRow {
+    /// What a refund of this operation returns: the amount recorded when the refund became
+    /// owed, else the whole operation. The refund request and the journal's record of it both
+    /// use this, so what is asked and what is written cannot differ.
+    pub fn amount_to_refund(&self) -> Rupiah {
+        self.refund_amount.unwrap_or(self.amount)
+    }
+}
+
 /// One line of an operation's history. The events table is append-only.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EventRow {
