@@ -2,6 +2,8 @@
 //! the journal API (or written by `tapgate tap` against the loopback simulator).
 
 mod common;
+#[path = "support/csv.rs"]
+mod csv;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -318,34 +320,6 @@ fn attention_and_retry_hand_rows_back_to_the_reconciler() {
     assert!(out.contains("no operation needs attention"));
 }
 
-/// Parses RFC 4180 records (quoted fields may hold commas, quotes and line breaks).
-fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    let mut records = Vec::new();
-    let mut rec = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') => quoted = true,
-            (false, ',') => rec.push(std::mem::take(&mut field)),
-            (false, '\r') => {}
-            (false, '\n') => {
-                rec.push(std::mem::take(&mut field));
-                records.push(std::mem::take(&mut rec));
-            }
-            (false, c) => field.push(c),
-        }
-    }
-    records
-}
-
 #[test]
 fn export_matches_the_journal() {
     let dir = tempfile::tempdir().unwrap();
@@ -361,7 +335,7 @@ fn export_matches_the_journal() {
 
     let (code, out, _) = journal_cmd(&path, &["export", "--since", "2h", "--format", "csv"]);
     assert_eq!(code, 0);
-    let recs = parse_csv(&out);
+    let recs = csv::parse(&out);
     assert_eq!(recs[0], tapgate::journal::CSV_COLUMNS);
     let refs: Vec<&str> = recs[1..].iter().map(|r| r[0].as_str()).collect();
     assert_eq!(refs, ["DECL", "ATT-Q", "ATT-R"]);
@@ -510,7 +484,7 @@ fn damaged_rows_are_counted_not_fatal() {
     // An incomplete export or attention check must not pass as complete.
     let (code, out, err) = journal_cmd(&path, &["export", "--format", "csv"]);
     assert_eq!(code, 1);
-    assert_eq!(parse_csv(&out).len(), 3, "header and the two sound rows");
+    assert_eq!(csv::parse(&out).len(), 3, "header and the two sound rows");
     assert!(err.contains("2 damaged row(s)"), "{err}");
     let (code, out, err) = journal_cmd(&path, &["attention"]);
     assert_eq!(code, 1);

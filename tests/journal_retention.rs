@@ -4,6 +4,8 @@
 //! stops growing.
 
 mod common;
+#[path = "support/csv.rs"]
+mod csv;
 mod journal_common;
 
 use std::collections::BTreeMap;
@@ -42,41 +44,13 @@ fn prune_cli(journal: &Path, exports: &Path, batch: u32, failpoint: Option<&str>
     cmd.output().unwrap()
 }
 
-/// Minimal RFC 4180 reader (the export quotes fields holding commas, quotes or line ends).
-fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    let mut row = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') => quoted = true,
-            (false, ',') => row.push(std::mem::take(&mut field)),
-            (false, '\r') => {}
-            (false, '\n') => {
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
-            }
-            (false, c) => field.push(c),
-        }
-    }
-    rows
-}
-
 /// Every export file in `dir` (sorted by name) with its data rows (header checked, dropped).
 fn exports(dir: &Path) -> BTreeMap<PathBuf, Vec<Vec<String>>> {
     let mut out = BTreeMap::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "csv") {
-            let mut rows = parse_csv(&std::fs::read_to_string(&p).unwrap());
+            let mut rows = csv::parse(&std::fs::read_to_string(&p).unwrap());
             assert_eq!(rows[0][0], "partner_reference_no", "{}", p.display());
             rows.remove(0);
             out.insert(p, rows);
@@ -98,7 +72,7 @@ fn exported_refs(dir: &Path) -> Vec<String> {
 fn csv_of(rows: &[OpRow]) -> Vec<Vec<String>> {
     let mut buf = Vec::new();
     tapgate::journal::write_csv(rows, &mut buf).unwrap();
-    let mut v = parse_csv(&String::from_utf8(buf).unwrap());
+    let mut v = csv::parse(&String::from_utf8(buf).unwrap());
     v.remove(0);
     v
 }
