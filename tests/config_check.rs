@@ -283,14 +283,7 @@ async fn a_bench_rig_says_its_gates_do_not_open() {
     let sim = common::start_sim().await;
     let dir = tempfile::tempdir().unwrap();
     let path = station(dir.path(), &sim.base_url(), &[]);
-    let out = tapgate()
-        .args(["tap", "--config"])
-        .arg(&path)
-        .args([
-            "--lane",
-            "in-1",
-            &common::tap_payload("9360000201100456781"),
-        ])
+    let out = common::tap_command(&path, "in-1", &common::tap_payload("9360000201100456781"))
         .output()
         .expect("run tapgate tap");
     let err = text(&out.stderr);
@@ -499,15 +492,8 @@ async fn indonesian_zones_resolve_without_system_tzdata() {
         assert!(out.status.success(), "{zone}: {}", text(&out.stderr));
     }
     let path = station(dir.path(), &sim.base_url(), &[]);
-    let out = tapgate()
+    let out = common::tap_command(&path, "in-1", &common::tap_payload("9360000201100456781"))
         .env("TZDIR", tzdir.path())
-        .args(["tap", "--config"])
-        .arg(&path)
-        .args([
-            "--lane",
-            "in-1",
-            &common::tap_payload("9360000201100456781"),
-        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));

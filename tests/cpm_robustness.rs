@@ -15,18 +15,7 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 fn corpus() -> Vec<Vec<u8>> {
-    let raw = std::fs::read_to_string("tests/fixtures/cpm-payloads.json").unwrap();
-    let cases: serde_json::Value = serde_json::from_str(&raw).unwrap();
-    let mut out: Vec<Vec<u8>> = cases
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            base64::engine::general_purpose::STANDARD
-                .decode(c["payload"].as_str().unwrap())
-                .unwrap()
-        })
-        .collect();
+    let mut out = common::fixture_payloads();
     let pan = "9360091800001234567";
     out.push(payload_bytes(
         &PayloadSpec::new(pan)

@@ -113,14 +113,7 @@ fn a_tap_is_not_charged_into_a_damaged_journal() {
     damage_ops_page(&path);
     let damaged_bytes = std::fs::read(&path).unwrap();
     // Before the check existed, a new row went in: the damaged leaf is not on its path.
-    let out = Command::new(env!("CARGO_BIN_EXE_tapgate"))
-        .args(["tap", "--config"])
-        .arg(&cfg)
-        .args([
-            "--lane",
-            "in-1",
-            &common::tap_payload("9360000201100456781"),
-        ])
+    let out = common::tap_command(&cfg, "in-1", &common::tap_payload("9360000201100456781"))
         .output()
         .unwrap();
     // The tap's report (stdout) says the journal refused it, and why.

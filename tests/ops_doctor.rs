@@ -129,14 +129,7 @@ async fn healthy_bench_gate_against_the_simulator() {
     assert!(out.contains("doctor: "), "{out}");
 
     // After one tap the journal exists: quick_check passes.
-    let tap = Command::new(env!("CARGO_BIN_EXE_tapgate"))
-        .args(["tap", "--config"])
-        .arg(&cfg)
-        .args([
-            "--lane",
-            "in-1",
-            &common::tap_payload("9360000201100456781"),
-        ])
+    let tap = common::tap_command(&cfg, "in-1", &common::tap_payload("9360000201100456781"))
         .output()
         .unwrap();
     assert!(tap.status.success());

@@ -216,18 +216,7 @@ fn mutate(rng: &mut SplitMix, b: &mut Vec<u8>) {
 
 /// Every payload of the property, as (bytes, text, secrets).
 fn payloads() -> Vec<(Vec<u8>, String, Secrets)> {
-    let raw = std::fs::read_to_string("tests/fixtures/cpm-payloads.json").unwrap();
-    let cases: serde_json::Value = serde_json::from_str(&raw).unwrap();
-    let mut base: Vec<Vec<u8>> = cases
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            base64::engine::general_purpose::STANDARD
-                .decode(c["payload"].as_str().unwrap())
-                .unwrap()
-        })
-        .collect();
+    let mut base = common::fixture_payloads();
     let mut rng = SplitMix(0x9F25_1EAC);
     for _ in 0..400 {
         base.push(payload_bytes(&hostile_spec(&mut rng)));

@@ -68,6 +68,33 @@ pub fn tap_payload(pan: &str) -> String {
     payload(&PayloadSpec::new(pan).with_token(&rand::random::<[u8; 16]>()))
 }
 
+/// `tapgate tap --config CONFIG --lane LANE PAYLOAD`, ready for more environment or a
+/// working directory before it is run.
+pub fn tap_command(config: &Path, lane: &str, payload: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tapgate"));
+    cmd.args(["tap", "--config"])
+        .arg(config)
+        .args(["--lane", lane, payload]);
+    cmd
+}
+
+/// The decoded bytes of every payload in `tests/fixtures/cpm-payloads.json`.
+pub fn fixture_payloads() -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    let raw = std::fs::read_to_string("tests/fixtures/cpm-payloads.json").unwrap();
+    let cases: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    cases
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            base64::engine::general_purpose::STANDARD
+                .decode(c["payload"].as_str().unwrap())
+                .unwrap()
+        })
+        .collect()
+}
+
 /// The `[reconciler]` section tests use: fast retries, no grace for "not found".
 pub const FAST_RECONCILER: &str = "[reconciler]\nbackoff_base_ms = 20\nbackoff_cap_ms = 200\nnot_found_after_seconds = 0\ninterval_ms = 50\n";
 
