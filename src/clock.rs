@@ -7,6 +7,14 @@ use std::sync::Arc;
 pub trait Clock: Send + Sync + 'static {
     /// Now, in the station's time zone (SNAP timestamps carry the local offset).
     fn now(&self) -> jiff::Zoned;
+
+    /// Time since an arbitrary fixed point, never going back: what every duration (a stage's
+    /// time, a deadline) is measured with, so that a wall-clock step cannot bend it. The
+    /// default is the process's monotonic clock.
+    fn monotonic(&self) -> std::time::Duration {
+        static ANCHOR: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        ANCHOR.get_or_init(std::time::Instant::now).elapsed()
+    }
 }
 
 /// The system clock in a fixed time zone (Indonesia: `Asia/Jakarta`, `Asia/Makassar`,
@@ -52,6 +60,12 @@ impl ManualClock {
 }
 
 impl Clock for ManualClock {
+    /// Moves with [`ManualClock::advance_ms`] only.
+    fn monotonic(&self) -> std::time::Duration {
+        let ms = self.unix_ms.load(Ordering::SeqCst);
+        std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+    }
+
     fn now(&self) -> jiff::Zoned {
         let ms = self.unix_ms.load(Ordering::SeqCst);
         jiff::Timestamp::from_millisecond(ms)

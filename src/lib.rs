@@ -10,6 +10,8 @@
 //! | [`snap`] | BI SNAP client mechanics: signatures, headers, token cache, response classification |
 //! | [`aggregator`] | the Finpay QRIS TAP profile: the one place holding field choices we inferred |
 //! | [`fare`] | amounts, fare states, tariff and lane policy (pure) |
+//! | [`flow`] | one tap as a pure flow of effects, and how a result becomes journal transitions |
+//! | [`ports`] | the traits a tap and the reconciler work through, their real adapters and fakes |
 //! | [`journal`] | the SQLite journal of fare operations and journeys |
 //! | [`relay`] | gate relay backends (recording; GPIO) |
 //! | [`daemon`] | lanes: the pipeline of one tap, wiring the pieces above together |
@@ -26,8 +28,10 @@ pub mod daemon;
 pub mod escape;
 pub mod failpoint;
 pub mod fare;
+pub mod flow;
 pub mod journal;
 pub mod nfc;
+pub mod ports;
 pub mod relay;
 pub mod sim;
 pub mod snap;

@@ -44,9 +44,9 @@ fn begin(j: &mut Journal, c: &TapClaim, reference: &str) -> Start {
     let (dir, now) = (c.direction, c.now_ms);
     let r = reference.to_string();
     j.begin_tap(c, move |open| TapDecision::Begin {
-        op: op(&r, dir, now, open.as_ref().map(|o| o.id)),
+        op: op(&r, dir, now, open.as_ref().map(|o| o.journey.id)),
         close_first: None,
-        then: open,
+        then: open.map(|o| o.journey),
     })
     .unwrap()
 }

@@ -6,7 +6,6 @@ pub mod lane;
 pub mod logging;
 pub mod metrics;
 pub mod reconcile;
-pub mod record;
 pub mod retention;
 pub mod run;
 pub mod station;

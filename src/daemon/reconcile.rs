@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use crate::aggregator::{check_amount, QueryOutcome, RefundOutcome, TxStatus};
 use crate::config::ReconcilerConfig;
-use crate::daemon::record::{self, Learned};
-use crate::daemon::station::Station;
+use crate::daemon::station::{JournalHandle, Station, StationCore};
 use crate::fare::policy::PayResult;
 use crate::fare::OpState;
-use crate::journal::{JourneyState, OpRow, Transition};
+use crate::flow::journey::stale_close;
+use crate::flow::settle::{self as record, in_flight_window_ms, Learned};
+use crate::journal::{JournalError, JourneyClose, OpRow, Transition};
 
 /// What to do next with one operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -215,9 +216,11 @@ pub fn after_refund(
     }
 }
 
-/// Carries out the reconciler's steps against the station's journal and aggregator.
+/// Carries out the reconciler's steps through the station's ports (journal and aggregator).
 pub struct Reconciler {
-    station: Arc<Station>,
+    station: Arc<StationCore>,
+    /// The SQLite journal, for start-up recovery; `None` over fakes.
+    journal: Option<JournalHandle>,
 }
 
 /// What one pass did.
@@ -238,26 +241,39 @@ pub struct PassStats {
 impl Reconciler {
     /// A reconciler for `station`.
     pub fn new(station: Arc<Station>) -> Self {
-        Reconciler { station }
+        Reconciler {
+            journal: Some(station.journal.clone()),
+            station: station.core(),
+        }
+    }
+
+    /// A reconciler over a bare [`StationCore`] (for example over the fakes of
+    /// [`crate::ports::fake`]); it has no start-up recovery ([`Reconciler::recover_pending`]).
+    pub fn on_core(station: Arc<StationCore>) -> Self {
+        Reconciler {
+            station,
+            journal: None,
+        }
     }
 
     fn in_flight_ms(&self) -> i64 {
         let c = &self.station.config;
-        i64::try_from(
-            c.policy
-                .decision_deadline_ms
-                .saturating_add(c.aggregator.request_timeout_ms)
-                .saturating_add(5_000),
+        in_flight_window_ms(
+            c.policy.decision_deadline_ms,
+            c.aggregator.request_timeout_ms,
         )
-        .unwrap_or(i64::MAX)
     }
 
     /// Startup recovery: every PENDING row was left by a process that died between journal and
     /// reply. It becomes UNKNOWN (resolved by query), never re-sent.
     pub async fn recover_pending(&self) -> Result<usize, crate::journal::JournalError> {
         let now = self.station.now_ms();
-        self.station
-            .journal
+        let Some(journal) = &self.journal else {
+            return Err(JournalError::Worker(
+                "start-up recovery needs the SQLite journal".into(),
+            ));
+        };
+        journal
             .run(move |j| {
                 let rows = j.list(&crate::journal::OpFilter {
                     state: Some(OpState::Pending),
@@ -318,7 +334,7 @@ impl Reconciler {
         &self,
     ) -> Result<usize, crate::journal::JournalError> {
         let st = &self.station;
-        let rows = st.journal.run(|j| j.holds_without_journey(64)).await?;
+        let rows = st.ports.ops.holds_without_journey(64).await?;
         let n = rows.len();
         for row in rows {
             let now = st.now_ms();
@@ -342,7 +358,7 @@ impl Reconciler {
                 ..Transition::new(OpState::RefundPending, now)
             };
             let pref = row.partner_reference_no.clone();
-            if let Err(e) = st.journal.run(move |j| j.transition(&pref, &t)).await {
+            if let Err(e) = st.ports.ops.record(pref, vec![t]).await {
                 if e.is_storage_fault() {
                     return Err(e);
                 }
@@ -356,7 +372,7 @@ impl Reconciler {
     async fn pass_operations(&self) -> Result<PassStats, crate::journal::JournalError> {
         let st = &self.station;
         let now = st.now_ms();
-        let rows = st.journal.run(move |j| j.due(now, 64)).await?;
+        let rows = st.ports.ops.due(now, 64).await?;
         let mut stats = PassStats::default();
         let cfg = &st.config.reconciler;
         for row in rows {
@@ -375,7 +391,7 @@ impl Reconciler {
                 }
                 Step::Query => {
                     stats.queries += 1;
-                    let q = st.aggregator.query(&row.partner_reference_no).await;
+                    let q = st.ports.payments.query(&row.partner_reference_no).await;
                     if let QueryOutcome::Status {
                         status: TxStatus::Success,
                         amount,
@@ -404,7 +420,8 @@ impl Reconciler {
                     stats.refunds += 1;
                     let reference = row.reference_no.clone().unwrap_or_default();
                     let r = st
-                        .aggregator
+                        .ports
+                        .payments
                         .refund(
                             &row.partner_reference_no,
                             &reference,
@@ -426,10 +443,7 @@ impl Reconciler {
             let to = last.to;
             let reason = last.reason.clone().unwrap_or_default();
             let pref = row.partner_reference_no.clone();
-            let applied = st
-                .journal
-                .run(move |j| j.transitions(&pref, &ts).map(|_| ()))
-                .await;
+            let applied = st.ports.ops.record(pref, ts).await;
             if let Err(e) = applied {
                 if e.is_storage_fault() {
                     return Err(e);
@@ -456,34 +470,21 @@ impl Reconciler {
         let max_trip = i64::try_from(st.config.policy.max_trip_minutes.saturating_mul(60_000))
             .unwrap_or(i64::MAX);
         let policy = st.config.policy.stale_journey;
-        st.journal
-            .run(move |j| {
-                let mut closed = 0;
-                for jy in j.stale_journeys(now.saturating_sub(max_trip))? {
-                    let Some(tap_in) = j.get(&jy.tap_in_ref)? else {
-                        continue;
-                    };
-                    let (state, fare) = match tap_in.state {
-                        OpState::Succeeded => match policy {
-                            crate::config::StaleJourney::MaxFare => {
-                                (JourneyState::StaleClosed, Some(tap_in.amount))
-                            }
-                            crate::config::StaleJourney::Release => (JourneyState::Released, None),
-                        },
-                        OpState::Refunded | OpState::RefundPending | OpState::Declined => {
-                            (JourneyState::Void, None)
-                        }
-                        _ => continue,
-                    };
-                    j.close_journey(jy.id, state, None, fare, now)?;
-                    tracing::info!(target: "tapgate::fare", journey = jy.id,
-                        tap_in = %jy.tap_in_ref, state = ?state,
-                        "stale journey closed (no tap-out within the maximum trip time)");
-                    closed += 1;
-                }
-                Ok(closed)
-            })
-            .await
+        let mut closed = 0;
+        for (jy, tap_in) in st.ports.journeys.stale(now.saturating_sub(max_trip)).await? {
+            let Some((state, fare)) = stale_close(tap_in.as_ref(), policy) else {
+                continue;
+            };
+            st.ports
+                .journeys
+                .close(JourneyClose { id: jy.id, state, fare }, now)
+                .await?;
+            tracing::info!(target: "tapgate::fare", journey = jy.id,
+                tap_in = %jy.tap_in_ref, state = ?state,
+                "stale journey closed (no tap-out within the maximum trip time)");
+            closed += 1;
+        }
+        Ok(closed)
     }
 
     /// Runs passes until every operation is final or `limit` passes; returns the non-final count.
@@ -494,17 +495,7 @@ impl Reconciler {
         let until = tokio::time::Instant::now() + limit;
         loop {
             self.pass().await?;
-            let open = self
-                .station
-                .journal
-                .run(|j| {
-                    Ok(j.counts_by_state()?
-                        .into_iter()
-                        .filter(|(s, _)| !s.is_final())
-                        .map(|(_, n)| n as usize)
-                        .sum::<usize>())
-                })
-                .await?;
+            let open = self.station.ports.ops.non_final().await?;
             if open == 0 || tokio::time::Instant::now() >= until {
                 return Ok(open);
             }

@@ -9,6 +9,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::fare::tariff::Tariff;
 use crate::journal::{Journal, JournalError};
+use crate::ports::{JourneyStore, OpJournal, Payments};
 
 /// Why the daemon cannot start. Always fatal: fix the config or the files it names.
 #[derive(Debug, thiserror::Error)]
@@ -163,20 +164,30 @@ impl JournalHandle {
     }
 }
 
-/// Everything the lanes of one station share.
-pub struct Station {
+/// The ports a station works through (see [`crate::ports`]).
+#[derive(Clone)]
+pub struct Ports {
+    /// The aggregator.
+    pub payments: Arc<dyn Payments>,
+    /// Journeys.
+    pub journeys: Arc<dyn JourneyStore>,
+    /// Fare operations.
+    pub ops: Arc<dyn OpJournal>,
+}
+
+/// What the lanes of one station share, real parts or fakes alike: config, tariff, clock,
+/// passenger key, the ports, and the station's in-memory state.
+pub struct StationCore {
     /// The config.
     pub config: Arc<Config>,
     /// The tariff.
-    pub tariff: Tariff,
-    /// The journal.
-    pub journal: JournalHandle,
-    /// The aggregator.
-    pub aggregator: Arc<Aggregator>,
+    pub tariff: Arc<Tariff>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// PAN → passenger key.
     pub passenger_key: PassengerKey,
+    /// The aggregator, journeys and operations.
+    pub ports: Ports,
     /// Metrics.
     pub metrics: Arc<crate::daemon::metrics::Metrics>,
     /// Free-exit (emergency) mode: gates held open, taps not validated.
@@ -187,6 +198,23 @@ pub struct Station {
     pub(crate) inflight: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Passenger keys with a tap in progress at some lane of this process.
     passengers: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+/// A station with its real parts: the SQLite journal and the SNAP aggregator behind the
+/// ports of its [`StationCore`] (which it dereferences to).
+pub struct Station {
+    core: Arc<StationCore>,
+    /// The journal.
+    pub journal: JournalHandle,
+    /// The aggregator.
+    pub aggregator: Arc<Aggregator>,
+}
+
+impl std::ops::Deref for Station {
+    type Target = StationCore;
+    fn deref(&self) -> &StationCore {
+        &self.core
+    }
 }
 
 /// A passenger's tap in progress at one lane of this process: while it lives, another lane's
@@ -216,14 +244,41 @@ impl Station {
         clock: Arc<dyn Clock>,
         passenger_key: PassengerKey,
     ) -> Arc<Station> {
-        let passage_window = std::time::Duration::from_millis(config.policy.passage_window_ms);
+        let journal = JournalHandle::new(journal);
+        let aggregator = Arc::new(aggregator);
+        let ports = Ports {
+            payments: aggregator.clone(),
+            journeys: Arc::new(journal.clone()),
+            ops: Arc::new(journal.clone()),
+        };
         Arc::new(Station {
-            tariff: Tariff::from_config(&config.tariff),
+            core: StationCore::new(config, clock, passenger_key, ports),
+            journal,
+            aggregator,
+        })
+    }
+
+    /// The station's core, for lanes.
+    pub fn core(&self) -> Arc<StationCore> {
+        self.core.clone()
+    }
+}
+
+impl StationCore {
+    /// A station core over any ports (the real ones, or [`crate::ports::fake`]).
+    pub fn new(
+        config: Arc<Config>,
+        clock: Arc<dyn Clock>,
+        passenger_key: PassengerKey,
+        ports: Ports,
+    ) -> Arc<StationCore> {
+        let passage_window = std::time::Duration::from_millis(config.policy.passage_window_ms);
+        Arc::new(StationCore {
+            tariff: Arc::new(Tariff::from_config(&config.tariff)),
             config,
-            journal: JournalHandle::new(journal),
-            aggregator: Arc::new(aggregator),
             clock,
             passenger_key,
+            ports,
             metrics: Arc::new(crate::daemon::metrics::Metrics::new()),
             free_exit: std::sync::atomic::AtomicBool::new(false),
             monitor: Mutex::new(crate::relay::inputs::GateMonitor::new(passage_window)),

@@ -37,8 +37,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 pub use csv::{write_csv, CSV_COLUMNS};
 pub use error::{ErrorClass, JournalError, StorageFault};
 pub use model::{
-    EventRow, JourneyRow, JourneyState, NewOp, OpFilter, OpKind, OpRow, TapBlock, TapClaim,
-    TapDecision, TapStart, Transition, MAX_REASON_CHARS,
+    EventRow, FoundJourney, JourneyClose, JourneyRow, JourneyState, NewOp, OpFilter, OpKind,
+    OpRow, TapBlock, TapClaim, TapDecision, TapStart, Transition, MAX_REASON_CHARS,
 };
 pub use rules::{allowed, apply, validate_new, Rejection, TransitionError};
 
@@ -230,7 +230,7 @@ impl Journal {
     pub fn begin_tap<B, R>(
         &mut self,
         claim: &TapClaim,
-        decide: impl FnOnce(Option<JourneyRow>) -> TapDecision<B, R>,
+        decide: impl FnOnce(Option<FoundJourney>) -> TapDecision<B, R>,
     ) -> Result<TapStart<B, R>, JournalError> {
         let tx = self
             .conn
@@ -239,7 +239,13 @@ impl Journal {
         if let Some(block) = tap_block(&tx, claim)? {
             return Ok(TapStart::Blocked(block));
         }
-        let open = find_open_journey_in(&tx, &claim.pan_key, &self.quarantined)?;
+        let open = match find_open_journey_in(&tx, &claim.pan_key, &self.quarantined)? {
+            Some(journey) => {
+                let tap_in = get_in(&tx, &journey.tap_in_ref, &self.quarantined)?;
+                Some(FoundJourney { journey, tap_in })
+            }
+            None => None,
+        };
         match decide(open) {
             TapDecision::Refuse(t) => Ok(TapStart::Refused(t)),
             TapDecision::Begin {
@@ -248,15 +254,8 @@ impl Journal {
                 then,
             } => {
                 validate_new(&op).map_err(|(field, why)| JournalError::InvalidOp { field, why })?;
-                if let Some(id) = close_first {
-                    close_journey_in(
-                        &tx,
-                        id,
-                        JourneyState::StaleClosed,
-                        None,
-                        None,
-                        op.created_at_ms,
-                    )?;
+                if let Some(c) = close_first {
+                    close_journey_in(&tx, c.id, c.state, None, c.fare, op.created_at_ms)?;
                 }
                 begin_in(&tx, &op)?;
                 tx.commit().ctx("committing a tap")?;
@@ -956,6 +955,23 @@ fn op_state(conn: &Connection, partner_ref: &str) -> Result<OpState, JournalErro
         key: partner_ref.to_owned(),
         detail: format!("unknown state {state:?}"),
     })
+}
+
+/// A journey's tap-in operation; a damaged row reads as none (and is counted), like a damaged
+/// journey in [`find_open_journey_in`].
+fn get_in(
+    conn: &Connection,
+    partner_ref: &str,
+    quarantined: &AtomicU64,
+) -> Result<Option<OpRow>, JournalError> {
+    match load_op(conn, partner_ref) {
+        Err(JournalError::CorruptRow { key, detail, .. }) => {
+            quarantined.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(table = "fare_ops", key, detail, "damaged journal row skipped");
+            Ok(None)
+        }
+        other => other,
+    }
 }
 
 fn load_op(conn: &Connection, partner_ref: &str) -> Result<Option<OpRow>, JournalError> {

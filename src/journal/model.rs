@@ -361,7 +361,7 @@ pub enum TapDecision<B, R> {
         op: Box<NewOp>,
         /// An open journey to close before the new tap-in (anti-passback
         /// `close_at_max_fare`).
-        close_first: Option<i64>,
+        close_first: Option<JourneyClose>,
         /// Handed back to the caller.
         then: B,
     },
@@ -376,4 +376,26 @@ pub enum TapStart<B, R> {
     Refused(R),
     /// The operation is journaled (durably): its payment may be sent.
     Begun(B),
+}
+
+/// A passenger's open journey as [`super::Journal::begin_tap`] finds it: the journey and its
+/// tap-in operation (whose `referenceNo` a tap-out quotes, and whose state says whether the
+/// hold stands), so the tap needs no second read of the journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundJourney {
+    /// The journey.
+    pub journey: JourneyRow,
+    /// Its tap-in operation; `None` only when that row is missing or damaged.
+    pub tap_in: Option<OpRow>,
+}
+
+/// How to close a journey: into which state, with which fare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JourneyClose {
+    /// The journey's id.
+    pub id: i64,
+    /// Anything but `OPEN`.
+    pub state: JourneyState,
+    /// The fare finally charged, when known.
+    pub fare: Option<Rupiah>,
 }

@@ -2,10 +2,10 @@
 //! (at the decision, from a late reply, or from the reconciler's query) into transitions the
 //! journal's state machine accepts.
 
-use crate::daemon::station::Station;
+use crate::aggregator::PayOutcome;
 use crate::fare::policy::PayResult;
 use crate::fare::{OpState, Rupiah};
-use crate::journal::{JournalError, OpRow, Transition};
+use crate::journal::Transition;
 
 /// What was learned about a payment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,27 +94,106 @@ pub fn plan_transitions(
     }
 }
 
-/// Applies [`plan_transitions`] to the journal; returns the row as it ends.
-pub async fn apply(
-    station: &Station,
-    partner_ref: &str,
-    learned: Learned,
-    gate_opened: Option<bool>,
+/// How long after its timeout a payment's reply is still waited for: the margin between the
+/// HTTP client giving up and the reconciler taking the operation over. One value for the lane
+/// (which marks its row as its own until then) and the reconciler (which leaves it alone until
+/// then), so neither can query a payment whose reply the other is still waiting for.
+pub const LATE_REPLY_MARGIN_MS: u64 = 2_000;
+
+/// How long a `PENDING` operation belongs to the tap that began it: its decision deadline,
+/// then the rest of the request's time, then [`LATE_REPLY_MARGIN_MS`].
+pub fn in_flight_window_ms(decision_deadline_ms: u64, request_timeout_ms: u64) -> i64 {
+    i64::try_from(
+        decision_deadline_ms
+            .saturating_add(request_timeout_ms)
+            .saturating_add(LATE_REPLY_MARGIN_MS),
+    )
+    .unwrap_or(i64::MAX)
+}
+
+/// After a missed decision deadline: how long the reply may still come.
+pub fn late_reply_window_ms(request_timeout_ms: u64) -> i64 {
+    i64::try_from(request_timeout_ms.saturating_add(LATE_REPLY_MARGIN_MS)).unwrap_or(i64::MAX)
+}
+
+/// Maps an aggregator outcome onto the policy's view.
+pub fn pay_result(o: &PayOutcome) -> PayResult {
+    match o {
+        PayOutcome::Success { .. } => PayResult::Success,
+        PayOutcome::Declined { .. } => PayResult::Declined,
+        PayOutcome::Refused { .. } => PayResult::Refused,
+        PayOutcome::Unknown { .. } => PayResult::Unknown,
+    }
+}
+
+/// What a payment reply teaches the journal.
+pub fn learned_from(o: &PayOutcome) -> Learned {
+    let (reference_no, response_code, reason) = match o {
+        PayOutcome::Success {
+            reference_no,
+            response_code,
+            ..
+        } => (
+            reference_no.clone(),
+            Some(response_code.clone()),
+            "paid".to_string(),
+        ),
+        PayOutcome::Declined {
+            response_code,
+            message,
+        } => (
+            None,
+            Some(response_code.clone()),
+            format!("declined by issuer: {message}"),
+        ),
+        PayOutcome::Refused {
+            response_code,
+            message,
+            why,
+        } => (
+            None,
+            response_code.clone(),
+            format!("refused ({}): {message}", why.as_str()),
+        ),
+        PayOutcome::Unknown {
+            response_code,
+            reason,
+        } => (
+            None,
+            response_code.clone(),
+            format!("outcome unknown, resolved by query: {reason}"),
+        ),
+    };
+    let amount_mismatch = match o {
+        PayOutcome::Success {
+            amount_mismatch: Some(m),
+            ..
+        } => Some(m.to_string()),
+        _ => None,
+    };
+    Learned {
+        result: pay_result(o),
+        reference_no,
+        response_code,
+        reason,
+        amount_mismatch,
+    }
+}
+
+/// The transitions recording a reply that came after the gate had decided (`opened`), or
+/// `None` when it is still unclear: the reconciler resolves that one by query.
+pub fn late_reply_transitions(
+    o: &PayOutcome,
+    opened: bool,
     amount: Rupiah,
-    retry_at_ms: i64,
-) -> Result<Option<OpRow>, JournalError> {
-    let at = station.now_ms();
-    let plan = plan_transitions(&learned, gate_opened, amount, at, retry_at_ms);
-    let pref = partner_ref.to_string();
-    station
-        .journal
-        .run(move |j| {
-            if plan.is_empty() {
-                return Ok(None);
-            }
-            j.transitions(&pref, &plan).map(Some)
-        })
-        .await
+    at_ms: i64,
+) -> Option<Vec<Transition>> {
+    let mut learned = learned_from(o);
+    if learned.result == PayResult::Unknown {
+        return None;
+    }
+    learned.reason = format!("late reply: {}", learned.reason);
+    Some(plan_transitions(&learned, Some(opened), amount, at_ms, at_ms))
 }
 
 #[cfg(test)]

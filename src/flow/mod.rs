@@ -1,0 +1,20 @@
+//! The tap as a pure flow: what one tap decides, step by step, with no I/O.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`tap`] | the flow of one tap: effects out, replies in |
+//! | [`settle`] | a payment's result → the journal's transitions (one rule for the lane, late replies and the reconciler) |
+//! | [`journey`] | how a journey closes without a tap-out (stale sweep, `close_at_max_fare`) |
+//! | [`report`] | what a tap did, as printed and logged |
+
+pub mod journey;
+pub mod report;
+pub mod settle;
+pub mod tap;
+
+pub use report::{TapReport, Timings};
+pub use settle::{Learned, LATE_REPLY_MARGIN_MS};
+pub use tap::{
+    BeginPlan, BeginTap, Claim, Effect, JourneyChange, LateReply, Notice, PaymentRequest, Planned,
+    Reply, Settlement, Step, TapEnd, TapFlow, TapInRefs, TapInput, TapSettings, Trip,
+};

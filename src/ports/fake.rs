@@ -1,0 +1,536 @@
+//! In-memory fakes of the ports, for the lane and reconciler tiers: no sockets, no files.
+//!
+//! [`MemJournal`] keeps the journal's rules (single-flight, one open journey per passenger,
+//! the operation state machine of [`crate::journal::rules`]) so a flow tested on it is held to
+//! what SQLite would enforce; [`FakePayments`] answers from a script, with delays on tokio's
+//! clock (pause it in tests). Both can be told to fail.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::{JourneyStore, OpJournal, Payments, PortFuture};
+use crate::aggregator::{PayOutcome, QueryOutcome, RefundOutcome};
+use crate::fare::policy::TapOutcome;
+use crate::fare::{OpState, Rupiah};
+use crate::flow::{BeginTap, JourneyChange, PaymentRequest, Planned};
+use crate::journal::{
+    apply as apply_transition, validate_new, FoundJourney, JournalError, TransitionError, JourneyClose, JourneyRow, JourneyState, NewOp, OpRow,
+    TapBlock, TapClaim, TapDecision, TapStart, Transition,
+};
+
+/// Which journal call a [`MemJournal`] fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JournalCall {
+    /// [`JourneyStore::begin_tap`].
+    Begin,
+    /// [`JourneyStore::change`].
+    Change,
+    /// [`OpJournal::record`].
+    Record,
+    /// Every read and the reconciler's writes.
+    Other,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    ops: Vec<OpRow>,
+    journeys: Vec<JourneyRow>,
+    failing: HashMap<JournalCall, String>,
+}
+
+/// The journal in memory, with its rules.
+#[derive(Clone, Debug, Default)]
+pub struct MemJournal(Arc<Mutex<Tables>>);
+
+fn new_row(op: &NewOp) -> OpRow {
+    OpRow {
+        partner_reference_no: op.partner_reference_no.clone(),
+        kind: op.kind,
+        lane: op.lane.clone(),
+        direction: op.direction,
+        station_id: op.station_id.clone(),
+        amount: op.amount,
+        pan_key: op.pan_key.clone(),
+        pan_masked: op.pan_masked.clone(),
+        nns: op.nns.clone(),
+        state: OpState::Pending,
+        reference_no: None,
+        response_code: None,
+        gate_opened: None,
+        reason: None,
+        attempts: 0,
+        next_attempt_at_ms: Some(op.next_attempt_at_ms),
+        refund_no: None,
+        refund_amount: None,
+        created_at_ms: op.created_at_ms,
+        updated_at_ms: op.created_at_ms,
+        journey_id: op.journey_id,
+    }
+}
+
+impl Tables {
+    fn check(&self, call: JournalCall) -> Result<(), JournalError> {
+        match self.failing.get(&call) {
+            Some(why) => Err(JournalError::Worker(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn op(&self, partner_ref: &str) -> Option<&OpRow> {
+        self.ops
+            .iter()
+            .find(|o| o.partner_reference_no == partner_ref)
+    }
+
+    fn block(&self, c: &TapClaim) -> Option<TapBlock> {
+        let mine = || self.ops.iter().rev().filter(|o| o.pan_key == c.pan_key);
+        if let Some(o) = mine().find(|o| {
+            o.state == OpState::Pending && o.next_attempt_at_ms.unwrap_or(0) > c.now_ms
+        }) {
+            return Some(TapBlock::InFlight {
+                partner_reference_no: o.partner_reference_no.clone(),
+            });
+        }
+        if c.passed_since_ms >= c.now_ms {
+            return None;
+        }
+        mine()
+            .find(|o| {
+                o.created_at_ms >= c.passed_since_ms
+                    && o.direction == c.direction
+                    && o.gate_opened == Some(true)
+            })
+            .map(|o| TapBlock::JustPassed {
+                partner_reference_no: o.partner_reference_no.clone(),
+            })
+    }
+
+    fn open_journey_of(&self, pan_key: &str) -> Option<&JourneyRow> {
+        self.journeys
+            .iter()
+            .find(|j| j.pan_key == pan_key && j.state == JourneyState::Open)
+    }
+
+    fn close(
+        &mut self,
+        c: JourneyClose,
+        tap_out_ref: Option<&str>,
+        at_ms: i64,
+    ) -> Result<(), JournalError> {
+        if c.state == JourneyState::Open {
+            return Err(JournalError::CloseIntoOpen(c.id));
+        }
+        let j = self
+            .journeys
+            .iter_mut()
+            .find(|j| j.id == c.id)
+            .ok_or(JournalError::UnknownJourney(c.id))?;
+        if j.state != JourneyState::Open {
+            return Err(JournalError::JourneyNotOpen {
+                id: c.id,
+                state: j.state,
+            });
+        }
+        j.state = c.state;
+        j.fare = c.fare;
+        j.closed_at_ms = Some(at_ms);
+        j.tap_out_ref = tap_out_ref.map(str::to_string);
+        if let Some(r) = tap_out_ref {
+            if let Some(op) = self.ops.iter_mut().find(|o| o.partner_reference_no == r) {
+                op.journey_id = Some(c.id);
+            }
+        }
+        Ok(())
+    }
+
+    fn open(
+        &mut self,
+        pan_key: String,
+        entry_station: String,
+        tap_in_ref: String,
+        at_ms: i64,
+    ) -> Result<(), JournalError> {
+        if let Some(j) = self.open_journey_of(&pan_key) {
+            return Err(JournalError::JourneyAlreadyOpen { id: j.id });
+        }
+        let id = i64::try_from(self.journeys.len()).unwrap_or(i64::MAX) + 1;
+        let op = self
+            .ops
+            .iter_mut()
+            .find(|o| o.partner_reference_no == tap_in_ref)
+            .ok_or_else(|| JournalError::UnknownReference(tap_in_ref.clone()))?;
+        op.journey_id = Some(id);
+        self.journeys.push(JourneyRow {
+            id,
+            pan_key,
+            entry_station,
+            tap_in_ref,
+            tap_out_ref: None,
+            state: JourneyState::Open,
+            fare: None,
+            opened_at_ms: at_ms,
+            closed_at_ms: None,
+        });
+        Ok(())
+    }
+}
+
+impl MemJournal {
+    /// An empty journal.
+    pub fn new() -> MemJournal {
+        MemJournal::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tables> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes `call` fail with `why` from now on (`None`: work again).
+    pub fn fail(&self, call: JournalCall, why: Option<&str>) {
+        let mut t = self.lock();
+        match why {
+            Some(w) => t.failing.insert(call, w.to_string()),
+            None => t.failing.remove(&call),
+        };
+    }
+
+    /// Every operation, in the order begun.
+    pub fn ops(&self) -> Vec<OpRow> {
+        self.lock().ops.clone()
+    }
+
+    /// One operation.
+    pub fn op(&self, partner_ref: &str) -> Option<OpRow> {
+        self.lock().op(partner_ref).cloned()
+    }
+
+    /// Every journey, in the order opened.
+    pub fn journeys(&self) -> Vec<JourneyRow> {
+        self.lock().journeys.clone()
+    }
+
+    /// Journals an operation directly (a tap-in made elsewhere in a test's story).
+    pub fn insert(&self, op: &NewOp, state: OpState, reference_no: Option<&str>) {
+        let mut row = new_row(op);
+        row.state = state;
+        row.reference_no = reference_no.map(str::to_string);
+        self.lock().ops.push(row);
+    }
+
+    /// Opens a journey directly; returns its id.
+    pub fn insert_journey(&self, pan_key: &str, entry: &str, tap_in_ref: &str, at_ms: i64) -> i64 {
+        let mut t = self.lock();
+        let _ = t.open(pan_key.into(), entry.into(), tap_in_ref.into(), at_ms);
+        i64::try_from(t.journeys.len()).unwrap_or(i64::MAX)
+    }
+}
+
+impl JourneyStore for MemJournal {
+    fn begin_tap(
+        &self,
+        begin: BeginTap,
+    ) -> PortFuture<'_, Result<TapStart<Planned, TapOutcome>, JournalError>> {
+        Box::pin(async move {
+            let mut t = self.lock();
+            t.check(JournalCall::Begin)?;
+            if let Some(b) = t.block(&begin.claim) {
+                return Ok(TapStart::Blocked(b));
+            }
+            let open = t.open_journey_of(&begin.claim.pan_key).cloned().map(|j| {
+                let tap_in = t.op(&j.tap_in_ref).cloned();
+                FoundJourney { journey: j, tap_in }
+            });
+            match begin.plan.decide(open) {
+                TapDecision::Refuse(o) => Ok(TapStart::Refused(o)),
+                TapDecision::Begin {
+                    op,
+                    close_first,
+                    then,
+                } => {
+                    validate_new(&op)
+                        .map_err(|(field, why)| JournalError::InvalidOp { field, why })?;
+                    if let Some(c) = close_first {
+                        t.close(c, None, op.created_at_ms)?;
+                    }
+                    t.ops.push(new_row(&op));
+                    Ok(TapStart::Begun(then))
+                }
+            }
+        })
+    }
+
+    fn change(&self, change: JourneyChange) -> PortFuture<'_, Result<(), JournalError>> {
+        Box::pin(async move {
+            let mut t = self.lock();
+            t.check(JournalCall::Change)?;
+            match change {
+                JourneyChange::Open {
+                    pan_key,
+                    station_id,
+                    tap_in_ref,
+                    at_ms,
+                } => t.open(pan_key, station_id, tap_in_ref, at_ms),
+                JourneyChange::Close {
+                    close,
+                    tap_out_ref,
+                    at_ms,
+                } => t.close(close, Some(&tap_out_ref), at_ms),
+            }
+        })
+    }
+
+    fn find_open(
+        &self,
+        pan_key: String,
+    ) -> PortFuture<'_, Result<Option<JourneyRow>, JournalError>> {
+        Box::pin(async move {
+            let t = self.lock();
+            t.check(JournalCall::Other)?;
+            Ok(t.open_journey_of(&pan_key).cloned())
+        })
+    }
+
+    fn stale(
+        &self,
+        older_than_ms: i64,
+    ) -> PortFuture<'_, Result<super::StaleJourneys, JournalError>> {
+        Box::pin(async move {
+            let t = self.lock();
+            t.check(JournalCall::Other)?;
+            Ok(t.journeys
+                .iter()
+                .filter(|j| j.state == JourneyState::Open && j.opened_at_ms < older_than_ms)
+                .map(|j| (j.clone(), t.op(&j.tap_in_ref).cloned()))
+                .collect())
+        })
+    }
+
+    fn close(&self, close: JourneyClose, at_ms: i64) -> PortFuture<'_, Result<(), JournalError>> {
+        Box::pin(async move {
+            let mut t = self.lock();
+            t.check(JournalCall::Other)?;
+            t.close(close, None, at_ms)
+        })
+    }
+}
+
+impl OpJournal for MemJournal {
+    fn record(
+        &self,
+        partner_reference_no: String,
+        transitions: Vec<Transition>,
+    ) -> PortFuture<'_, Result<Option<OpRow>, JournalError>> {
+        Box::pin(async move {
+            let mut t = self.lock();
+            t.check(JournalCall::Record)?;
+            if transitions.is_empty() {
+                return Ok(None);
+            }
+            let Some(i) = t
+                .ops
+                .iter()
+                .position(|o| o.partner_reference_no == partner_reference_no)
+            else {
+                return Err(JournalError::UnknownReference(partner_reference_no));
+            };
+            let mut row = t.ops[i].clone();
+            for tr in &transitions {
+                let (from, to) = (row.state, tr.to);
+                let partner_ref = partner_reference_no.clone();
+                row = apply_transition(&row, tr).map_err(|e| match e {
+                    TransitionError::Illegal => JournalError::IllegalTransition {
+                        partner_ref,
+                        from,
+                        to,
+                    },
+                    TransitionError::Rejected(why) => JournalError::Rejected {
+                        partner_ref,
+                        from,
+                        to,
+                        why,
+                    },
+                })?;
+            }
+            t.ops[i] = row.clone();
+            Ok(Some(row))
+        })
+    }
+
+    fn get(
+        &self,
+        partner_reference_no: String,
+    ) -> PortFuture<'_, Result<Option<OpRow>, JournalError>> {
+        Box::pin(async move {
+            let t = self.lock();
+            t.check(JournalCall::Other)?;
+            Ok(t.op(&partner_reference_no).cloned())
+        })
+    }
+
+    fn due(&self, now_ms: i64, limit: usize) -> PortFuture<'_, Result<Vec<OpRow>, JournalError>> {
+        Box::pin(async move {
+            let t = self.lock();
+            t.check(JournalCall::Other)?;
+            Ok(t.ops
+                .iter()
+                .filter(|o| !o.state.is_final() && o.next_attempt_at_ms.unwrap_or(0) <= now_ms)
+                .take(limit)
+                .cloned()
+                .collect())
+        })
+    }
+
+    fn non_final(&self) -> PortFuture<'_, Result<usize, JournalError>> {
+        Box::pin(async move {
+            let t = self.lock();
+            t.check(JournalCall::Other)?;
+            Ok(t.ops.iter().filter(|o| !o.state.is_final()).count())
+        })
+    }
+
+    fn holds_without_journey(
+        &self,
+        limit: usize,
+    ) -> PortFuture<'_, Result<Vec<OpRow>, JournalError>> {
+        Box::pin(async move {
+            let t = self.lock();
+            t.check(JournalCall::Other)?;
+            Ok(t.ops
+                .iter()
+                .filter(|o| {
+                    o.kind == crate::journal::OpKind::Hold
+                        && o.state == OpState::Succeeded
+                        && o.journey_id.is_none()
+                })
+                .take(limit)
+                .cloned()
+                .collect())
+        })
+    }
+}
+
+/// How the fake aggregator answers one payment.
+#[derive(Clone, Debug)]
+pub enum Answer {
+    /// This outcome after this long (on tokio's clock).
+    After(Duration, PayOutcome),
+    /// Never: the call hangs until dropped.
+    Never,
+}
+
+#[derive(Debug, Default)]
+struct Script {
+    pay: VecDeque<Answer>,
+    query: VecDeque<QueryOutcome>,
+    refund: VecDeque<RefundOutcome>,
+    paid: Vec<PaymentRequest>,
+    queried: Vec<String>,
+    refunded: Vec<(String, Rupiah)>,
+}
+
+/// The aggregator from a script. An empty script answers a payment with success
+/// (`referenceNo` `REF-<partnerReferenceNo>`), a query with "unavailable", a refund with
+/// "refunded".
+#[derive(Clone, Debug, Default)]
+pub struct FakePayments(Arc<Mutex<Script>>);
+
+impl FakePayments {
+    /// A fake with an empty script.
+    pub fn new() -> FakePayments {
+        FakePayments::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Script> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues the answer to the next payment.
+    pub fn then_pay(&self, a: Answer) -> &Self {
+        self.lock().pay.push_back(a);
+        self
+    }
+
+    /// Queues the answer to the next query.
+    pub fn then_query(&self, q: QueryOutcome) -> &Self {
+        self.lock().query.push_back(q);
+        self
+    }
+
+    /// Queues the answer to the next refund.
+    pub fn then_refund(&self, r: RefundOutcome) -> &Self {
+        self.lock().refund.push_back(r);
+        self
+    }
+
+    /// Every payment asked for, in order.
+    pub fn payments(&self) -> Vec<PaymentRequest> {
+        self.lock().paid.clone()
+    }
+
+    /// Every query asked for.
+    pub fn queries(&self) -> Vec<String> {
+        self.lock().queried.clone()
+    }
+
+    /// Every refund asked for, with its amount.
+    pub fn refunds(&self) -> Vec<(String, Rupiah)> {
+        self.lock().refunded.clone()
+    }
+
+    /// A success as the default answer gives it.
+    pub fn success(p: &PaymentRequest) -> PayOutcome {
+        PayOutcome::Success {
+            reference_no: Some(format!("REF-{}", p.partner_reference_no)),
+            response_code: "2006000".into(),
+            amount_mismatch: None,
+        }
+    }
+}
+
+impl Payments for FakePayments {
+    fn pay<'a>(&'a self, p: &'a PaymentRequest) -> PortFuture<'a, PayOutcome> {
+        Box::pin(async move {
+            let answer = {
+                let mut s = self.lock();
+                s.paid.push(p.clone());
+                s.pay.pop_front()
+            };
+            match answer {
+                None => FakePayments::success(p),
+                Some(Answer::After(d, o)) => {
+                    tokio::time::sleep(d).await;
+                    o
+                }
+                Some(Answer::Never) => std::future::pending().await,
+            }
+        })
+    }
+
+    fn query<'a>(&'a self, partner_reference_no: &'a str) -> PortFuture<'a, QueryOutcome> {
+        Box::pin(async move {
+            let mut s = self.lock();
+            s.queried.push(partner_reference_no.to_string());
+            s.query.pop_front().unwrap_or(QueryOutcome::Unavailable {
+                reason: "fake: no scripted answer".into(),
+            })
+        })
+    }
+
+    fn refund<'a>(
+        &'a self,
+        partner_reference_no: &'a str,
+        _reference_no: &'a str,
+        amount: Rupiah,
+        _reason: &'a str,
+    ) -> PortFuture<'a, RefundOutcome> {
+        Box::pin(async move {
+            let mut s = self.lock();
+            s.refunded.push((partner_reference_no.to_string(), amount));
+            s.refund.pop_front().unwrap_or(RefundOutcome::Refunded {
+                refund_no: None,
+                response_code: "2007800".into(),
+            })
+        })
+    }
+}

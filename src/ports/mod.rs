@@ -1,0 +1,89 @@
+//! The ports a tap and the reconciler work through, so that the tap flow's executor and the
+//! reconciler run the same way against the real parts (SNAP over HTTP, the SQLite journal)
+//! and against the in-memory fakes of [`fake`].
+//!
+//! | port | real adapter | fake |
+//! |---|---|---|
+//! | [`Payments`] | [`crate::aggregator::Aggregator`] (SNAP) | [`fake::FakePayments`] |
+//! | [`JourneyStore`] | [`crate::daemon::station::JournalHandle`] (SQLite) | [`fake::MemJournal`] |
+//! | [`OpJournal`] | [`crate::daemon::station::JournalHandle`] (SQLite) | [`fake::MemJournal`] |
+//! | [`crate::clock::Clock`] | [`crate::clock::SystemClock`] | [`crate::clock::ManualClock`] |
+//! | [`crate::nfc`] card events | the PC/SC reader service | scripted events |
+//!
+//! The traits return boxed futures so that a station holds them as `Arc<dyn …>`.
+
+pub mod fake;
+mod real;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::aggregator::{PayOutcome, QueryOutcome, RefundOutcome};
+use crate::fare::policy::TapOutcome;
+use crate::flow::{BeginTap, Planned};
+use crate::flow::{JourneyChange, PaymentRequest};
+use crate::journal::{JournalError, JourneyClose, JourneyRow, OpRow, TapStart, Transition};
+
+/// Open journeys past their time, each with its tap-in operation (`None`: missing or damaged).
+pub type StaleJourneys = Vec<(JourneyRow, Option<OpRow>)>;
+
+/// A future a port returns.
+pub type PortFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The payment aggregator: pay, query, refund. Each answer says what happened to the money.
+pub trait Payments: Send + Sync + 'static {
+    /// One `qr-cpm-payment`.
+    fn pay<'a>(&'a self, p: &'a PaymentRequest) -> PortFuture<'a, PayOutcome>;
+    /// What became of a payment.
+    fn query<'a>(&'a self, partner_reference_no: &'a str) -> PortFuture<'a, QueryOutcome>;
+    /// Refunds `amount` of a successful payment; safe to repeat (same `partnerRefundNo`).
+    fn refund<'a>(
+        &'a self,
+        partner_reference_no: &'a str,
+        reference_no: &'a str,
+        amount: crate::fare::Rupiah,
+        reason: &'a str,
+    ) -> PortFuture<'a, RefundOutcome>;
+}
+
+/// Where journeys live: found by passenger key, opened at tap-in, closed at tap-out or by the
+/// stale sweep.
+pub trait JourneyStore: Send + Sync + 'static {
+    /// Starts a tap: single-flight on the passenger, reads their open journey, runs
+    /// `begin.plan` on it and journals the operation, atomically (see
+    /// [`crate::journal::Journal::begin_tap`]).
+    fn begin_tap(
+        &self,
+        begin: BeginTap,
+    ) -> PortFuture<'_, Result<TapStart<Planned, TapOutcome>, JournalError>>;
+    /// Opens or closes a journey after the gate decided.
+    fn change(&self, change: JourneyChange) -> PortFuture<'_, Result<(), JournalError>>;
+    /// The passenger's open journey.
+    fn find_open(&self, pan_key: String) -> PortFuture<'_, Result<Option<JourneyRow>, JournalError>>;
+    /// Open journeys begun before `older_than_ms`, each with its tap-in operation.
+    fn stale(
+        &self,
+        older_than_ms: i64,
+    ) -> PortFuture<'_, Result<StaleJourneys, JournalError>>;
+    /// Closes a journey that no tap-out closed.
+    fn close(&self, close: JourneyClose, at_ms: i64) -> PortFuture<'_, Result<(), JournalError>>;
+}
+
+/// The journal of fare operations, as the executor and the reconciler write it.
+pub trait OpJournal: Send + Sync + 'static {
+    /// Applies `transitions` to one operation, in order, atomically; returns the row as it
+    /// ends (`None` when there was nothing to apply).
+    fn record(
+        &self,
+        partner_reference_no: String,
+        transitions: Vec<Transition>,
+    ) -> PortFuture<'_, Result<Option<OpRow>, JournalError>>;
+    /// One operation.
+    fn get(&self, partner_reference_no: String) -> PortFuture<'_, Result<Option<OpRow>, JournalError>>;
+    /// Non-final operations due at `now_ms`, at most `limit`.
+    fn due(&self, now_ms: i64, limit: usize) -> PortFuture<'_, Result<Vec<OpRow>, JournalError>>;
+    /// How many operations are not final yet.
+    fn non_final(&self) -> PortFuture<'_, Result<usize, JournalError>>;
+    /// Successful holds that belong to no journey, at most `limit`.
+    fn holds_without_journey(&self, limit: usize) -> PortFuture<'_, Result<Vec<OpRow>, JournalError>>;
+}
