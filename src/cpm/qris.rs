@@ -346,68 +346,9 @@ pub fn decode(text: &str) -> Result<QrisPayload, CpmError> {
 /// The checks after base64 (rules 2–6), on the decoded bytes. Exposed for fuzzing and tests.
 pub fn decode_bytes(bytes: &[u8]) -> Result<QrisPayload, CpmError> {
     let objects = tlv::parse(bytes)?;
-    let mut top = objects.iter();
-    let first = top.next().ok_or_else(|| CpmError::FirstObjectNot85 {
-        found: "nothing".into(),
-    })?;
-    if first.tag != Tag::PAYLOAD_FORMAT {
-        return Err(CpmError::FirstObjectNot85 {
-            found: first.tag.to_string(),
-        });
-    }
-    if first.value != FORMAT_INDICATOR {
-        return Err(CpmError::UnsupportedFormat {
-            found: shown(first.value, MAX_SHOWN_CHARS),
-        });
-    }
-
-    let mut apps: Vec<&Tlv> = Vec::new();
-    let mut common: Option<&Tlv> = None;
-    for obj in top {
-        match obj.tag {
-            Tag::APPLICATION_TEMPLATE => apps.push(obj),
-            Tag::COMMON_DATA_TEMPLATE if common.is_none() => common = Some(obj),
-            Tag::PAYLOAD_FORMAT | Tag::COMMON_DATA_TEMPLATE => {
-                return Err(CpmError::DuplicateTag {
-                    tag: obj.tag.to_string(),
-                    template: "the top level".into(),
-                })
-            }
-            // Unknown top-level objects are skipped (rule: unknown tags anywhere).
-            _ => {}
-        }
-    }
-    if apps.is_empty() {
-        return Err(CpmError::NoApplicationTemplate);
-    }
-    let mut qris_apps = apps.iter().filter(|a| {
-        a.child(Tag::AID)
-            .is_some_and(|aid| aid.value.starts_with(&QRIS_AID))
-    });
-    let Some(app) = qris_apps.next() else {
-        let mut found: Vec<String> = apps
-            .iter()
-            .filter_map(|a| a.child(Tag::AID))
-            .map(|aid| shown_aid(aid.value))
-            .collect();
-        if found.len() > MAX_SHOWN_AIDS {
-            let more = found.len() - MAX_SHOWN_AIDS;
-            found.truncate(MAX_SHOWN_AIDS);
-            found.push(format!("{more} more"));
-        }
-        return Err(CpmError::NoQrisAid {
-            found: if found.is_empty() {
-                "none".into()
-            } else {
-                found.join(", ")
-            },
-        });
-    };
+    let (apps, common) = top_level(&objects)?;
     let mut warnings = Vec::new();
-    if qris_apps.next().is_some() {
-        warnings.push("more than one QRIS application template; using the first".to_string());
-    }
-
+    let app = qris_application(&apps, &mut warnings)?;
     no_duplicates(app)?;
     let app_transparent = app.child(Tag::APP_TRANSPARENT_TEMPLATE);
     if let Some(t) = app_transparent {
@@ -429,57 +370,9 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<QrisPayload, CpmError> {
             .map(|t| t.value)
     };
 
-    let pan_5a = field(Tag::PAN).map(pan_from_5a).transpose()?;
-    let pan_57 = field(Tag::TRACK2).map(pan_from_57).transpose()?;
-    let digits = match (pan_5a, pan_57) {
-        (Some(a), Some(b)) if a != b => {
-            return Err(CpmError::PanMismatch {
-                pan_5a: mask_digits(&a),
-                pan_57: mask_digits(&b),
-            })
-        }
-        (Some(a), _) => a,
-        (None, Some(b)) => b,
-        (None, None) => return Err(CpmError::NoPan),
-    };
-    if !digits.starts_with(QRIS_PAN_PREFIX) {
-        return Err(CpmError::NotQrisPan {
-            prefix: digits.chars().take(4).collect(),
-        });
-    }
-    if !(MIN_PAN_DIGITS..=MAX_PAN_DIGITS).contains(&digits.len()) {
-        return Err(CpmError::PanLength {
-            digits: digits.len(),
-        });
-    }
-    let pan = Pan(digits);
-    if pan.0.len() != MAX_PAN_DIGITS {
-        warnings.push(format!(
-            "PAN has {} digits; QRIS PANs usually have {MAX_PAN_DIGITS}",
-            pan.0.len()
-        ));
-    }
-    if !pan.luhn_ok() {
-        warnings.push("PAN fails the Luhn check (common in real QRIS payloads; accepted)".into());
-    }
+    let pan = pan_of(field(Tag::PAN), field(Tag::TRACK2), &mut warnings)?;
     if let Some(last4) = field(Tag::LAST4) {
-        let actual = pan.0.get(pan.0.len() - 4..).unwrap_or_default();
-        // Only a 2-byte 9F25 is ever shown: longer ones seen in the field hold the whole PAN.
-        if last4.len() == 2 {
-            let stated = hex::encode_upper(last4);
-            if stated != actual {
-                warnings.push(format!(
-                    "9F25 says the PAN ends {stated} but it ends {actual} (common in real \
-                     payloads; accepted)"
-                ));
-            }
-        } else {
-            warnings.push(format!(
-                "9F25 is {} bytes, expected 2 (the PAN's last 4 digits); its value is not shown \
-                 (it may hold the whole PAN; accepted)",
-                last4.len()
-            ));
-        }
+        check_last4(&pan, last4, &mut warnings);
     }
 
     let label = field(Tag::LABEL).map(|v| shown(v, MAX_SHOWN_CHARS));
@@ -517,6 +410,145 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<QrisPayload, CpmError> {
         has_issuer_token,
         warnings,
     })
+}
+
+/// Rules 2 and 3: the format indicator first, then the application templates and at most one
+/// common data template (unknown top-level objects skipped).
+fn top_level<'a>(
+    objects: &'a [Tlv<'a>],
+) -> Result<(Vec<&'a Tlv<'a>>, Option<&'a Tlv<'a>>), CpmError> {
+    let mut top = objects.iter();
+    let first = top.next().ok_or_else(|| CpmError::FirstObjectNot85 {
+        found: "nothing".into(),
+    })?;
+    if first.tag != Tag::PAYLOAD_FORMAT {
+        return Err(CpmError::FirstObjectNot85 {
+            found: first.tag.to_string(),
+        });
+    }
+    if first.value != FORMAT_INDICATOR {
+        return Err(CpmError::UnsupportedFormat {
+            found: shown(first.value, MAX_SHOWN_CHARS),
+        });
+    }
+    let mut apps = Vec::new();
+    let mut common = None;
+    for obj in top {
+        match obj.tag {
+            Tag::APPLICATION_TEMPLATE => apps.push(obj),
+            Tag::COMMON_DATA_TEMPLATE if common.is_none() => common = Some(obj),
+            Tag::PAYLOAD_FORMAT | Tag::COMMON_DATA_TEMPLATE => {
+                return Err(CpmError::DuplicateTag {
+                    tag: obj.tag.to_string(),
+                    template: "the top level".into(),
+                })
+            }
+            // Unknown top-level objects are skipped (rule: unknown tags anywhere).
+            _ => {}
+        }
+    }
+    if apps.is_empty() {
+        return Err(CpmError::NoApplicationTemplate);
+    }
+    Ok((apps, common))
+}
+
+/// Rule 4: the first application template whose AID is QRIS's. Foreign AIDs are named only in
+/// a form that cannot carry an account number.
+fn qris_application<'a>(
+    apps: &[&'a Tlv<'a>],
+    warnings: &mut Vec<String>,
+) -> Result<&'a Tlv<'a>, CpmError> {
+    let mut qris_apps = apps.iter().filter(|a| {
+        a.child(Tag::AID)
+            .is_some_and(|aid| aid.value.starts_with(&QRIS_AID))
+    });
+    let Some(app) = qris_apps.next() else {
+        let mut found: Vec<String> = apps
+            .iter()
+            .filter_map(|a| a.child(Tag::AID))
+            .map(|aid| shown_aid(aid.value))
+            .collect();
+        if found.len() > MAX_SHOWN_AIDS {
+            let more = found.len() - MAX_SHOWN_AIDS;
+            found.truncate(MAX_SHOWN_AIDS);
+            found.push(format!("{more} more"));
+        }
+        return Err(CpmError::NoQrisAid {
+            found: if found.is_empty() {
+                "none".into()
+            } else {
+                found.join(", ")
+            },
+        });
+    };
+    if qris_apps.next().is_some() {
+        warnings.push("more than one QRIS application template; using the first".to_string());
+    }
+    Ok(app)
+}
+
+/// Rule 5: the PAN from 5A and/or 57 (they must agree), a QRIS PAN of a plausible length.
+fn pan_of(
+    pan_5a: Option<&[u8]>,
+    track2: Option<&[u8]>,
+    warnings: &mut Vec<String>,
+) -> Result<Pan, CpmError> {
+    let pan_5a = pan_5a.map(pan_from_5a).transpose()?;
+    let pan_57 = track2.map(pan_from_57).transpose()?;
+    let digits = match (pan_5a, pan_57) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(CpmError::PanMismatch {
+                pan_5a: mask_digits(&a),
+                pan_57: mask_digits(&b),
+            })
+        }
+        (Some(a), _) => a,
+        (None, Some(b)) => b,
+        (None, None) => return Err(CpmError::NoPan),
+    };
+    if !digits.starts_with(QRIS_PAN_PREFIX) {
+        return Err(CpmError::NotQrisPan {
+            prefix: digits.chars().take(4).collect(),
+        });
+    }
+    if !(MIN_PAN_DIGITS..=MAX_PAN_DIGITS).contains(&digits.len()) {
+        return Err(CpmError::PanLength {
+            digits: digits.len(),
+        });
+    }
+    let pan = Pan(digits);
+    if pan.0.len() != MAX_PAN_DIGITS {
+        warnings.push(format!(
+            "PAN has {} digits; QRIS PANs usually have {MAX_PAN_DIGITS}",
+            pan.0.len()
+        ));
+    }
+    if !pan.luhn_ok() {
+        warnings.push("PAN fails the Luhn check (common in real QRIS payloads; accepted)".into());
+    }
+    Ok(pan)
+}
+
+/// 9F25 against the PAN's last four digits: advisory only.
+fn check_last4(pan: &Pan, last4: &[u8], warnings: &mut Vec<String>) {
+    let actual = pan.0.get(pan.0.len() - 4..).unwrap_or_default();
+    // Only a 2-byte 9F25 is ever shown: longer ones seen in the field hold the whole PAN.
+    if last4.len() == 2 {
+        let stated = hex::encode_upper(last4);
+        if stated != actual {
+            warnings.push(format!(
+                "9F25 says the PAN ends {stated} but it ends {actual} (common in real \
+                 payloads; accepted)"
+            ));
+        }
+    } else {
+        warnings.push(format!(
+            "9F25 is {} bytes, expected 2 (the PAN's last 4 digits); its value is not shown \
+             (it may hold the whole PAN; accepted)",
+            last4.len()
+        ));
+    }
 }
 
 fn base64_engine() -> base64::engine::GeneralPurpose {

@@ -291,7 +291,11 @@ impl Lane {
     async fn settle(&self, s: Settlement) -> Reply {
         let ports = &self.station.ports;
         let journey = match s.journey {
-            Some(change) => ports.journeys.change(change).await.map_err(|e| e.to_string()),
+            Some(change) => ports
+                .journeys
+                .change(change)
+                .await
+                .map_err(|e| e.to_string()),
             None => Ok(()),
         };
         let record = ports
@@ -377,8 +381,7 @@ async fn record_late_reply(st: &StationCore, lane: &str, late: &LateReply, o: &P
         report_amount_mismatch(st, "payment", partner_ref, m);
     }
     // Still unknown: the reconciler resolves it by query.
-    let Some(transitions) = late_reply_transitions(o, late.opened, late.amount, st.now_ms())
-    else {
+    let Some(transitions) = late_reply_transitions(o, late.opened, late.amount, st.now_ms()) else {
         return;
     };
     let code = o.code().map(str::to_string);

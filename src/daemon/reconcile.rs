@@ -471,13 +471,25 @@ impl Reconciler {
             .unwrap_or(i64::MAX);
         let policy = st.config.policy.stale_journey;
         let mut closed = 0;
-        for (jy, tap_in) in st.ports.journeys.stale(now.saturating_sub(max_trip)).await? {
+        for (jy, tap_in) in st
+            .ports
+            .journeys
+            .stale(now.saturating_sub(max_trip))
+            .await?
+        {
             let Some((state, fare)) = stale_close(tap_in.as_ref(), policy) else {
                 continue;
             };
             st.ports
                 .journeys
-                .close(JourneyClose { id: jy.id, state, fare }, now)
+                .close(
+                    JourneyClose {
+                        id: jy.id,
+                        state,
+                        fare,
+                    },
+                    now,
+                )
                 .await?;
             tracing::info!(target: "tapgate::fare", journey = jy.id,
                 tap_in = %jy.tap_in_ref, state = ?state,

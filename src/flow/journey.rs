@@ -14,7 +14,10 @@ use crate::journal::{JourneyState, OpRow};
 ///   hold is left to expire at the issuer: tapgate does not refund it).
 /// - The hold is gone or never was (refunded, refund owed, declined), or the tap-in row is
 ///   unreadable: `VOID`, no fare.
-pub fn stale_close(tap_in: Option<&OpRow>, policy: StaleJourney) -> Option<(JourneyState, Option<Rupiah>)> {
+pub fn stale_close(
+    tap_in: Option<&OpRow>,
+    policy: StaleJourney,
+) -> Option<(JourneyState, Option<Rupiah>)> {
     let Some(op) = tap_in else {
         return Some((JourneyState::Void, None));
     };

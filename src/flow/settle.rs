@@ -193,7 +193,13 @@ pub fn late_reply_transitions(
         return None;
     }
     learned.reason = format!("late reply: {}", learned.reason);
-    Some(plan_transitions(&learned, Some(opened), amount, at_ms, at_ms))
+    Some(plan_transitions(
+        &learned,
+        Some(opened),
+        amount,
+        at_ms,
+        at_ms,
+    ))
 }
 
 #[cfg(test)]

@@ -20,8 +20,7 @@ use std::time::Duration;
 use super::journey::close_at_max_fare;
 use super::report::TapReport;
 use super::settle::{
-    in_flight_window_ms, late_reply_window_ms, learned_from, pay_result, plan_transitions,
-    Learned,
+    in_flight_window_ms, late_reply_window_ms, learned_from, pay_result, plan_transitions, Learned,
 };
 use crate::aggregator::{AmountMismatch, PayOutcome};
 use crate::config::PolicyConfig;

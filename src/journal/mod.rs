@@ -37,8 +37,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 pub use csv::{write_csv, CSV_COLUMNS};
 pub use error::{ErrorClass, JournalError, StorageFault};
 pub use model::{
-    EventRow, FoundJourney, JourneyClose, JourneyRow, JourneyState, NewOp, OpFilter, OpKind,
-    OpRow, TapBlock, TapClaim, TapDecision, TapStart, Transition, MAX_REASON_CHARS,
+    EventRow, FoundJourney, JourneyClose, JourneyRow, JourneyState, NewOp, OpFilter, OpKind, OpRow,
+    TapBlock, TapClaim, TapDecision, TapStart, Transition, MAX_REASON_CHARS,
 };
 pub use rules::{allowed, apply, validate_new, Rejection, TransitionError};
 
@@ -967,7 +967,12 @@ fn get_in(
     match load_op(conn, partner_ref) {
         Err(JournalError::CorruptRow { key, detail, .. }) => {
             quarantined.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(table = "fare_ops", key, detail, "damaged journal row skipped");
+            tracing::warn!(
+                table = "fare_ops",
+                key,
+                detail,
+                "damaged journal row skipped"
+            );
             Ok(None)
         }
         other => other,

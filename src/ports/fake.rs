@@ -15,8 +15,9 @@ use crate::fare::policy::TapOutcome;
 use crate::fare::{OpState, Rupiah};
 use crate::flow::{BeginTap, JourneyChange, PaymentRequest, Planned};
 use crate::journal::{
-    apply as apply_transition, validate_new, FoundJourney, JournalError, TransitionError, JourneyClose, JourneyRow, JourneyState, NewOp, OpRow,
-    TapBlock, TapClaim, TapDecision, TapStart, Transition,
+    apply as apply_transition, validate_new, FoundJourney, JournalError, JourneyClose, JourneyRow,
+    JourneyState, NewOp, OpRow, TapBlock, TapClaim, TapDecision, TapStart, Transition,
+    TransitionError,
 };
 
 /// Which journal call a [`MemJournal`] fails.
@@ -85,9 +86,9 @@ impl Tables {
 
     fn block(&self, c: &TapClaim) -> Option<TapBlock> {
         let mine = || self.ops.iter().rev().filter(|o| o.pan_key == c.pan_key);
-        if let Some(o) = mine().find(|o| {
-            o.state == OpState::Pending && o.next_attempt_at_ms.unwrap_or(0) > c.now_ms
-        }) {
+        if let Some(o) = mine()
+            .find(|o| o.state == OpState::Pending && o.next_attempt_at_ms.unwrap_or(0) > c.now_ms)
+        {
             return Some(TapBlock::InFlight {
                 partner_reference_no: o.partner_reference_no.clone(),
             });

@@ -59,12 +59,12 @@ pub trait JourneyStore: Send + Sync + 'static {
     /// Opens or closes a journey after the gate decided.
     fn change(&self, change: JourneyChange) -> PortFuture<'_, Result<(), JournalError>>;
     /// The passenger's open journey.
-    fn find_open(&self, pan_key: String) -> PortFuture<'_, Result<Option<JourneyRow>, JournalError>>;
-    /// Open journeys begun before `older_than_ms`, each with its tap-in operation.
-    fn stale(
+    fn find_open(
         &self,
-        older_than_ms: i64,
-    ) -> PortFuture<'_, Result<StaleJourneys, JournalError>>;
+        pan_key: String,
+    ) -> PortFuture<'_, Result<Option<JourneyRow>, JournalError>>;
+    /// Open journeys begun before `older_than_ms`, each with its tap-in operation.
+    fn stale(&self, older_than_ms: i64) -> PortFuture<'_, Result<StaleJourneys, JournalError>>;
     /// Closes a journey that no tap-out closed.
     fn close(&self, close: JourneyClose, at_ms: i64) -> PortFuture<'_, Result<(), JournalError>>;
 }
@@ -79,11 +79,17 @@ pub trait OpJournal: Send + Sync + 'static {
         transitions: Vec<Transition>,
     ) -> PortFuture<'_, Result<Option<OpRow>, JournalError>>;
     /// One operation.
-    fn get(&self, partner_reference_no: String) -> PortFuture<'_, Result<Option<OpRow>, JournalError>>;
+    fn get(
+        &self,
+        partner_reference_no: String,
+    ) -> PortFuture<'_, Result<Option<OpRow>, JournalError>>;
     /// Non-final operations due at `now_ms`, at most `limit`.
     fn due(&self, now_ms: i64, limit: usize) -> PortFuture<'_, Result<Vec<OpRow>, JournalError>>;
     /// How many operations are not final yet.
     fn non_final(&self) -> PortFuture<'_, Result<usize, JournalError>>;
     /// Successful holds that belong to no journey, at most `limit`.
-    fn holds_without_journey(&self, limit: usize) -> PortFuture<'_, Result<Vec<OpRow>, JournalError>>;
+    fn holds_without_journey(
+        &self,
+        limit: usize,
+    ) -> PortFuture<'_, Result<Vec<OpRow>, JournalError>>;
 }

@@ -1,7 +1,9 @@
 //! The real adapters: the SNAP aggregator and the SQLite journal behind the ports.
 
 use super::{JourneyStore, OpJournal, Payments, PortFuture};
-use crate::aggregator::{Aggregator, PayOutcome, QueryOutcome, RefundOutcome, TapInRef, TapPayment};
+use crate::aggregator::{
+    Aggregator, PayOutcome, QueryOutcome, RefundOutcome, TapInRef, TapPayment,
+};
 use crate::daemon::station::JournalHandle;
 use crate::fare::policy::TapOutcome;
 use crate::fare::Rupiah;
@@ -60,20 +62,22 @@ impl JourneyStore for JournalHandle {
     }
 
     fn change(&self, change: JourneyChange) -> PortFuture<'_, Result<(), JournalError>> {
-        Box::pin(self.run(move |j| match change {
-            JourneyChange::Open {
-                pan_key,
-                station_id,
-                tap_in_ref,
-                at_ms,
-            } => j
-                .open_journey(&pan_key, &station_id, &tap_in_ref, at_ms)
-                .map(|_| ()),
-            JourneyChange::Close {
-                close,
-                tap_out_ref,
-                at_ms,
-            } => j.close_journey(close.id, close.state, Some(&tap_out_ref), close.fare, at_ms),
+        Box::pin(self.run(move |j| {
+            match change {
+                JourneyChange::Open {
+                    pan_key,
+                    station_id,
+                    tap_in_ref,
+                    at_ms,
+                } => j
+                    .open_journey(&pan_key, &station_id, &tap_in_ref, at_ms)
+                    .map(|_| ()),
+                JourneyChange::Close {
+                    close,
+                    tap_out_ref,
+                    at_ms,
+                } => j.close_journey(close.id, close.state, Some(&tap_out_ref), close.fare, at_ms),
+            }
         }))
     }
 
