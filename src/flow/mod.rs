@@ -5,9 +5,11 @@
 //! | [`tap`] | the flow of one tap: effects out, replies in |
 //! | [`settle`] | a payment's result → the journal's transitions (one rule for the lane, late replies and the reconciler) |
 //! | [`journey`] | how a journey closes without a tap-out (stale sweep, `close_at_max_fare`) |
+//! | [`outcome`] | what became of a payment (success, declined, refused, unknown) |
 //! | [`report`] | what a tap did, as printed and logged |
 
 pub mod journey;
+pub mod outcome;
 pub mod report;
 pub mod settle;
 pub mod tap;

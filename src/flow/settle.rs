@@ -2,7 +2,7 @@
 //! (at the decision, from a late reply, or from the reconciler's query) into transitions the
 //! journal's state machine accepts.
 
-use crate::aggregator::PayOutcome;
+use super::outcome::PayOutcome;
 use crate::fare::policy::PayResult;
 use crate::fare::{OpState, Rupiah};
 use crate::journal::Transition;
@@ -19,7 +19,7 @@ pub struct Learned {
     /// Why, for the journal's event log.
     pub reason: String,
     /// The answer reported another amount than the payment's (see
-    /// [`crate::aggregator::check_amount`]): a success still, but recorded as ATTENTION.
+    /// the aggregator client's amount check): a success still, but recorded as ATTENTION.
     pub amount_mismatch: Option<String>,
 }
 

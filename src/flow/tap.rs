@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::journey::close_at_max_fare;
+use super::outcome::{AmountMismatch, PayOutcome};
 use super::report::TapReport;
 use super::settle::{
     in_flight_window_ms, late_reply_window_ms, learned_from, pay_result, plan_transitions, Learned,
 };
-use crate::aggregator::{AmountMismatch, PayOutcome};
 use crate::config::PolicyConfig;
 use crate::cpm;
 use crate::fare::policy::{self, OpenJourney, PayResult, Plan, TapOutcome, Verdict};
@@ -300,7 +300,7 @@ pub enum Notice {
     RelayFailed(String),
     /// An exit was let out unpaid because the aggregator could not be used.
     UnpaidExit {
-        /// Why (a [`crate::aggregator::RefusedWhy`] name).
+        /// Why (a [`super::outcome::RefusedWhy`] name).
         why: &'static str,
         /// The fare not charged.
         amount: Rupiah,
