@@ -77,6 +77,16 @@ fn assert_nothing_moved(rig: &Rig, r: &tapgate::daemon::lane::TapReport) {
     assert_eq!(r.partner_reference_no, None, "no reference used");
 }
 
+/// The aggregator was asked for exactly one payment, this tap's, of `amount`, and nothing else.
+fn asked_once(rig: &Rig, r: &tapgate::daemon::lane::TapReport, amount: u64) {
+    let pays = rig.pay.payments();
+    assert_eq!(pays.len(), 1, "one payment asked");
+    assert_eq!(pays[0].partner_reference_no, pref(r));
+    assert_eq!(pays[0].amount, Rupiah(amount));
+    assert!(rig.pay.queries().is_empty(), "no query");
+    assert!(rig.pay.refunds().is_empty(), "no refund");
+}
+
 // ---------------------------------------------------------------------------------------
 // Approved taps, fares and journeys.
 // ---------------------------------------------------------------------------------------
@@ -271,6 +281,7 @@ async fn a_success_naming_another_amount_lets_the_passenger_in_and_asks_a_person
         ),
         1
     );
+    asked_once(&rig, &r, HOLD);
 }
 
 #[tokio::test(start_paused = true)]
@@ -331,6 +342,9 @@ async fn a_card_event_payload_runs_the_tap_and_reader_state_changes_yield_no_rep
         assert!(lane.handle_event(ev).await.is_none());
     }
     assert_eq!(rig.pay.payments().len(), 1);
+    assert_eq!(rig.op_of(&r).state, OpState::Succeeded);
+    assert_eq!(rig.journal.ops().len(), 1);
+    assert_eq!(rig.journal.journeys().len(), 1);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -575,6 +589,7 @@ async fn close_at_max_fare_with_a_tap_in_still_unresolved_closes_without_a_fare_
     assert_eq!((js[0].state, js[0].fare), (JourneyState::StaleClosed, None));
     assert_eq!(js[1].state, JourneyState::Open);
     assert_eq!(rig.journal.op(&old).unwrap().state, OpState::Unknown);
+    asked_once(&rig, &r, HOLD);
 }
 
 #[tokio::test(start_paused = true)]
@@ -633,6 +648,7 @@ async fn a_declined_tap_out_keeps_the_gate_shut_and_the_journey_open() {
     assert_eq!(rig.op_of(&r).state, OpState::Declined);
     let j = &rig.journal.journeys()[0];
     assert_eq!((j.state, j.fare), (JourneyState::Open, None));
+    asked_once(&rig, &r, FARE_FROM_LBB);
 }
 
 #[tokio::test(start_paused = true)]
@@ -648,6 +664,7 @@ async fn a_refused_tap_in_keeps_the_gate_shut_and_journals_no_money() {
     assert_eq!(op.gate_opened, Some(false));
     assert!(op.reason.unwrap_or_default().contains("refused (auth)"));
     assert!(rig.journal.journeys().is_empty());
+    asked_once(&rig, &r, HOLD);
 }
 
 #[tokio::test(start_paused = true)]
@@ -697,6 +714,7 @@ async fn an_unreachable_aggregator_at_the_exit_keeps_the_gate_shut_when_the_poli
         ),
         0
     );
+    asked_once(&rig, &r, FARE_FROM_LBB);
 }
 
 #[tokio::test(start_paused = true)]
@@ -740,6 +758,7 @@ async fn an_unclear_answer_at_the_exit_keeps_the_gate_shut_when_the_policy_says_
     let op = rig.op_of(&r);
     assert_eq!((op.state, op.gate_opened), (OpState::Unknown, Some(false)));
     assert_eq!(rig.journal.journeys()[0].state, JourneyState::Open);
+    asked_once(&rig, &r, FARE_FROM_LBB);
 }
 
 #[tokio::test(start_paused = true)]
@@ -787,6 +806,7 @@ async fn an_answer_one_millisecond_before_the_deadline_decides_the_tap() {
         OpState::Succeeded,
         "no late reply to record"
     );
+    asked_once(&rig, &r, HOLD);
 }
 
 #[tokio::test(start_paused = true)]
@@ -830,6 +850,7 @@ async fn a_late_decline_is_recorded_after_drain() {
     assert_eq!(op.state, OpState::Declined);
     assert!(op.reason.unwrap_or_default().contains("late reply"));
     assert_eq!(op.gate_opened, Some(false));
+    asked_once(&rig, &r, HOLD);
 }
 
 #[tokio::test(start_paused = true)]
@@ -846,6 +867,7 @@ async fn a_late_unclear_reply_leaves_the_row_to_the_reconciler() {
         after.updated_at_ms, before.updated_at_ms,
         "nothing recorded"
     );
+    asked_once(&rig, &r, HOLD);
 }
 
 #[tokio::test(start_paused = true)]
@@ -911,6 +933,7 @@ async fn a_relay_failure_at_the_exit_owes_the_fare_back_and_keeps_the_journey_op
     assert_eq!(op.refund_amount, Some(Rupiah(FARE_FROM_LBB)));
     let j = &rig.journal.journeys()[0];
     assert_eq!((j.state, j.fare), (JourneyState::Open, None));
+    asked_once(&rig, &r, FARE_FROM_LBB);
 }
 
 #[tokio::test(start_paused = true)]
@@ -953,6 +976,7 @@ async fn the_journal_down_at_the_journey_write_of_a_tap_out_leaves_the_journey_o
         (j.state, j.fare, j.tap_out_ref.clone()),
         (JourneyState::Open, None, None)
     );
+    asked_once(&rig, &r, FARE_FROM_LBB);
 }
 
 #[tokio::test(start_paused = true)]
