@@ -249,6 +249,30 @@ async fn exit_with_no_known_entry_pays_the_lines_highest_fare_and_touches_no_jou
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_journey_from_a_station_the_tariff_does_not_list_closes_at_the_lines_highest_fare() {
+    let rig = Rig::new();
+    let (tap_in_ref, id) = rig.seed_journey(PAN_A, "ZZZ", 9000, 1).await;
+    let r = rig.tap("out-1", PAN_A).await;
+    assert_eq!(r.outcome, TapOutcome::Approved, "{}", r.message);
+    assert!(r.opened);
+    assert_eq!(r.fare_rule, Some("unknown_entry"));
+    asked_once(&rig, &r, MAX_FARE);
+    assert_eq!(
+        rig.pay.payments()[0]
+            .tap_in
+            .as_ref()
+            .map(|t| t.partner_reference_no.clone()),
+        Some(tap_in_ref)
+    );
+    let j = &rig.journal.journeys()[0];
+    assert_eq!(
+        (j.id, j.state, j.fare),
+        (id, JourneyState::Closed, Some(Rupiah(MAX_FARE)))
+    );
+    assert_eq!(rig.op_of(&r).journey_id, Some(id));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_success_naming_another_amount_lets_the_passenger_in_and_asks_a_person() {
     let rig = Rig::new();
     rig.answer_after(
