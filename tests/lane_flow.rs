@@ -220,7 +220,8 @@ async fn tap_out_quotes_a_tap_in_whose_reference_no_is_not_known_yet_as_none() {
         })
         .await;
     rig.journal
-        .insert_journey(&rig.pan_key(PAN_A), "LBB", &tap_in_ref, rig.now_ms());
+        .insert_journey(&rig.pan_key(PAN_A), "LBB", &tap_in_ref, rig.now_ms())
+        .expect("journey opens");
     let r = rig.tap("out-1", PAN_A).await;
     assert_eq!(r.outcome, TapOutcome::Approved, "{}", r.message);
     assert_eq!(
@@ -605,7 +606,8 @@ async fn close_at_max_fare_with_a_tap_in_still_unresolved_closes_without_a_fare_
         })
         .await;
     rig.journal
-        .insert_journey(&rig.pan_key(PAN_A), "LBB", &old, rig.now_ms());
+        .insert_journey(&rig.pan_key(PAN_A), "LBB", &old, rig.now_ms())
+        .expect("journey opens");
     sleep_ms(DEBOUNCE_MS + 1).await;
     let r = rig.tap("in-1", PAN_A).await;
     assert_eq!(r.outcome, TapOutcome::Approved, "{}", r.message);
@@ -1311,7 +1313,8 @@ async fn reconciler_voids_a_stale_journey_whose_hold_is_gone_and_waits_for_an_un
         })
         .await;
     rig.journal
-        .insert_journey(&rig.pan_key(PAN_A), "BLM", &refunded, now);
+        .insert_journey(&rig.pan_key(PAN_A), "BLM", &refunded, now)
+        .expect("journey opens");
     let unresolved = rig
         .seed_op(Seed {
             path: vec![unknown(Some(true), now + 24 * 3_600_000)],
@@ -1319,7 +1322,8 @@ async fn reconciler_voids_a_stale_journey_whose_hold_is_gone_and_waits_for_an_un
         })
         .await;
     rig.journal
-        .insert_journey(&rig.pan_key(PAN_B), "BLM", &unresolved, now);
+        .insert_journey(&rig.pan_key(PAN_B), "BLM", &unresolved, now)
+        .expect("journey opens");
     sleep_ms(240 * 60_000 + 1).await;
     rig.reconciler().pass().await.unwrap();
     let js = rig.journal.journeys();

@@ -219,11 +219,18 @@ impl MemJournal {
         self.lock().ops.push(row);
     }
 
-    /// Opens a journey directly; returns its id.
-    pub fn insert_journey(&self, pan_key: &str, entry: &str, tap_in_ref: &str, at_ms: i64) -> i64 {
+    /// Opens a journey directly, with the journal's rules (its tap-in must be journaled, one
+    /// open journey per passenger); returns its id.
+    pub fn insert_journey(
+        &self,
+        pan_key: &str,
+        entry: &str,
+        tap_in_ref: &str,
+        at_ms: i64,
+    ) -> Result<i64, JournalError> {
         let mut t = self.lock();
-        let _ = t.open(pan_key.into(), entry.into(), tap_in_ref.into(), at_ms);
-        i64::try_from(t.journeys.len()).unwrap_or(i64::MAX)
+        t.open(pan_key.into(), entry.into(), tap_in_ref.into(), at_ms)?;
+        Ok(i64::try_from(t.journeys.len()).unwrap_or(i64::MAX))
     }
 }
 

@@ -366,7 +366,8 @@ impl Rig {
             .await;
         let id = self
             .journal
-            .insert_journey(&self.pan_key(pan), station, &pref, self.now_ms());
+            .insert_journey(&self.pan_key(pan), station, &pref, self.now_ms())
+            .expect("journey opens");
         (pref, id)
     }
 }
