@@ -96,9 +96,22 @@ impl Engine {
         Ok(())
     }
 
-    /// Headers, token, HMAC and `X-EXTERNAL-ID` of a transaction call.
+    /// Headers, token, HMAC and `X-EXTERNAL-ID` of a transaction call, in the order an
+    /// aggregator checks them (the first failure is the one answered).
     pub(super) fn authorize(&mut self, req: &SimRequest<'_>, now: &Zoned) -> Result<(), Reject> {
         let h = req.headers;
+        let get = |n: &str| header(h, n).unwrap_or_default();
+        let ts = self.check_transaction_headers(h)?;
+        let token = self.check_bearer(get("authorization"), now)?;
+        self.check_partner(h)?;
+        self.check_fresh(ts, now)?;
+        self.check_hmac(req, token, get("x-timestamp"))?;
+        self.record_external_id(get("x-external-id"), now)
+    }
+
+    /// Every mandatory header present, the content type, and well-formed `X-TIMESTAMP`,
+    /// `X-IP-ADDRESS` and coordinates. Returns the timestamp.
+    fn check_transaction_headers(&self, h: &HeaderMap) -> Result<Timestamp, Reject> {
         if let Some(missing) = MANDATORY_HEADERS.iter().find(|n| header(h, n).is_none()) {
             return Err(reject(
                 Kind::Header,
@@ -110,8 +123,7 @@ impl Engine {
         }
         let get = |n: &str| header(h, n).unwrap_or_default();
         self.check_content_type(h)?;
-        let ts_text = get("x-timestamp");
-        let ts = self.timestamp(ts_text)?;
+        let ts = self.timestamp(get("x-timestamp"))?;
         if get("x-ip-address").parse::<std::net::IpAddr>().is_err() {
             return Err(reject(
                 Kind::Header,
@@ -135,7 +147,13 @@ impl Engine {
                 ));
             }
         }
-        let Some(token) = get("authorization").strip_prefix("Bearer ") else {
+        Ok(ts)
+    }
+
+    /// The token of an `Authorization: Bearer <token>` header, when it was issued here and
+    /// has not expired.
+    fn check_bearer<'a>(&self, authorization: &'a str, now: &Zoned) -> Result<&'a str, Reject> {
+        let Some(token) = authorization.strip_prefix("Bearer ") else {
             return Err(reject(
                 Kind::Header,
                 401,
@@ -146,26 +164,27 @@ impl Engine {
         };
         let token = token.trim();
         match self.tokens.get(token) {
-            Some(exp) if *exp > now.timestamp() => {}
-            Some(_) => {
-                return Err(reject(
-                    Kind::Token,
-                    401,
-                    "01",
-                    "Invalid Token (B2B)",
-                    "token expired",
-                ))
-            }
-            None => {
-                return Err(reject(
-                    Kind::Token,
-                    401,
-                    "01",
-                    "Invalid Token (B2B)",
-                    "token unknown",
-                ))
-            }
+            Some(exp) if *exp > now.timestamp() => Ok(token),
+            Some(_) => Err(reject(
+                Kind::Token,
+                401,
+                "01",
+                "Invalid Token (B2B)",
+                "token expired",
+            )),
+            None => Err(reject(
+                Kind::Token,
+                401,
+                "01",
+                "Invalid Token (B2B)",
+                "token unknown",
+            )),
         }
+    }
+
+    /// `X-PARTNER-ID` and, when one is configured, `CHANNEL-ID` are ours.
+    fn check_partner(&self, h: &HeaderMap) -> Result<(), Reject> {
+        let get = |n: &str| header(h, n).unwrap_or_default();
         if get("x-partner-id") != self.cfg.partner_id {
             return Err(reject(
                 Kind::Header,
@@ -186,7 +205,11 @@ impl Engine {
                 ));
             }
         }
-        self.check_fresh(ts, now)?;
+        Ok(())
+    }
+
+    /// `X-SIGNATURE` is the HMAC over the body bytes exactly as received.
+    fn check_hmac(&self, req: &SimRequest<'_>, token: &str, ts_text: &str) -> Result<(), Reject> {
         let expected = sign::transaction_signature(
             &self.cfg.client_secret,
             "POST",
@@ -195,7 +218,10 @@ impl Engine {
             req.body,
             ts_text,
         );
-        if !sign::signatures_equal(&expected, get("x-signature")) {
+        if !sign::signatures_equal(
+            &expected,
+            header(req.headers, "x-signature").unwrap_or_default(),
+        ) {
             return Err(reject(
                 Kind::Signature,
                 401,
@@ -204,7 +230,12 @@ impl Engine {
                 "X-SIGNATURE does not match the body",
             ));
         }
-        let ext = get("x-external-id");
+        Ok(())
+    }
+
+    /// `X-EXTERNAL-ID` is 1–36 digits and new today; remembers it (and forgets older days
+    /// than yesterday).
+    fn record_external_id(&mut self, ext: &str, now: &Zoned) -> Result<(), Reject> {
         if ext.len() > 36 || !ext.bytes().all(|b| b.is_ascii_digit()) {
             return Err(reject(
                 Kind::Header,

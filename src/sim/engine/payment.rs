@@ -12,6 +12,7 @@ use crate::sim::qr::pan_of;
 use crate::snap::sign;
 
 impl Engine {
+    /// A payment call that passed [`Engine::authorize`].
     pub(super) fn payment(
         &mut self,
         req: &SimRequest<'_>,
@@ -34,6 +35,15 @@ impl Engine {
         ];
         self.warn_unknown(Service::Payment, unknown_keys(body, &KNOWN));
         let p = parse_payment(body).map_err(FieldErr::into_reject)?;
+        let pan = self.check_payable(&p)?;
+        let ext = header(req.headers, "x-external-id").unwrap_or_default();
+        let recorded = self.record_payment(p, pan, ext, now, fault);
+        Ok((self.payment_reply(recorded), true))
+    }
+
+    /// Our merchant, a new `partnerReferenceNo`, a non-zero amount and a decodable `qrContent`
+    /// not presented before (it is used up here). Returns the payload's PAN.
+    fn check_payable(&mut self, p: &PaymentFields<'_>) -> Result<String, Reject> {
         if p.merchant_id != self.cfg.merchant_id {
             return Err(reject(
                 Kind::Merchant,
@@ -79,9 +89,19 @@ impl Engine {
                 "qrContent was already used",
             ));
         }
-        let ext = header(req.headers, "x-external-id")
-            .unwrap_or_default()
-            .to_string();
+        Ok(pan)
+    }
+
+    /// Writes the payment to the ledger: declined when its PAN is, pending for a while when
+    /// the call is answered with a 202.
+    fn record_payment(
+        &mut self,
+        p: PaymentFields<'_>,
+        pan: String,
+        external_id: &str,
+        now: &Zoned,
+        fault: Option<Fault>,
+    ) -> Recorded {
         let decline_code = self.declines.get(&pan).cloned();
         let accepted = matches!(fault, Some(Fault::Accepted));
         let pending_until = accepted.then(|| {
@@ -95,7 +115,7 @@ impl Engine {
         self.ledger.insert(Payment {
             partner_reference_no: p.partner_reference_no.to_string(),
             reference_no: reference_no.clone(),
-            external_id: ext,
+            external_id: external_id.to_string(),
             pan,
             amount: p.amount,
             decline_code: decline_code.clone(),
@@ -106,7 +126,18 @@ impl Engine {
             refunds: vec![],
             fault: fault.map(|f| f.name().to_string()),
         });
-        if let Some(c) = decline_code {
+        Recorded {
+            partner_reference_no: p.partner_reference_no.to_string(),
+            reference_no,
+            decline_code,
+            transaction_date,
+            amount: p.amount,
+        }
+    }
+
+    /// The answer to a recorded payment: the issuer's decline, or success.
+    fn payment_reply(&mut self, r: Recorded) -> Reply {
+        if let Some(c) = r.decline_code {
             self.stats.declines += 1;
             self.note(
                 Service::Payment,
@@ -114,27 +145,26 @@ impl Engine {
                 c.clone(),
                 "declined PAN".into(),
             );
-            let reply = Reply {
+            return Reply {
                 status: c.get(..3).and_then(|s| s.parse().ok()).unwrap_or(403),
                 body: json!({
                     "responseCode": c,
                     "responseMessage": decline_message(&c),
-                    "partnerReferenceNo": p.partner_reference_no,
-                    "transactionDate": transaction_date,
+                    "partnerReferenceNo": r.partner_reference_no,
+                    "transactionDate": r.transaction_date,
                 }),
             };
-            return Ok((reply, true));
         }
         self.stats.payments_accepted += 1;
         let body = json!({
             "responseCode": "2006000",
             "responseMessage": "Successful",
-            "referenceNo": reference_no,
-            "partnerReferenceNo": p.partner_reference_no,
-            "transactionDate": transaction_date,
-            "amount": { "value": format!("{}.00", p.amount), "currency": "IDR" },
+            "referenceNo": r.reference_no,
+            "partnerReferenceNo": r.partner_reference_no,
+            "transactionDate": r.transaction_date,
+            "amount": { "value": format!("{}.00", r.amount), "currency": "IDR" },
         });
-        Ok((Reply { status: 200, body }, true))
+        Reply { status: 200, body }
     }
 }
 
@@ -148,6 +178,15 @@ fn decline_message(code: &str) -> &'static str {
         Some("15") => "Transaction Not Permitted",
         _ => "Declined",
     }
+}
+
+/// What the ledger recorded for a payment, for its answer.
+struct Recorded {
+    partner_reference_no: String,
+    reference_no: Option<String>,
+    decline_code: Option<String>,
+    transaction_date: String,
+    amount: u64,
 }
 
 /// The fields of a payment body the simulator acts on.

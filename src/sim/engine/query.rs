@@ -10,6 +10,7 @@ use crate::sim::ledger::PaymentStatus;
 use crate::snap::sign;
 
 impl Engine {
+    /// A query call that passed [`Engine::authorize`]: the payment's status now.
     pub(super) fn query(
         &mut self,
         body: &Map<String, Value>,

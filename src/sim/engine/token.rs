@@ -12,6 +12,7 @@ use crate::sim::faults::Service;
 use crate::snap::sign;
 
 impl Engine {
+    /// A token call: the partner's RSA signature over client id and timestamp, then a new token.
     pub(super) fn token(
         &mut self,
         req: &SimRequest<'_>,
