@@ -62,7 +62,7 @@ async fn a_payment_answer_with_another_amount_is_attention() {
     );
     // The money itself is what was asked.
     assert_eq!(sim.ledger()[0].amount, 9000);
-    assert!(tapgate::sim::compare_with_journal(&sim.ledger(), &rows).is_empty());
+    assert!(tapgate::cmd::audit::compare_with_journal(&sim.ledger(), &rows).is_empty());
 }
 
 /// An exit let out with an unknown outcome; the reconciler's query answers "paid" with

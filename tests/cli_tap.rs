@@ -84,7 +84,7 @@ async fn approved_declined_and_journaled() {
     let j = tapgate::journal::Journal::open_read_only(&dir.path().join("journal.db")).unwrap();
     let rows = j.export(0).unwrap();
     assert_eq!(rows.len(), 3);
-    assert!(tapgate::sim::compare_with_journal(&sim.ledger(), &rows).is_empty());
+    assert!(tapgate::cmd::audit::compare_with_journal(&sim.ledger(), &rows).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,8 +14,9 @@ use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tapgate::cmd::audit::compare_with_journal;
 use tapgate::fare::OpState;
-use tapgate::sim::{compare_with_journal, FaultMix, Service};
+use tapgate::sim::{FaultMix, Service};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -9,8 +9,9 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use tapgate::cmd::audit::compare_with_journal;
 use tapgate::fare::OpState;
-use tapgate::sim::{compare_with_journal, Fault};
+use tapgate::sim::Fault;
 
 const PAN: &str = "9360001417451180859";
 

@@ -398,7 +398,7 @@ async fn one_daemon_two_lanes_one_phone_one_hold() {
     assert!(rows
         .iter()
         .all(|r| r.state == OpState::Succeeded && r.gate_opened == Some(true)));
-    assert!(tapgate::sim::compare_with_journal(&sim.ledger(), &rows).is_empty());
+    assert!(tapgate::cmd::audit::compare_with_journal(&sim.ledger(), &rows).is_empty());
     let pid = i32::try_from(d.child.id()).unwrap();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid, libc::SIGTERM) };

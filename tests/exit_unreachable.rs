@@ -212,7 +212,7 @@ async fn every_way_the_aggregator_is_unusable_opens_exits_and_keeps_entries_shut
         assert!(sim.ledger().is_empty(), "{name}: {:?}", sim.ledger());
         let rows = rig.station.journal.run(|j| j.export(0)).await.unwrap();
         assert!(
-            tapgate::sim::compare_with_journal(&sim.ledger(), &rows).is_empty(),
+            tapgate::cmd::audit::compare_with_journal(&sim.ledger(), &rows).is_empty(),
             "{name}"
         );
         assert_eq!(sim.stats().protocol_violations(), 0, "{name}");

@@ -82,7 +82,7 @@ impl Rig {
 
     async fn assert_books_agree(&self) {
         let rows = self.station.journal.run(|j| j.export(0)).await.unwrap();
-        let mismatches = tapgate::sim::compare_with_journal(&self.sim.ledger(), &rows);
+        let mismatches = tapgate::cmd::audit::compare_with_journal(&self.sim.ledger(), &rows);
         assert!(mismatches.is_empty(), "{mismatches:#?}");
         assert_eq!(self.sim.stats().protocol_violations(), 0);
     }

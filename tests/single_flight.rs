@@ -144,7 +144,7 @@ async fn two_lanes_of_one_station_pay_once_for_one_phone() {
         rows.iter().all(|r| r.state == OpState::Succeeded),
         "{rows:#?}"
     );
-    assert!(tapgate::sim::compare_with_journal(&sim.ledger(), &rows).is_empty());
+    assert!(tapgate::cmd::audit::compare_with_journal(&sim.ledger(), &rows).is_empty());
     assert_eq!(sim.stats().protocol_violations(), 0);
     println!(
         "two lanes, one station: {ROUNDS} rounds, {} taps, {holds} holds and {settles} \
@@ -245,7 +245,7 @@ async fn two_tap_processes_on_one_journal_pay_once() {
         rows.iter().all(|r| r.state == OpState::Succeeded),
         "{rows:#?}"
     );
-    assert!(tapgate::sim::compare_with_journal(&sim.ledger(), &rows).is_empty());
+    assert!(tapgate::cmd::audit::compare_with_journal(&sim.ledger(), &rows).is_empty());
     println!(
         "two tap processes: {ROUNDS} rounds, {} taps, {} holds at the ledger",
         2 * ROUNDS,
@@ -332,7 +332,7 @@ async fn a_hold_without_a_journey_is_refunded() {
         "{events:#?}"
     );
     let rows = st.journal.run(|j| j.export(0)).await.unwrap();
-    assert!(tapgate::sim::compare_with_journal(&sim.ledger(), &rows).is_empty());
+    assert!(tapgate::cmd::audit::compare_with_journal(&sim.ledger(), &rows).is_empty());
 }
 
 /// Start-up recovery (`tapgate tap`, `tapgate reconcile`, the daemon) leaves a PENDING row of a

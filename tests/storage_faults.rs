@@ -277,7 +277,7 @@ async fn full_disk_refuses_taps_and_recovers_when_space_returns() {
     assert_eq!(&after[..3], &before[..]);
     assert_eq!(after[3].partner_reference_no, dewi);
     assert_eq!(after[3].state, OpState::Succeeded);
-    assert!(tapgate::sim::compare_with_journal(&sim.ledger(), &after).is_empty());
+    assert!(tapgate::cmd::audit::compare_with_journal(&sim.ledger(), &after).is_empty());
     assert!(after.iter().any(|r| r.partner_reference_no == sari_in));
     drop(holder);
 }
@@ -367,7 +367,7 @@ async fn a_running_lane_recovers_by_itself() {
     station.drain().await;
     let after = rows(&journal);
     assert_eq!(after.len(), 2);
-    assert!(tapgate::sim::compare_with_journal(&sim.ledger(), &after).is_empty());
+    assert!(tapgate::cmd::audit::compare_with_journal(&sim.ledger(), &after).is_empty());
 }
 
 /// A read-only journal (here a read-only bind mount of its folder: root ignores file modes):

@@ -251,7 +251,7 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             row.reason.as_deref().unwrap_or("")
         );
     }
-    let mismatches = crate::sim::compare_with_journal(&ledger, &rows);
+    let mismatches = super::audit::compare_with_journal(&ledger, &rows);
     let violations = sim.stats().protocol_violations();
     println!(
         "journal vs simulator ledger: {} operations, {} mismatches; {} not final; {} SNAP protocol violations seen by the simulator",

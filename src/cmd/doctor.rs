@@ -567,22 +567,31 @@ fn clock() -> Check {
 
 /// Credentials readable, aggregator reachable, token obtainable, signatures accepted.
 async fn aggregator(cfg: &Config, path: &Path) -> Vec<Check> {
-    let mut v = Vec::new();
     let clock = Arc::new(crate::clock::SystemClock::new(cfg.time_zone()));
     let agg = match crate::daemon::aggregator_from_config(cfg, path, clock) {
         Ok(a) => a,
         Err(e) => {
-            v.push(check(
+            return vec![check(
                 "credentials",
                 Status::Fail,
                 format!(
                     "{e} (relative paths resolve under $CREDENTIALS_DIRECTORY, else beside the \
                      config)"
                 ),
-            ));
-            return v;
+            )]
         }
     };
+    let mut v = vec![credential_modes(cfg, path)];
+    let (token, ok) = token_check(&agg, &cfg.aggregator.base_url).await;
+    v.push(token);
+    if ok {
+        v.push(signature_check(&agg, cfg).await);
+    }
+    v
+}
+
+/// The secrets were read and the key parses; warns when others may read them too.
+fn credential_modes(cfg: &Config, path: &Path) -> Check {
     let base_dir = path.parent().unwrap_or_else(|| Path::new("."));
     let open: Vec<String> = [
         &cfg.aggregator.client_secret_file,
@@ -596,7 +605,7 @@ async fn aggregator(cfg: &Config, path: &Path) -> Vec<Check> {
     })
     .map(|p| p.display().to_string())
     .collect();
-    v.push(if open.is_empty() {
+    if open.is_empty() {
         check(
             "credentials",
             Status::Pass,
@@ -611,50 +620,59 @@ async fn aggregator(cfg: &Config, path: &Path) -> Vec<Check> {
                 open.join(", ")
             ),
         )
-    });
-    let base = &cfg.aggregator.base_url;
+    }
+}
+
+/// An access token from the aggregator at `base`; the flag says whether one was obtained.
+async fn token_check(agg: &crate::aggregator::Aggregator, base: &str) -> (Check, bool) {
     let started = Instant::now();
     match tokio::time::timeout(AGGREGATOR_TIMEOUT, agg.ensure_token()).await {
-        Err(_) => {
-            v.push(check(
+        Err(_) => (
+            check(
                 "aggregator",
                 Status::Fail,
                 format!(
                     "{base}: no token within {} s (network, firewall, DNS)",
                     AGGREGATOR_TIMEOUT.as_secs()
                 ),
-            ));
-            return v;
-        }
+            ),
+            false,
+        ),
         Ok(Err(e)) => {
             let hint = if e.is_transient() {
                 "network, firewall, DNS, or the aggregator is down; try again"
             } else {
                 "client_id, partner_id, private key or the clock is wrong"
             };
-            v.push(check(
-                "aggregator",
-                Status::Fail,
-                format!("{base}: {e} ({hint})"),
-            ));
-            return v;
+            (
+                check("aggregator", Status::Fail, format!("{base}: {e} ({hint})")),
+                false,
+            )
         }
-        Ok(Ok(())) => v.push(check(
-            "aggregator",
-            Status::Pass,
-            format!(
-                "{base}: access token obtained in {} ms",
-                started.elapsed().as_millis()
+        Ok(Ok(())) => (
+            check(
+                "aggregator",
+                Status::Pass,
+                format!(
+                    "{base}: access token obtained in {} ms",
+                    started.elapsed().as_millis()
+                ),
             ),
-        )),
+            true,
+        ),
     }
+}
+
+/// A signed status query for a reference that does not exist: any well-formed answer proves
+/// the signature and merchant are accepted.
+async fn signature_check(agg: &crate::aggregator::Aggregator, cfg: &Config) -> Check {
     let reference = format!(
         "TGDOCTOR{}{}",
         cfg.station.id,
         jiff::Timestamp::now().as_millisecond()
     );
     let q = tokio::time::timeout(AGGREGATOR_TIMEOUT, agg.query(&reference)).await;
-    v.push(match q {
+    match q {
         Err(_) => check(
             "signature",
             Status::Fail,
@@ -685,8 +703,7 @@ async fn aggregator(cfg: &Config, path: &Path) -> Vec<Check> {
             Status::Warn,
             format!("status query got no usable answer: {reason}; try again"),
         ),
-    });
-    v
+    }
 }
 
 #[cfg(test)]

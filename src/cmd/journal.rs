@@ -227,39 +227,19 @@ fn run_inner(args: JournalArgs) -> anyhow::Result<ExitCode> {
                 .map(|s| parse_since(&s, now, &target.tz))
                 .transpose()?
                 .map(|t| t.as_millisecond());
-            let j = target.open_read_only()?;
-            let rows = j.list(&OpFilter {
+            let filter = OpFilter {
                 state,
                 lane,
                 since_ms,
                 limit,
-            })?;
-            print_rows(&rows, json, now)?;
-            report_quarantined(&j);
-            Ok(ExitCode::SUCCESS)
+            };
+            list(&target, &filter, json, now)
         }
         JournalCommand::Show { reference, json } => {
             let j = target.open_read_only()?;
             show(&j, &reference, json, &target.tz)
         }
-        JournalCommand::Attention { json } => {
-            let j = target.open_read_only()?;
-            let rows = j.list(&OpFilter {
-                state: Some(OpState::Attention),
-                ..OpFilter::default()
-            })?;
-            if rows.is_empty() && !json {
-                println!("no operation needs attention");
-            } else {
-                print_rows(&rows, json, now)?;
-            }
-            let damaged = report_quarantined(&j);
-            Ok(if rows.is_empty() && damaged == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        JournalCommand::Attention { json } => attention(&target, json, now),
         JournalCommand::Retry { reference } => retry(&target, &reference, now),
         JournalCommand::Prune {
             retain_days,
@@ -275,48 +255,93 @@ fn run_inner(args: JournalArgs) -> anyhow::Result<ExitCode> {
                 Some(s) => parse_since(&s, now, &target.tz)?.as_millisecond(),
                 None => i64::MIN,
             };
-            let (j, rows, lost) = if salvage {
-                if !target.path.exists() {
-                    bail!("no journal at {}", target.path.display());
-                }
-                let j = Journal::open_for_salvage(&target.path)?;
-                let (rows, unreadable, first_error) = j.salvage();
-                (j, rows, Some((unreadable, first_error)))
-            } else {
-                let j = target.open_read_only()?;
-                let rows = j.export(since_ms)?;
-                (j, rows, None)
-            };
-            let mut out = std::io::stdout().lock();
-            match format {
-                ExportFormat::Csv => crate::journal::write_csv(&rows, &mut out)?,
-                ExportFormat::Json => {
-                    serde_json::to_writer(&mut out, &rows)?;
-                    writeln!(out)?;
-                }
-            }
-            out.flush()?;
-            let damaged = report_quarantined(&j);
-            if let Some((unreadable, first_error)) = lost {
-                eprintln!(
-                    "tapgate: salvaged {} operation(s) from {}; {unreadable} found but \
-                     unreadable{}; operations on damaged pages may be missing altogether: \
-                     reconcile with the aggregator's settlement report",
-                    rows.len(),
-                    j.path().display(),
-                    first_error
-                        .map(|e| format!(" (first error: {e})"))
-                        .unwrap_or_default()
-                );
-                return Ok(ExitCode::from(1));
-            }
-            Ok(if damaged == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            export(&target, since_ms, format, salvage)
         }
     }
+}
+
+/// `tapgate journal list`.
+fn list(
+    target: &Target,
+    filter: &OpFilter,
+    json: bool,
+    now: Timestamp,
+) -> anyhow::Result<ExitCode> {
+    let j = target.open_read_only()?;
+    let rows = j.list(filter)?;
+    print_rows(&rows, json, now)?;
+    report_quarantined(&j);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tapgate journal attention`: exit 1 when any operation (or a damaged row) needs a person.
+fn attention(target: &Target, json: bool, now: Timestamp) -> anyhow::Result<ExitCode> {
+    let j = target.open_read_only()?;
+    let rows = j.list(&OpFilter {
+        state: Some(OpState::Attention),
+        ..OpFilter::default()
+    })?;
+    if rows.is_empty() && !json {
+        println!("no operation needs attention");
+    } else {
+        print_rows(&rows, json, now)?;
+    }
+    let damaged = report_quarantined(&j);
+    Ok(if rows.is_empty() && damaged == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `tapgate journal export`: every operation since `since_ms`, or with `salvage` whatever a
+/// damaged journal still holds (then always exit 1: never known to be complete).
+fn export(
+    target: &Target,
+    since_ms: i64,
+    format: ExportFormat,
+    salvage: bool,
+) -> anyhow::Result<ExitCode> {
+    let (j, rows, lost) = if salvage {
+        if !target.path.exists() {
+            bail!("no journal at {}", target.path.display());
+        }
+        let j = Journal::open_for_salvage(&target.path)?;
+        let (rows, unreadable, first_error) = j.salvage();
+        (j, rows, Some((unreadable, first_error)))
+    } else {
+        let j = target.open_read_only()?;
+        let rows = j.export(since_ms)?;
+        (j, rows, None)
+    };
+    let mut out = std::io::stdout().lock();
+    match format {
+        ExportFormat::Csv => crate::journal::write_csv(&rows, &mut out)?,
+        ExportFormat::Json => {
+            serde_json::to_writer(&mut out, &rows)?;
+            writeln!(out)?;
+        }
+    }
+    out.flush()?;
+    let damaged = report_quarantined(&j);
+    if let Some((unreadable, first_error)) = lost {
+        eprintln!(
+            "tapgate: salvaged {} operation(s) from {}; {unreadable} found but \
+             unreadable{}; operations on damaged pages may be missing altogether: \
+             reconcile with the aggregator's settlement report",
+            rows.len(),
+            j.path().display(),
+            first_error
+                .map(|e| format!(" (first error: {e})"))
+                .unwrap_or_default()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(if damaged == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `tapgate journal prune`: retention to the end, from the config or the flags.

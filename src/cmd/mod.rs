@@ -1,9 +1,11 @@
 //! The commands behind the `tapgate` binary. Each returns the process exit code; errors are
 //! printed by `main` with their whole cause chain.
 
+pub mod audit;
 pub mod demo;
 pub mod doctor;
 pub mod journal;
+pub mod sim_settings;
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};

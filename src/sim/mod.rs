@@ -28,7 +28,6 @@
 //!
 //! The `/sim/*` API has no authentication: bind the simulator to loopback only.
 
-mod audit;
 mod engine;
 mod faults;
 mod ledger;
@@ -38,7 +37,6 @@ mod server;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use audit::compare_with_journal;
 pub use engine::{Note, SimStats};
 pub use faults::{Fault, FaultMix, Service, WeightedFault};
 pub use ledger::{mask_pan, LedgerEntry, PaymentStatus, RefundEntry, TapInfo};
@@ -69,7 +67,7 @@ pub struct SimPaths {
 }
 
 impl Default for SimPaths {
-    /// The defaults of [`crate::config::AggregatorConfig`].
+    /// The SNAP paths without a provider prefix (the gate's config defaults too).
     fn default() -> Self {
         SimPaths {
             token: "/v1.0/access-token/b2b".into(),
@@ -81,16 +79,6 @@ impl Default for SimPaths {
 }
 
 impl SimPaths {
-    /// The paths an aggregator config points at.
-    pub fn from_aggregator(cfg: &crate::config::AggregatorConfig) -> SimPaths {
-        SimPaths {
-            token: cfg.token_path.clone(),
-            payment: cfg.payment_path.clone(),
-            query: cfg.query_path.clone(),
-            refund: cfg.refund_path.clone(),
-        }
-    }
-
     fn check(&self) -> Result<(), String> {
         let all = [&self.token, &self.payment, &self.query, &self.refund];
         for (i, p) in all.iter().enumerate() {
@@ -202,25 +190,6 @@ impl SimConfig {
             expires_in_as_number: false,
             misspelled_partner_reference: false,
             clock: Arc::new(SystemClock::new(jakarta())),
-        }
-    }
-
-    /// A configuration for the partner an aggregator config describes (the integrator reads
-    /// the secret and the public key from their files); other settings as [`SimConfig::demo`].
-    pub fn from_aggregator(
-        cfg: &crate::config::AggregatorConfig,
-        client_secret: String,
-        partner_public_key_der: Vec<u8>,
-    ) -> SimConfig {
-        SimConfig {
-            client_id: cfg.client_id.clone(),
-            client_secret,
-            partner_public_key_der,
-            partner_id: cfg.partner_id.clone(),
-            merchant_id: cfg.merchant_id.clone(),
-            channel_id: Some(cfg.channel_id.clone()),
-            paths: SimPaths::from_aggregator(cfg),
-            ..SimConfig::demo()
         }
     }
 }

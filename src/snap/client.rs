@@ -16,7 +16,7 @@
 //! Nothing here logs a body: the payment body carries the passenger's `qrContent`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
@@ -537,8 +537,7 @@ impl SnapClient {
     /// The cached token when it is not yet due for refresh.
     fn fresh_token(&self) -> Option<String> {
         let now = self.inner.clock.now().timestamp();
-        let cache = self.inner.token.lock().ok()?;
-        cache
+        self.token_cache()
             .as_ref()
             .filter(|t| now < t.refresh_at)
             .map(|t| t.value.clone())
@@ -549,7 +548,7 @@ impl SnapClient {
     /// for the (single) refresh.
     async fn usable_token(&self) -> Result<String, SnapError> {
         let now = self.inner.clock.now().timestamp();
-        let cached = self.inner.token.lock().ok().and_then(|c| c.clone());
+        let cached = self.token_cache().clone();
         if let Some(t) = cached {
             if now < t.refresh_at {
                 return Ok(t.value);
@@ -595,9 +594,17 @@ impl SnapClient {
     }
 
     fn store(&self, t: CachedToken) {
-        if let Ok(mut cache) = self.inner.token.lock() {
-            *cache = Some(t);
-        }
+        *self.token_cache() = Some(t);
+    }
+
+    /// The token cache. A thread that panicked while holding the lock cannot have left it
+    /// half-written (it only ever holds a whole token or none), so a poisoned lock is used as
+    /// it is: giving up on it would silently fetch a new token for every call.
+    fn token_cache(&self) -> MutexGuard<'_, Option<CachedToken>> {
+        self.inner
+            .token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn fetch_token(&self) -> Result<CachedToken, SnapError> {
@@ -811,6 +818,76 @@ mod tests {
         assert_eq!(
             refused.to_string(),
             "access token refused (4017300): Unauthorized. Signature"
+        );
+    }
+
+    /// A client on the demo config, talking to a fresh acquirer simulator on loopback.
+    async fn demo_client() -> (SnapClient, crate::sim::SimHandle) {
+        let sim = crate::sim::Simulator::start(
+            crate::sim::SimConfig::demo(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let text = include_str!("../../config/demo.toml");
+        let mut cfg = crate::config::Config::parse(text, std::path::Path::new("demo.toml"))
+            .unwrap()
+            .aggregator;
+        cfg.base_url = sim.base_url();
+        let client = SnapClient::new(
+            &cfg,
+            crate::sim::DEMO_CLIENT_SECRET.to_string(),
+            RsaSigner::from_pem(crate::sim::DEMO_PRIVATE_KEY_PEM).unwrap(),
+            DeviceContext {
+                device_id: "BLM-G01".into(),
+                latitude: -6.2443,
+                longitude: 106.7982,
+            },
+            Arc::new(crate::clock::SystemClock::new(crate::sim::jakarta())),
+        )
+        .unwrap();
+        (client, sim)
+    }
+
+    /// Panics on another thread while holding the token-cache lock, poisoning it.
+    fn poison_token_cache(client: &SnapClient) {
+        let inner = client.inner.clone();
+        let panicked = std::thread::spawn(move || {
+            let _held = inner.token.lock();
+            panic!("deliberate panic while holding the token cache");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert!(client.inner.token.is_poisoned());
+    }
+
+    #[tokio::test]
+    async fn token_cache_survives_a_poisoned_lock() {
+        let (client, sim) = demo_client().await;
+        // Poisoned while empty: the first call fetches a token, and it is cached.
+        poison_token_cache(&client);
+        client.ensure_token().await.unwrap();
+        client.ensure_token().await.unwrap();
+        assert_eq!(sim.stats().tokens_issued, 1, "the token was not cached");
+        // Poisoned while holding a token: later calls still reuse it.
+        poison_token_cache(&client);
+        client.ensure_token().await.unwrap();
+        let body = serde_json::json!({
+            "originalPartnerReferenceNo": "TGBLM-NONE", "serviceCode": "60",
+            "merchantId": "MRT-JKT-DEMO"
+        });
+        let answer = client.post("/v1.0/qr/qr-cpm-query", &body).await;
+        assert_eq!(answer.code().as_deref(), Some("4046101"), "{answer:?}");
+        let stats = sim.stats();
+        assert_eq!(
+            (
+                stats.tokens_issued,
+                stats.token_requests,
+                stats.protocol_violations()
+            ),
+            (1, 1, 0),
+            "{:?}",
+            stats.recent
         );
     }
 }

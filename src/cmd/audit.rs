@@ -1,12 +1,15 @@
 //! Comparing the gate's journal with the simulator's ledger: the check behind the demo's
 //! summary, the fault tests and the crash harness. After the reconciler has run, the two must
 //! tell the same story about every rupiah.
+//!
+//! It lives on the gate's side: the simulator only exposes its ledger ([`LedgerEntry`]) and
+//! never reads the gate's journal types.
 
 use std::collections::HashMap;
 
-use super::{LedgerEntry, PaymentStatus};
 use crate::fare::OpState;
 use crate::journal::OpRow;
+use crate::sim::{LedgerEntry, PaymentStatus};
 
 /// Every disagreement between `ledger` and `journal`, one line each; empty when they agree.
 ///

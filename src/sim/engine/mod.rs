@@ -1,0 +1,580 @@
+//! What the simulated aggregator checks and decides, as pure code: a request (headers and raw
+//! body bytes) plus the time in, a reply (or a fault action) out, the ledger and stats updated.
+//! The server module only moves bytes.
+//!
+//! The wire is parsed here independently of tapgate's client (plain `serde_json::Value`, its
+//! own field lists), so that a mistake in the client's types shows up as a rejection.
+//!
+//! One file per endpoint: `token.rs` (B2B access token), `payment.rs`, `query.rs`,
+//! `refund.rs`; `auth.rs` checks who may call a transaction endpoint and `fields.rs` reads
+//! body fields. This file holds the shared state, the counters and how faults combine with
+//! processing.
+
+mod auth;
+mod fields;
+mod payment;
+mod query;
+mod refund;
+mod token;
+
+use std::collections::{HashMap, HashSet};
+
+use axum::http::HeaderMap;
+use jiff::{civil::Date, Timestamp, Zoned};
+use rand::rngs::StdRng;
+use rand::SeedableRng as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::faults::{Fault, FaultPlan, Service};
+use super::ledger::{Ledger, LedgerEntry};
+use super::SimConfig;
+
+/// Counters of everything the simulator saw, rejections by kind. A correct client causes no
+/// rejection of the kinds summed by [`SimStats::protocol_violations`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SimStats {
+    /// Calls to the token endpoint.
+    pub token_requests: u64,
+    /// Access tokens issued.
+    pub tokens_issued: u64,
+    /// Calls to the payment endpoint.
+    pub payment_requests: u64,
+    /// Calls to the query endpoint.
+    pub query_requests: u64,
+    /// Calls to the refund endpoint.
+    pub refund_requests: u64,
+    /// Bad RSA (token) or HMAC (transaction) signatures.
+    pub signature_failures: u64,
+    /// Missing or malformed headers, stale timestamps, unknown client key, partner or channel.
+    pub header_failures: u64,
+    /// Unknown or expired bearer tokens.
+    pub token_failures: u64,
+    /// `X-EXTERNAL-ID` used twice in one day.
+    pub external_id_reuses: u64,
+    /// Bodies that are not JSON, miss a mandatory field or carry a badly formatted one.
+    pub body_failures: u64,
+    /// `merchantId` not ours.
+    pub merchant_failures: u64,
+    /// `qrContent` that is not a QRIS CPM payload.
+    pub qr_failures: u64,
+    /// `qrContent` presented a second time (declined: its token is single-use).
+    pub qr_reuses: u64,
+    /// `partnerReferenceNo` used twice (`409xx01`).
+    pub duplicate_references: u64,
+    /// Zero or over-refunded amounts (`404xx13`).
+    pub amount_failures: u64,
+    /// Payments declined by the issuer (declined PANs).
+    pub declines: u64,
+    /// Queries and refunds naming a payment the simulator does not know.
+    pub not_found: u64,
+    /// Refunds refused for another reason (payment pending, `partnerRefundNo` reused for
+    /// another refund).
+    pub refund_rejections: u64,
+    /// Body fields the simulator does not know (a typo in an optional field is otherwise
+    /// silent). Not a rejection.
+    pub unknown_fields: u64,
+    /// Payments accepted (paid, or pending after a 202).
+    pub payments_accepted: u64,
+    /// Refunds recorded.
+    pub refunds_made: u64,
+    /// Identical refunds answered again without refunding twice.
+    pub refund_replays: u64,
+    /// Faults injected, all kinds.
+    pub faults_injected: u64,
+    /// The most recent rejections and warnings, oldest first (at most 64).
+    pub recent: Vec<Note>,
+}
+
+impl SimStats {
+    /// Rejections a correct client never causes: signatures, headers, tokens, reused
+    /// external ids, malformed bodies, wrong merchant, undecodable `qrContent`.
+    pub fn protocol_violations(&self) -> u64 {
+        self.signature_failures
+            + self.header_failures
+            + self.token_failures
+            + self.external_id_reuses
+            + self.body_failures
+            + self.merchant_failures
+            + self.qr_failures
+    }
+}
+
+/// One rejection or warning, for a person (or a failing test) to read. Never holds
+/// `qrContent`, PANs or secrets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    /// The service called.
+    pub service: Service,
+    /// What kind of problem (`signature`, `header`, `body`, `unknown_field`, ...).
+    pub kind: String,
+    /// The `responseCode` answered (empty for warnings).
+    pub code: String,
+    /// Which header or field, and why.
+    pub detail: String,
+}
+
+/// One HTTP request as the engine sees it.
+pub(crate) struct SimRequest<'a> {
+    pub(crate) path: &'a str,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) body: &'a [u8],
+}
+
+/// An HTTP answer: status and JSON body.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) body: Value,
+}
+
+/// What the server does with a call.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Action {
+    /// Send this answer.
+    Answer(Reply),
+    /// Send the first half of this answer's JSON, as a 200.
+    Garbage(Reply),
+    /// Close the connection without answering.
+    Drop,
+}
+
+/// Which stats counter a rejection goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Signature,
+    Header,
+    Token,
+    ExternalId,
+    Body,
+    Merchant,
+    Qr,
+    QrReuse,
+    Duplicate,
+    Amount,
+    Decline,
+    NotFound,
+    Refund,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Signature => "signature",
+            Kind::Header => "header",
+            Kind::Token => "token",
+            Kind::ExternalId => "external_id",
+            Kind::Body => "body",
+            Kind::Merchant => "merchant",
+            Kind::Qr => "qr",
+            Kind::QrReuse => "qr_reuse",
+            Kind::Duplicate => "duplicate_reference",
+            Kind::Amount => "amount",
+            Kind::Decline => "decline",
+            Kind::NotFound => "not_found",
+            Kind::Refund => "refund",
+        }
+    }
+}
+
+/// A rejection on its way to becoming a reply.
+struct Reject {
+    kind: Kind,
+    status: u16,
+    case: &'static str,
+    message: &'static str,
+    detail: String,
+}
+
+fn reject(
+    kind: Kind,
+    status: u16,
+    case: &'static str,
+    message: &'static str,
+    detail: impl Into<String>,
+) -> Reject {
+    Reject {
+        kind,
+        status,
+        case,
+        message,
+        detail: detail.into(),
+    }
+}
+
+/// `responseCode`: HTTP status, service code, case.
+fn code(status: u16, service: Service, case: &str) -> String {
+    format!("{status}{}{case}", service.code())
+}
+
+/// The simulated aggregator's whole state.
+pub(crate) struct Engine {
+    cfg: SimConfig,
+    tokens: HashMap<String, Timestamp>,
+    external_ids: HashMap<Date, HashSet<String>>,
+    ledger: Ledger,
+    declines: HashMap<String, String>,
+    pub(crate) faults: FaultPlan,
+    stats: SimStats,
+    rng: StdRng,
+}
+
+impl Engine {
+    pub(crate) fn new(cfg: SimConfig) -> Engine {
+        Engine {
+            cfg,
+            tokens: HashMap::new(),
+            external_ids: HashMap::new(),
+            ledger: Ledger::default(),
+            declines: HashMap::new(),
+            faults: FaultPlan::default(),
+            stats: SimStats::default(),
+            rng: StdRng::from_os_rng(),
+        }
+    }
+
+    pub(crate) fn now(&self) -> Zoned {
+        self.cfg.clock.now()
+    }
+
+    pub(crate) fn ledger(&self) -> Vec<LedgerEntry> {
+        self.ledger.snapshot(self.now().timestamp())
+    }
+
+    pub(crate) fn stats(&self) -> SimStats {
+        self.stats.clone()
+    }
+
+    /// Declines every later payment from `pan` with `code` (an empty code lifts the decline).
+    pub(crate) fn decline_pan(&mut self, pan: &str, code: &str) {
+        if code.is_empty() {
+            self.declines.remove(pan);
+        } else {
+            self.declines.insert(pan.to_string(), code.to_string());
+        }
+    }
+
+    /// The service a path belongs to.
+    pub(crate) fn service_of(&self, path: &str) -> Option<Service> {
+        let p = &self.cfg.paths;
+        [
+            (&p.token, Service::Token),
+            (&p.payment, Service::Payment),
+            (&p.query, Service::Query),
+            (&p.refund, Service::Refund),
+        ]
+        .into_iter()
+        .find(|(want, _)| want.as_str() == path)
+        .map(|(_, s)| s)
+    }
+
+    /// Draws the fault for this call and counts it.
+    pub(crate) fn next_fault(&mut self, service: Service) -> Option<Fault> {
+        let f = self.faults.next(service)?;
+        self.stats.faults_injected += 1;
+        Some(f)
+    }
+
+    fn note(&mut self, service: Service, kind: &str, code: String, detail: String) {
+        tracing::info!(
+            service = service.as_str(),
+            kind,
+            code,
+            detail,
+            "simulator noted"
+        );
+        if self.stats.recent.len() >= 64 {
+            self.stats.recent.remove(0);
+        }
+        self.stats.recent.push(Note {
+            service,
+            kind: kind.into(),
+            code,
+            detail,
+        });
+    }
+
+    fn rejected(&mut self, service: Service, r: Reject) -> Reply {
+        let s = &mut self.stats;
+        *match r.kind {
+            Kind::Signature => &mut s.signature_failures,
+            Kind::Header => &mut s.header_failures,
+            Kind::Token => &mut s.token_failures,
+            Kind::ExternalId => &mut s.external_id_reuses,
+            Kind::Body => &mut s.body_failures,
+            Kind::Merchant => &mut s.merchant_failures,
+            Kind::Qr => &mut s.qr_failures,
+            Kind::QrReuse => &mut s.qr_reuses,
+            Kind::Duplicate => &mut s.duplicate_references,
+            Kind::Amount => &mut s.amount_failures,
+            Kind::Decline => &mut s.declines,
+            Kind::NotFound => &mut s.not_found,
+            Kind::Refund => &mut s.refund_rejections,
+        } += 1;
+        let c = code(r.status, service, r.case);
+        let message = if r.detail.is_empty() || r.kind == Kind::Decline {
+            r.message.to_string()
+        } else {
+            format!("{} {}", r.message, r.detail)
+        };
+        self.note(service, r.kind.name(), c.clone(), r.detail);
+        Reply {
+            status: r.status,
+            body: json!({ "responseCode": c, "responseMessage": message }),
+        }
+    }
+
+    fn warn_unknown(&mut self, service: Service, keys: Vec<String>) {
+        for k in keys {
+            self.stats.unknown_fields += 1;
+            self.note(service, "unknown_field", String::new(), k);
+        }
+    }
+
+    /// Handles one call whose fault has been drawn (and whose delay, if any, has passed).
+    pub(crate) fn handle(
+        &mut self,
+        service: Service,
+        req: &SimRequest<'_>,
+        fault: Option<Fault>,
+    ) -> Action {
+        match service {
+            Service::Token => self.stats.token_requests += 1,
+            Service::Payment => self.stats.payment_requests += 1,
+            Service::Query => self.stats.query_requests += 1,
+            Service::Refund => self.stats.refund_requests += 1,
+        }
+        let mark = fault.filter(|f| !matches!(f, Fault::Delay { .. }));
+        let process = |me: &mut Engine| me.process(service, req, mark);
+        let (status, case, message) = match mark {
+            None => return Action::Answer(process(self).0),
+            Some(Fault::Drop { applied }) => {
+                if applied {
+                    process(self);
+                }
+                return Action::Drop;
+            }
+            Some(Fault::Garbage { applied }) => {
+                let reply = if applied {
+                    process(self).0
+                } else {
+                    Reply {
+                        status: 200,
+                        body: json!({ "responseCode": code(200, service, "00"), "responseMessage": "Successful" }),
+                    }
+                };
+                return Action::Garbage(reply);
+            }
+            Some(Fault::Accepted) => {
+                let (reply, recorded) = process(self);
+                if !recorded {
+                    return Action::Answer(reply);
+                }
+                (202, "00", "Request In Progress")
+            }
+            Some(Fault::ServerError { applied }) => {
+                if applied {
+                    process(self);
+                }
+                (500, "01", "Internal Server Error")
+            }
+            Some(Fault::GatewayTimeout { applied }) => {
+                if applied {
+                    process(self);
+                }
+                (504, "00", "Timeout")
+            }
+            Some(Fault::Delay { .. }) => return Action::Answer(process(self).0),
+            Some(Fault::Unauthorized) => (401, "00", "Unauthorized"),
+            Some(Fault::Throttled) => (429, "00", "Too Many Requests"),
+            Some(Fault::WrongAmount { rupiah }) => {
+                let mut reply = process(self).0;
+                if let Some(a) = reply.body.get_mut("amount").and_then(Value::as_object_mut) {
+                    a.insert("value".into(), json!(format!("{rupiah}.00")));
+                }
+                return Action::Answer(reply);
+            }
+        };
+        Action::Answer(Reply {
+            status,
+            body: json!({ "responseCode": code(status, service, case), "responseMessage": message }),
+        })
+    }
+
+    /// Processes a call; the flag says whether it was recorded (ledger or token store).
+    fn process(
+        &mut self,
+        service: Service,
+        req: &SimRequest<'_>,
+        fault: Option<Fault>,
+    ) -> (Reply, bool) {
+        let now = self.now();
+        let result = match service {
+            Service::Token => self.token(req, &now),
+            _ => match self.authorize(req, &now) {
+                Err(r) => Err(r),
+                Ok(()) => match serde_json::from_slice::<Value>(req.body) {
+                    Ok(Value::Object(body)) => match service {
+                        Service::Payment => self.payment(req, &body, &now, fault),
+                        Service::Query => self.query(&body, &now),
+                        _ => self.refund(&body, &now, fault),
+                    },
+                    _ => Err(reject(
+                        Kind::Body,
+                        400,
+                        "00",
+                        "Bad Request",
+                        "body is not a JSON object",
+                    )),
+                },
+            },
+        };
+        match result {
+            Ok((reply, recorded)) => (reply, recorded),
+            Err(r) => (self.rejected(service, r), false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock as _, ManualClock};
+    use crate::snap::sign::{self, RsaSigner};
+    use axum::http::HeaderValue;
+
+    const KEY: &str = include_str!("../../../tests/fixtures/snap-doc-key.pem");
+    const Q1: &str = "hQVDUFYwMWFmTwegAAAGAiAgUAdRUklTQ1BNWgqTYAACESGYYpUvXyARUkVORFkgTVVIQVJESUFOVE9fLQRpZGVuX1AYcm11aGFyZGlhbnRvQGhvdG1haWwuY29tnyUCYpVjC590CDRiODg5MGY1";
+
+    /// An engine on a manual clock, with a token already issued.
+    fn engine() -> (Engine, ManualClock, String) {
+        let clock = ManualClock::new(
+            Timestamp::from_second(1_800_000_000).unwrap(),
+            super::super::jakarta(),
+        );
+        let mut cfg = SimConfig::demo();
+        cfg.clock = std::sync::Arc::new(clock.clone());
+        let mut e = Engine::new(cfg);
+        let ts = sign::timestamp(&clock.now());
+        let sig = RsaSigner::from_pem(KEY)
+            .unwrap()
+            .sign_b2b("tapgate-demo", &ts);
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("content-type", "application/json"),
+            ("x-timestamp", &ts),
+            ("x-client-key", "tapgate-demo"),
+            ("x-signature", &sig),
+        ] {
+            h.insert(k, HeaderValue::from_str(v).unwrap());
+        }
+        let req = SimRequest {
+            path: "/v1.0/access-token/b2b",
+            headers: &h,
+            body: br#"{"grantType":"client_credentials"}"#,
+        };
+        let Action::Answer(r) = e.handle(Service::Token, &req, None) else {
+            panic!()
+        };
+        let token = r.body["accessToken"].as_str().unwrap().to_string();
+        (e, clock, token)
+    }
+
+    fn pay(
+        e: &mut Engine,
+        clock: &ManualClock,
+        token: &str,
+        ext: u32,
+        pref: &str,
+        fault: Option<Fault>,
+    ) -> Action {
+        let body = serde_json::to_vec(&json!({
+            "partnerReferenceNo": pref, "qrContent": Q1, "merchantId": "MRT-JKT-DEMO",
+            "amount": {"value": "3000.00", "currency": "IDR"}
+        }))
+        .unwrap();
+        let path = "/v1.0/qr/qr-cpm-payment";
+        let ts = sign::timestamp(&clock.now());
+        let sig = sign::transaction_signature(
+            "demo-secret-not-for-production",
+            "POST",
+            path,
+            token,
+            &body,
+            &ts,
+        );
+        let mut h = HeaderMap::new();
+        let ext = ext.to_string();
+        let bearer = format!("Bearer {token}");
+        for (k, v) in [
+            ("content-type", "application/json"),
+            ("authorization", &bearer),
+            ("x-timestamp", &ts),
+            ("x-signature", &sig),
+            ("x-partner-id", "TAPGATE-DEMO"),
+            ("x-external-id", &ext),
+            ("channel-id", "95221"),
+            ("origin", "gate"),
+            ("x-ip-address", "10.0.0.1"),
+            ("x-device-id", "G1"),
+            ("x-latitude", "-6.2"),
+            ("x-longitude", "106.8"),
+        ] {
+            h.insert(k, HeaderValue::from_str(v).unwrap());
+        }
+        e.handle(
+            Service::Payment,
+            &SimRequest {
+                path,
+                headers: &h,
+                body: &body,
+            },
+            fault,
+        )
+    }
+
+    #[test]
+    fn faults_combine_with_processing_as_documented() {
+        let (mut e, clock, token) = engine();
+        // Not applied: nothing recorded, and the single-use payload is still unused.
+        assert_eq!(
+            pay(
+                &mut e,
+                &clock,
+                &token,
+                1,
+                "A",
+                Some(Fault::Garbage { applied: false })
+            )
+            .clone(),
+            {
+                Action::Garbage(Reply {
+                    status: 200,
+                    body: json!({"responseCode": "2006000", "responseMessage": "Successful"}),
+                })
+            }
+        );
+        assert!(e.ledger().is_empty());
+        // Applied: recorded, marked, and the client got nothing.
+        assert_eq!(
+            pay(
+                &mut e,
+                &clock,
+                &token,
+                2,
+                "A",
+                Some(Fault::Drop { applied: true })
+            ),
+            Action::Drop
+        );
+        let l = e.ledger();
+        assert_eq!((l.len(), l[0].fault.as_deref()), (1, Some("drop")));
+        // A 202 on a call that records nothing (here: the payload is used up) answers normally.
+        let Action::Answer(r) = pay(&mut e, &clock, &token, 3, "B", Some(Fault::Accepted)) else {
+            panic!()
+        };
+        assert_eq!(r.body["responseCode"], "4036000");
+        assert_eq!(e.stats().protocol_violations(), 0, "{:?}", e.stats().recent);
+        assert_eq!(e.stats().payment_requests, 3);
+    }
+}

@@ -1,0 +1,191 @@
+//! The `qr-cpm-refund` endpoint (service 80): idempotent refunds.
+
+use jiff::Zoned;
+use serde_json::{json, Map, Value};
+
+use super::fields::{opt_amount, opt_str, req_str, unknown_keys, FieldErr};
+use super::{reject, Engine, Kind, Reject, Reply};
+use crate::sim::faults::{Fault, Service};
+use crate::sim::ledger::{Payment, PaymentStatus, RefundEntry};
+use crate::sim::RefundReplay;
+use crate::snap::sign;
+
+impl Engine {
+    /// A refund call that passed [`Engine::authorize`].
+    pub(super) fn refund(
+        &mut self,
+        body: &Map<String, Value>,
+        now: &Zoned,
+        fault: Option<Fault>,
+    ) -> Result<(Reply, bool), Reject> {
+        const KNOWN: [&str; 10] = [
+            "merchantId",
+            "subMerchantId",
+            "originalPartnerReferenceNo",
+            "originalReferenceNo",
+            "originalExternalId",
+            "partnerRefundNo",
+            "refundAmount",
+            "reason",
+            "externalStoreId",
+            "additionalInfo",
+        ];
+        self.warn_unknown(Service::Refund, unknown_keys(body, &KNOWN));
+        let f = parse_refund(body).map_err(FieldErr::into_reject)?;
+        if f.merchant != self.cfg.merchant_id {
+            return Err(reject(
+                Kind::Merchant,
+                404,
+                "08",
+                "Invalid Merchant",
+                "merchantId is not ours",
+            ));
+        }
+        if let Some(reply) = self.refund_again(&f)? {
+            return Ok((reply, false));
+        }
+        self.check_refundable(&f, now)?;
+        let entry = self
+            .ledger
+            .add_refund(
+                f.reference,
+                f.refund_no,
+                f.amount,
+                sign::timestamp(now),
+                fault.map(|f| f.name().to_string()),
+            )
+            .ok_or_else(|| reject(Kind::NotFound, 404, "01", "Transaction Not Found", ""))?;
+        self.stats.refunds_made += 1;
+        let reply = match self.ledger.get(None, Some(f.reference)) {
+            Some(p) => refund_reply(p, &entry),
+            None => {
+                return Err(reject(
+                    Kind::NotFound,
+                    404,
+                    "01",
+                    "Transaction Not Found",
+                    "",
+                ))
+            }
+        };
+        Ok((reply, true))
+    }
+
+    /// A `partnerRefundNo` seen before: the same refund again is answered as configured
+    /// (never refunded twice); another refund under the same number is refused. `None` for a
+    /// new number.
+    fn refund_again(&mut self, f: &RefundFields<'_>) -> Result<Option<Reply>, Reject> {
+        let Some((p, r, key)) = self.ledger.refund(f.refund_no) else {
+            return Ok(None);
+        };
+        let same = key.original_reference_no == f.reference
+            && key.amount == f.amount
+            && f.partner.map_or(true, |x| x == p.partner_reference_no);
+        if !same {
+            return Err(reject(
+                Kind::Refund,
+                409,
+                "01",
+                "Duplicate partnerRefundNo",
+                "partnerRefundNo already used for another refund",
+            ));
+        }
+        let reply = match self.cfg.refund_replay {
+            RefundReplay::SameResult => refund_reply(p, r),
+            RefundReplay::Inconsistent => Reply {
+                status: 404,
+                body: json!({ "responseCode": "4048018", "responseMessage": "Inconsistent Request" }),
+            },
+        };
+        self.stats.refund_replays += 1;
+        Ok(Some(reply))
+    }
+
+    /// The payment exists, is final and paid, and has at least the amount left to refund.
+    fn check_refundable(&self, f: &RefundFields<'_>, now: &Zoned) -> Result<(), Reject> {
+        let Some(p) = self.ledger.get(f.partner, Some(f.reference)) else {
+            return Err(reject(
+                Kind::NotFound,
+                404,
+                "01",
+                "Transaction Not Found",
+                "",
+            ));
+        };
+        match p.status(now.timestamp()) {
+            PaymentStatus::Pending => {
+                return Err(reject(
+                    Kind::Refund,
+                    403,
+                    "15",
+                    "Transaction Not Permitted",
+                    "payment still pending",
+                ));
+            }
+            PaymentStatus::Declined => {
+                return Err(reject(
+                    Kind::NotFound,
+                    404,
+                    "01",
+                    "Transaction Not Found",
+                    "payment was declined",
+                ));
+            }
+            _ => {}
+        }
+        if f.amount == 0 || p.refunded().saturating_add(f.amount) > p.amount {
+            return Err(reject(
+                Kind::Amount,
+                404,
+                "13",
+                "Invalid Amount",
+                "refund exceeds what is left to refund",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The fields of a refund body the simulator acts on.
+struct RefundFields<'a> {
+    merchant: &'a str,
+    reference: &'a str,
+    partner: Option<&'a str>,
+    refund_no: &'a str,
+    amount: u64,
+}
+
+fn parse_refund(body: &Map<String, Value>) -> Result<RefundFields<'_>, FieldErr> {
+    let merchant = req_str(body, "merchantId", 64)?;
+    let reference = req_str(body, "originalReferenceNo", 64)?;
+    let partner = opt_str(body, "originalPartnerReferenceNo", 64)?;
+    let refund_no = req_str(body, "partnerRefundNo", 64)?;
+    let amount = opt_amount(body, "refundAmount")?
+        .ok_or_else(|| FieldErr::Missing("refundAmount".into()))?;
+    req_str(body, "reason", 256)?;
+    opt_str(body, "subMerchantId", 64)?;
+    opt_str(body, "originalExternalId", 36)?;
+    Ok(RefundFields {
+        merchant,
+        reference,
+        partner,
+        refund_no,
+        amount,
+    })
+}
+
+fn refund_reply(p: &Payment, r: &RefundEntry) -> Reply {
+    Reply {
+        status: 200,
+        body: json!({
+            "responseCode": "2008000",
+            "responseMessage": "Successful",
+            "originalReferenceNo": p.reference_no,
+            "originalPartnerReferenceNo": p.partner_reference_no,
+            "refundNo": r.refund_no,
+            "partnerRefundNo": r.partner_refund_no,
+            "refundAmount": { "value": format!("{}.00", r.amount), "currency": "IDR" },
+            "refundTime": r.refund_time,
+        }),
+    }
+}
