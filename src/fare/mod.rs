@@ -3,7 +3,12 @@
 use std::fmt;
 
 pub mod policy;
+pub mod settings;
 pub mod tariff;
+
+pub use settings::{
+    AntiPassback, PolicyConfig, StaleJourney, TariffConfig, UnknownAtExit, UnreachableAtExit,
+};
 
 /// An amount in whole Indonesian rupiah. IDR has no minor unit in practice; the wire carries
 /// it as a string with two zero decimals (`"14000.00"`).

@@ -1,9 +1,9 @@
 //! Tariffs: flat, or a station-to-station matrix. Pure.
 
+use super::settings::TariffConfig;
 use super::Rupiah;
-use crate::config::TariffConfig;
 
-/// A checked tariff (built from a config that [`crate::config::Config::parse`] validated).
+/// A checked tariff (built from a [`TariffConfig`] the config file's check validated).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Tariff {
     /// One fare for every trip.
