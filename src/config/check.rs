@@ -5,10 +5,7 @@
 
 use std::path::Path;
 
-use super::{
-    resolve_time_zone, CardSourceConfig, Config, RelayConfig, TariffConfig, MAX_FARE,
-    MIN_RECONCILER_INTERVAL_MS,
-};
+use super::{resolve_time_zone, CardSourceConfig, Config, RelayConfig, MIN_RECONCILER_INTERVAL_MS};
 
 impl Config {
     /// Semantic checks of every key: returns (key path, message) for the first problem.
@@ -127,55 +124,11 @@ impl Config {
         Ok(())
     }
 
+    /// The tariff's own rules live with it in the fare core; here they get their `tariff.` key.
     fn check_tariff(&self) -> Result<(), (String, String)> {
-        let fare_ok = |f: u64| (1..=MAX_FARE).contains(&f);
-        let fare_msg = || format!("fares are whole rupiah, 1..={MAX_FARE}");
-        match &self.tariff {
-            TariffConfig::Flat { fare } => {
-                if !fare_ok(*fare) {
-                    return Err(("tariff.fare".into(), fare_msg()));
-                }
-            }
-            TariffConfig::Matrix { stations, fares } => {
-                for (i, code) in stations.iter().enumerate() {
-                    if code.is_empty()
-                        || code.len() > 16
-                        || !code.bytes().all(|b| b.is_ascii_alphanumeric())
-                    {
-                        return Err((
-                            format!("tariff.stations[{i}]"),
-                            "station codes are 1-16 letters or digits".into(),
-                        ));
-                    }
-                    if stations[..i].contains(code) {
-                        return Err((
-                            format!("tariff.stations[{i}]"),
-                            format!("{code:?} is listed twice"),
-                        ));
-                    }
-                }
-                if !stations.contains(&self.station.id) {
-                    return Err((
-                        "tariff.stations".into(),
-                        format!("does not list this station ({})", self.station.id),
-                    ));
-                }
-                let n = stations.len();
-                let square = format!("must be a {n}x{n} matrix (one row and column per station)");
-                if fares.len() != n {
-                    return Err(("tariff.fares".into(), square));
-                }
-                for (i, row) in fares.iter().enumerate() {
-                    if row.len() != n {
-                        return Err((format!("tariff.fares[{i}]"), square));
-                    }
-                    if !row.iter().all(|f| fare_ok(*f)) {
-                        return Err((format!("tariff.fares[{i}]"), fare_msg()));
-                    }
-                }
-            }
-        }
-        Ok(())
+        self.tariff
+            .check(&self.station.id)
+            .map_err(|e| (format!("tariff.{}", e.key), e.message))
     }
 
     fn check_policy(&self) -> Result<(), (String, String)> {

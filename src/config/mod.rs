@@ -22,6 +22,7 @@ pub use check::check_base_url;
 // The tariff and policy settings are the fare core's own types: the config composes them.
 pub use crate::fare::settings::{
     AntiPassback, PolicyConfig, StaleJourney, TariffConfig, UnknownAtExit, UnreachableAtExit,
+    MAX_FARE,
 };
 pub use load::{config_dir, resolve_secret_path, resolve_time_zone};
 
@@ -449,10 +450,6 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
-
-/// The largest fare, whole rupiah: one QRIS transaction is capped at Rp10,000,000, and a
-/// larger number is a typo (an extra zero, or cents where rupiah were meant).
-pub const MAX_FARE: u64 = 10_000_000;
 
 /// The shortest `reconciler.interval_ms`: the reconciler polls the journal this often while
 /// idle, and at 0 it spins. Measured idle (`tapgate run`, debug build, this repo's 2-core test
