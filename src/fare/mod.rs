@@ -1,9 +1,16 @@
-//! Amounts, fare operation states, tariff and lane policy: pure code, no I/O.
+//! Amounts, fare operation states, tariff and lane policy, and the station's tariff and policy
+//! settings they read: pure code, no I/O.
 
 use std::fmt;
 
 pub mod policy;
+pub mod settings;
 pub mod tariff;
+
+pub use settings::{
+    AntiPassback, PolicyConfig, StaleJourney, TariffConfig, TariffError, UnknownAtExit,
+    UnreachableAtExit, MAX_FARE,
+};
 
 /// An amount in whole Indonesian rupiah. IDR has no minor unit in practice; the wire carries
 /// it as a string with two zero decimals (`"14000.00"`).

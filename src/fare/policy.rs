@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
+use super::settings::{AntiPassback, PolicyConfig, UnknownAtExit, UnreachableAtExit};
 use super::tariff::{FareRule, Tariff};
 use super::{Direction, OpState, Rupiah};
-use crate::config::{AntiPassback, PolicyConfig, UnknownAtExit, UnreachableAtExit};
 
 /// What the passenger experiences, for logs, metrics, feedback and `tapgate tap`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -254,7 +254,7 @@ impl Debouncer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StaleJourney;
+    use crate::fare::settings::StaleJourney;
 
     fn policy(unknown_at_exit: UnknownAtExit, anti_passback: AntiPassback) -> PolicyConfig {
         PolicyConfig {

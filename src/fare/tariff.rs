@@ -1,9 +1,9 @@
 //! Tariffs: flat, or a station-to-station matrix. Pure.
 
+use super::settings::TariffConfig;
 use super::Rupiah;
-use crate::config::TariffConfig;
 
-/// A checked tariff (built from a config that [`crate::config::Config::parse`] validated).
+/// A checked tariff (built from a [`TariffConfig`] that passed [`TariffConfig::check`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Tariff {
     /// One fare for every trip.
@@ -40,7 +40,7 @@ impl FareRule {
 }
 
 impl Tariff {
-    /// Builds the tariff from its (validated) config.
+    /// Builds the tariff from its settings, checked by [`TariffConfig::check`].
     pub fn from_config(cfg: &TariffConfig) -> Tariff {
         match cfg {
             TariffConfig::Flat { fare } => Tariff::Flat(Rupiah(*fare)),

@@ -1,0 +1,404 @@
+//! The semantic check: every key's value against what the daemon, the SNAP client, the HTTP
+//! stack, the metrics endpoint and the journal accept, returning the dotted key path of the
+//! first problem and what to do about it. The file system is consulted by `load.rs`, never
+//! here.
+
+use std::path::Path;
+
+use super::{resolve_time_zone, CardSourceConfig, Config, RelayConfig, MIN_RECONCILER_INTERVAL_MS};
+
+impl Config {
+    /// Semantic checks of every key: returns (key path, message) for the first problem.
+    /// Anything the daemon, the SNAP client, the HTTP stack, the metrics endpoint or the
+    /// journal would refuse at start is refused here first.
+    pub(super) fn check(&self) -> Result<(), (String, String)> {
+        self.check_station()?;
+        self.check_lanes()?;
+        self.check_inputs()?;
+        self.check_tariff()?;
+        self.check_policy()?;
+        self.check_journal()?;
+        self.check_aggregator()?;
+        self.check_metrics()?;
+        self.check_reconciler()
+    }
+
+    fn check_station(&self) -> Result<(), (String, String)> {
+        let s = &self.station;
+        if s.id.is_empty() || s.id.len() > 16 || !s.id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(("station.id".into(), "must be 1-16 letters or digits".into()));
+        }
+        text_value("station.name", &s.name, 128)?;
+        if !(-90.0..=90.0).contains(&s.latitude) {
+            return Err(("station.latitude".into(), "must be within -90..90".into()));
+        }
+        if !(-180.0..=180.0).contains(&s.longitude) {
+            return Err((
+                "station.longitude".into(),
+                "must be within -180..180".into(),
+            ));
+        }
+        resolve_time_zone(&s.timezone).map_err(|e| ("station.timezone".to_string(), e))?;
+        Ok(())
+    }
+
+    fn check_lanes(&self) -> Result<(), (String, String)> {
+        if self.lanes.is_empty() {
+            return Err(("lane".into(), "at least one [[lane]] is needed".into()));
+        }
+        for (i, lane) in self.lanes.iter().enumerate() {
+            let k = |key: &str| format!("lane[{i}].{key}");
+            if lane.name.is_empty()
+                || lane.name.len() > 32
+                || !lane
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err((k("name"), "must be 1-32 letters, digits, - or _".into()));
+            }
+            if self.lanes[..i].iter().any(|l| l.name == lane.name) {
+                return Err((k("name"), format!("lane {:?} is defined twice", lane.name)));
+            }
+            if let Some(id) = &lane.device_id {
+                header_value(&k("device_id"), id, 64)?;
+            }
+            // The default device id goes in a header too.
+            header_value(&k("name"), &lane.device_id(&self.station), 64)?;
+            match &lane.relay {
+                RelayConfig::Gpio(spec) => check_gpio_relay(&k("relay"), spec)?,
+                RelayConfig::Recording if !self.station.bench => {
+                    return Err((
+                        k("relay"),
+                        format!(
+                            "lane {:?} has the recording relay (the default when `relay` is \
+                             absent): it takes fares and drives no gate. Give it a gpio relay, \
+                             or, on a bench or certification rig only, set `bench = true` in \
+                             [station]",
+                            lane.name
+                        ),
+                    ));
+                }
+                RelayConfig::Recording => {}
+            }
+            if let CardSourceConfig::Pcsc {
+                reader,
+                tap_deadline_ms,
+                ..
+            } = &lane.card_source
+            {
+                if reader.trim().is_empty() {
+                    return Err((k("card_source.reader"), "reader pattern is empty".into()));
+                }
+                text_value(&k("card_source.reader"), reader, 256)?;
+                in_range(
+                    &k("card_source.tap_deadline_ms"),
+                    *tap_deadline_ms,
+                    100..=30_000,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_inputs(&self) -> Result<(), (String, String)> {
+        for (i, input) in self.inputs.iter().enumerate() {
+            let k = |key: &str| format!("input[{i}].{key}");
+            if let Some(lane) = &input.lane {
+                if self.lane(lane).is_none() {
+                    return Err((k("lane"), format!("no [[lane]] named {lane:?}")));
+                }
+            }
+            in_range(&k("debounce_ms"), input.debounce_ms, 0..=1000)?;
+            if let Err(e) = input.validate() {
+                let key = if input.role == crate::relay::inputs::InputRole::Passage
+                    && input.lane.is_none()
+                {
+                    "lane"
+                } else {
+                    line_key(input.line.is_some(), input.chip.is_some())
+                };
+                return Err((k(key), e.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The tariff's own rules live with it in the fare core; here they get their `tariff.` key.
+    fn check_tariff(&self) -> Result<(), (String, String)> {
+        self.tariff
+            .check(&self.station.id)
+            .map_err(|e| (format!("tariff.{}", e.key), e.message))
+    }
+
+    fn check_policy(&self) -> Result<(), (String, String)> {
+        let p = &self.policy;
+        in_range(
+            "policy.decision_deadline_ms",
+            p.decision_deadline_ms,
+            100..=30_000,
+        )?;
+        in_range("policy.debounce_ms", p.debounce_ms, 0..=600_000)?;
+        in_range("policy.max_trip_minutes", p.max_trip_minutes, 1..=43_200)?;
+        in_range(
+            "policy.passage_window_ms",
+            p.passage_window_ms,
+            100..=600_000,
+        )?;
+        Ok(())
+    }
+
+    fn check_journal(&self) -> Result<(), (String, String)> {
+        let j = &self.journal;
+        path_value("journal.path", &j.path)?;
+        if j.path.file_name().is_none() || j.path.as_os_str().to_string_lossy().ends_with('/') {
+            return Err((
+                "journal.path".into(),
+                "must name a file (e.g. /var/lib/tapgate/journal.db)".into(),
+            ));
+        }
+        if let Some(k) = &j.passenger_key_file {
+            path_value("journal.passenger_key_file", k)?;
+        }
+        Ok(())
+    }
+
+    fn check_aggregator(&self) -> Result<(), (String, String)> {
+        let a = &self.aggregator;
+        check_base_url(&a.base_url).map_err(|m| ("aggregator.base_url".to_string(), m))?;
+        for (key, v) in [
+            ("aggregator.client_id", &a.client_id),
+            ("aggregator.partner_id", &a.partner_id),
+            ("aggregator.channel_id", &a.channel_id),
+        ] {
+            header_value(key, v, 256)?;
+        }
+        text_value("aggregator.merchant_id", &a.merchant_id, 64)?;
+        if let Some(v) = &a.sub_merchant_id {
+            text_value("aggregator.sub_merchant_id", v, 64)?;
+        }
+        if let Some(v) = &a.terminal_id {
+            text_value("aggregator.terminal_id", v, 64)?;
+        }
+        if let Some(v) = &a.origin {
+            header_value("aggregator.origin", v, 256)?;
+        }
+        if a.device_ip.parse::<std::net::IpAddr>().is_err() {
+            return Err((
+                "aggregator.device_ip".into(),
+                format!("{:?} is not an IP address", a.device_ip),
+            ));
+        }
+        path_value("aggregator.client_secret_file", &a.client_secret_file)?;
+        path_value("aggregator.private_key_file", &a.private_key_file)?;
+        in_range(
+            "aggregator.connect_timeout_ms",
+            a.connect_timeout_ms,
+            1..=60_000,
+        )?;
+        in_range(
+            "aggregator.request_timeout_ms",
+            a.request_timeout_ms,
+            1..=600_000,
+        )?;
+        if a.connect_timeout_ms >= a.request_timeout_ms {
+            return Err((
+                "aggregator.connect_timeout_ms".into(),
+                "must be shorter than request_timeout_ms (a slow connect would count as an unknown outcome)".into(),
+            ));
+        }
+        in_range(
+            "aggregator.max_body_bytes",
+            a.max_body_bytes as u64,
+            1024..=16 * 1024 * 1024,
+        )?;
+        for (key, v) in [
+            ("aggregator.token_path", &a.token_path),
+            ("aggregator.payment_path", &a.payment_path),
+            ("aggregator.query_path", &a.query_path),
+            ("aggregator.refund_path", &a.refund_path),
+        ] {
+            let ok = v.starts_with('/')
+                && !v.contains(['?', '#'])
+                && v.bytes().all(|b| b.is_ascii_graphic());
+            if !ok {
+                return Err((
+                    key.into(),
+                    "must start with / and hold no query, fragment, spaces or non-ASCII \
+                     characters"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_metrics(&self) -> Result<(), (String, String)> {
+        if let Some(listen) = &self.metrics.listen {
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err((
+                    "metrics.listen".into(),
+                    format!("{listen:?} is not an address:port such as 127.0.0.1:9464"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_reconciler(&self) -> Result<(), (String, String)> {
+        let r = &self.reconciler;
+        in_range(
+            "reconciler.interval_ms",
+            r.interval_ms,
+            MIN_RECONCILER_INTERVAL_MS..=60_000,
+        )?;
+        in_range(
+            "reconciler.backoff_base_ms",
+            r.backoff_base_ms,
+            1..=3_600_000,
+        )?;
+        in_range(
+            "reconciler.backoff_cap_ms",
+            r.backoff_cap_ms,
+            r.backoff_base_ms..=86_400_000,
+        )?;
+        in_range("reconciler.max_attempts", r.max_attempts.into(), 1..=10_000)?;
+        in_range(
+            "reconciler.attention_after_minutes",
+            r.attention_after_minutes,
+            1..=525_600,
+        )?;
+        in_range(
+            "reconciler.not_found_after_seconds",
+            r.not_found_after_seconds,
+            0..=604_800,
+        )?;
+        Ok(())
+    }
+}
+
+/// `key` must lie in `range`.
+fn in_range(
+    key: &str,
+    value: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<(), (String, String)> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err((
+            key.into(),
+            format!("{value} is outside {}..={}", range.start(), range.end()),
+        ))
+    }
+}
+
+/// Free text that ends up in logs and request bodies: not empty, no control characters.
+fn text_value(key: &str, v: &str, max: usize) -> Result<(), (String, String)> {
+    if v.trim().is_empty() {
+        return Err((key.into(), "must not be empty".into()));
+    }
+    if v.chars().any(char::is_control) {
+        return Err((
+            key.into(),
+            "must not hold control characters (CR, LF, tab, escape)".into(),
+        ));
+    }
+    if v.len() > max {
+        return Err((key.into(), format!("is longer than {max} bytes")));
+    }
+    Ok(())
+}
+
+/// A value sent as an HTTP header: what the HTTP stack would refuse when building the
+/// request (CR, LF and other control characters), refused here instead.
+fn header_value(key: &str, v: &str, max: usize) -> Result<(), (String, String)> {
+    text_value(key, v, max)?;
+    if reqwest::header::HeaderValue::from_str(v).is_err() || !v.is_ascii() {
+        return Err((
+            key.into(),
+            "is sent as an HTTP header: printable ASCII only".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A file path: not empty, no NUL or line breaks (which only ever come from a mangled edit).
+fn path_value(key: &str, p: &Path) -> Result<(), (String, String)> {
+    let s = p.as_os_str().to_string_lossy();
+    if s.trim().is_empty() {
+        return Err((key.into(), "must not be empty".into()));
+    }
+    if s.chars().any(char::is_control) {
+        return Err((key.into(), "must not hold control characters".into()));
+    }
+    Ok(())
+}
+
+/// `base_url`: `https://host[:port]` with nothing else; plain http only to this machine (the
+/// simulator), because the access token and every signed payment would cross the network in
+/// clear text.
+pub fn check_base_url(base_url: &str) -> Result<(), String> {
+    let shape = "must be https://host[:port] with no path, query or fragment (paths go in the \
+                 *_path keys)";
+    let url = url::Url::parse(base_url).map_err(|e| format!("{e}: {shape}"))?;
+    let host = match url.host() {
+        Some(h) if matches!(url.scheme(), "https" | "http") => h,
+        _ => return Err(shape.into()),
+    };
+    let bare = url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && !base_url.trim_end_matches('/').ends_with('?');
+    if !bare || base_url.trim_end_matches('/').matches('/').count() > 2 {
+        return Err(shape.into());
+    }
+    if url.scheme() == "http" {
+        let loopback = match host {
+            url::Host::Ipv4(ip) => ip.is_loopback(),
+            url::Host::Ipv6(ip) => ip.is_loopback(),
+            url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        };
+        if !loopback {
+            return Err(format!(
+                "plain http to {host} would send the access token and signed payments in clear \
+                 text: use https (http is accepted only to 127.0.0.1, ::1 or localhost, for the \
+                 simulator)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The key a GPIO line reference error is about.
+fn line_key(has_line: bool, has_chip: bool) -> &'static str {
+    match (has_line, has_chip) {
+        (false, true) => "offset",
+        _ => "line",
+    }
+}
+
+/// A gpio relay's keys, each named on its own.
+fn check_gpio_relay(
+    at: &str,
+    spec: &crate::relay::gpio::GpioRelaySpec,
+) -> Result<(), (String, String)> {
+    in_range(&format!("{at}.pulse_ms"), spec.pulse_ms, 20..=5_000)?;
+    in_range(&format!("{at}.gap_ms"), spec.gap_ms, 20..=2_000)?;
+    in_range(
+        &format!("{at}.hold_timeout_ms"),
+        spec.hold_timeout_ms,
+        500..=60_000,
+    )?;
+    spec.validate().map_err(|e| {
+        (
+            format!(
+                "{at}.{}",
+                line_key(spec.line.is_some(), spec.chip.is_some())
+            ),
+            e.to_string(),
+        )
+    })
+}
