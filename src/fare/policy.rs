@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::settings::{AntiPassback, PolicyConfig, UnknownAtExit, UnreachableAtExit};
 use super::tariff::{FareRule, Tariff};
-use super::{Direction, OpState, Rupiah};
+use super::{Direction, Rupiah};
 
 /// What the passenger experiences, for logs, metrics, feedback and `tapgate tap`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -149,31 +149,28 @@ pub enum PayResult {
     Unknown,
 }
 
-/// What the gate does right after the payment call (or its deadline).
+/// What the gate does right after the payment call (or its deadline). What the journal
+/// records is not part of it: that is [`crate::flow::settle::plan_transitions`]'s one rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Verdict {
     /// Pulse the relay.
     pub open_gate: bool,
-    /// The journal state to record.
-    pub state: OpState,
     /// What the passenger sees.
     pub outcome: TapOutcome,
 }
 
 /// The verdict at decision time. `None` result means the deadline passed with no answer.
 pub fn verdict(direction: Direction, result: Option<PayResult>, policy: &PolicyConfig) -> Verdict {
-    let shut = |state, outcome| Verdict {
+    let shut = |outcome| Verdict {
         open_gate: false,
-        state,
         outcome,
     };
     match result {
         Some(PayResult::Success) => Verdict {
             open_gate: true,
-            state: OpState::Succeeded,
             outcome: TapOutcome::Approved,
         },
-        Some(PayResult::Declined) => shut(OpState::Declined, TapOutcome::Declined),
+        Some(PayResult::Declined) => shut(TapOutcome::Declined),
         // No money moved and the aggregator cannot be used: nobody is locked in.
         Some(PayResult::Refused)
             if direction == Direction::Out
@@ -181,32 +178,17 @@ pub fn verdict(direction: Direction, result: Option<PayResult>, policy: &PolicyC
         {
             Verdict {
                 open_gate: true,
-                state: OpState::Declined,
                 outcome: TapOutcome::UnpaidExit,
             }
         }
-        Some(PayResult::Refused) => shut(OpState::Declined, TapOutcome::Refused),
+        Some(PayResult::Refused) => shut(TapOutcome::Refused),
         Some(PayResult::Unknown) | None => match (direction, policy.unknown_at_exit) {
             (Direction::Out, UnknownAtExit::Open) => Verdict {
                 open_gate: true,
-                state: OpState::Unknown,
                 outcome: TapOutcome::Released,
             },
-            _ => shut(OpState::Unknown, TapOutcome::TryAgain),
+            _ => shut(TapOutcome::TryAgain),
         },
-    }
-}
-
-/// The state an uncertain operation moves to once its result is learned (a late reply, or
-/// the reconciler's query). `gate_opened` is what the journal knows: `None` (crashed before it
-/// was recorded) counts as not opened, so a passenger is never charged for a gate that may
-/// have stayed shut.
-pub fn resolve(gate_opened: Option<bool>, result: PayResult) -> OpState {
-    match result {
-        PayResult::Success if gate_opened == Some(true) => OpState::Succeeded,
-        PayResult::Success => OpState::RefundPending,
-        PayResult::Declined | PayResult::Refused => OpState::Declined,
-        PayResult::Unknown => OpState::Unknown,
     }
 }
 
@@ -308,14 +290,14 @@ mod tests {
                     let v = verdict(dir, r, &p);
                     let released = dir == Direction::Out
                         && uae == UnknownAtExit::Open
-                        && v.state == OpState::Unknown;
+                        && matches!(r, None | Some(PayResult::Unknown));
                     assert_eq!(
                         v.open_gate,
                         r == Some(PayResult::Success) || released,
                         "{dir:?} {uae:?} {r:?}"
                     );
-                    if r == Some(PayResult::Declined) || r == Some(PayResult::Refused) {
-                        assert_eq!(v.state, OpState::Declined);
+                    if r == Some(PayResult::Declined) {
+                        assert_eq!(v.outcome, TapOutcome::Declined);
                     }
                 }
             }
@@ -332,7 +314,6 @@ mod tests {
                 out,
                 Verdict {
                     open_gate: true,
-                    state: OpState::Declined,
                     outcome: TapOutcome::UnpaidExit
                 }
             );
@@ -356,19 +337,7 @@ mod tests {
             &policy(UnknownAtExit::Open, AntiPassback::Refuse),
         );
         assert_eq!(v.outcome, TapOutcome::TryAgain);
-        assert_eq!(v.state, OpState::Unknown);
-    }
-
-    #[test]
-    fn late_success_without_an_open_gate_is_refunded() {
-        assert_eq!(
-            resolve(Some(false), PayResult::Success),
-            OpState::RefundPending
-        );
-        assert_eq!(resolve(None, PayResult::Success), OpState::RefundPending);
-        assert_eq!(resolve(Some(true), PayResult::Success), OpState::Succeeded);
-        assert_eq!(resolve(Some(true), PayResult::Declined), OpState::Declined);
-        assert_eq!(resolve(None, PayResult::Unknown), OpState::Unknown);
+        assert!(!v.open_gate);
     }
 
     #[test]

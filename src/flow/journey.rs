@@ -1,7 +1,7 @@
 //! How a journey is closed when no tap-out closes it: one rule for the reconciler's stale
 //! sweep and for anti-passback `close_at_max_fare`, so both record the same fare.
 
-use crate::config::StaleJourney;
+use crate::fare::settings::StaleJourney;
 use crate::fare::{OpState, Rupiah};
 use crate::journal::{JourneyState, OpRow};
 

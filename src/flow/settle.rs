@@ -307,4 +307,33 @@ mod tests {
         );
         assert_eq!(d[0].to, OpState::Declined);
     }
+
+    /// The one rule: what the journal records for a result depends on whether the gate
+    /// opened, and nothing else decides it (the policy's verdict carries no state).
+    #[test]
+    fn late_success_without_an_open_gate_is_refunded() {
+        let last = |result, gate| {
+            plan_transitions(&learned(result, Some("R1")), gate, Rupiah(9000), 1, 2)
+                .last()
+                .map(|t| t.to)
+        };
+        assert_eq!(
+            last(PayResult::Success, Some(false)),
+            Some(OpState::RefundPending)
+        );
+        assert_eq!(last(PayResult::Success, None), Some(OpState::RefundPending));
+        assert_eq!(
+            last(PayResult::Success, Some(true)),
+            Some(OpState::Succeeded)
+        );
+        assert_eq!(
+            last(PayResult::Declined, Some(true)),
+            Some(OpState::Declined)
+        );
+        assert_eq!(
+            last(PayResult::Refused, Some(true)),
+            Some(OpState::Declined)
+        );
+        assert_eq!(last(PayResult::Unknown, None), Some(OpState::Unknown));
+    }
 }

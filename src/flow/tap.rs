@@ -23,9 +23,9 @@ use super::report::TapReport;
 use super::settle::{
     in_flight_window_ms, late_reply_window_ms, learned_from, pay_result, plan_transitions, Learned,
 };
-use crate::config::PolicyConfig;
 use crate::cpm;
 use crate::fare::policy::{self, OpenJourney, PayResult, Plan, TapOutcome, Verdict};
+use crate::fare::settings::PolicyConfig;
 use crate::fare::tariff::{FareRule, Tariff};
 use crate::fare::{Direction, Rupiah};
 use crate::journal::{
