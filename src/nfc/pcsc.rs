@@ -2,7 +2,7 @@
 //!
 //! One thread per reader service owns one PC/SC context at a time and blocks in
 //! `SCardGetStatusChange`; [`ReaderHandle`] stops it with `SCardCancel`. Events go to the lane
-//! as [`CardEvent`]s over a tokio channel.
+//! as [`CardEvent`](super::CardEvent)s over a tokio channel.
 //!
 //! The decisions are pure and tested without pcscd: which reader a [`ReaderPattern`] picks,
 //! the tap state machine ([`TapMachine`]: a phone left on the reader is one tap), what a PC/SC

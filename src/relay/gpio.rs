@@ -3,7 +3,7 @@
 //!
 //! Shape: [`GateDrive`] is the pure state machine that decides when the line is active (pulse,
 //! hold until passage, free exit, queued opens); [`GpioRelay`] owns the line request and a
-//! worker thread that carries those decisions out, fed by a channel so [`Relay::open`] never
+//! worker thread that carries those decisions out, fed by a channel so [`Relay::open`](super::Relay::open) never
 //! blocks. [`pulse_once`] is the technician's one-shot pulse for `tapgate relay pulse`.
 //!
 //! Hardware truths this module depends on:

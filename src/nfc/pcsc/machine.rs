@@ -147,7 +147,7 @@ pub enum Recovery {
     CardGone,
     /// The wait timed out: nothing happened, carry on.
     Idle,
-    /// [`ReaderHandle`] asked the thread to stop.
+    /// [`ReaderHandle`](super::ReaderHandle) asked the thread to stop.
     Stop,
 }
 
