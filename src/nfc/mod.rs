@@ -10,6 +10,7 @@ pub mod vphone;
 
 pub mod qris_tap;
 pub mod scripted;
+pub mod source;
 
 /// One ISO 7816-4 APDU transport to the card (phone) in the field. Blocking by design: PC/SC
 /// blocks, so a real reader runs on its own OS thread.

@@ -21,12 +21,14 @@
 //!
 //! Where things are: `pcsc/machine.rs` holds the pure decisions, `pcsc/service.rs` the thread
 //! that carries them out against pcscd, `pcsc/channel.rs` the APDU transport with the tap's
-//! deadlines, and `pcsc/feedback_send.rs` the passenger feedback sent to the reader.
+//! deadlines, `pcsc/feedback_send.rs` the passenger feedback sent to the reader, and
+//! `pcsc/source.rs` the [`PcscSource`] adapter of the [`crate::nfc::source::CardSource`] port.
 
 mod channel;
 mod feedback_send;
 mod machine;
 mod service;
+mod source;
 
 pub use channel::PcscChannel;
 pub use feedback_send::{show_feedback, FeedbackSendError};
@@ -35,3 +37,4 @@ pub use machine::{
     TapMachine, TapState,
 };
 pub use service::{list_readers, spawn_reader, ReaderHandle};
+pub use source::PcscSource;
