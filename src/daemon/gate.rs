@@ -1,6 +1,6 @@
 //! The gate inputs in the daemon: emergency → free-exit mode for the station, passages matched
 //! to paid opens, and the notices a technician needs in the log. The logic is
-//! [`crate::relay::inputs::GateMonitor`]; this module carries its notices out.
+//! [`crate::relay::monitor::GateMonitor`]; this module carries its notices out.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::daemon::Station;
-use crate::relay::inputs::{monotonic_now, InputEvent, InputEventKind, Notice};
+use crate::relay::inputs::{monotonic_now, InputEvent, InputEventKind};
+use crate::relay::monitor::Notice;
 use crate::relay::Relay;
 
 /// Runs until `stop`: feeds input events to the station's monitor and acts on its notices.

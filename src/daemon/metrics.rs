@@ -110,6 +110,11 @@ impl Metrics {
             .unwrap_or(0)
     }
 
+    /// The current value of a gauge, `None` while it was never set (tests, `doctor`).
+    pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Option<f64> {
+        self.lock().gauges.get(&(name, own(labels))).copied()
+    }
+
     /// Renders everything in the Prometheus text format.
     pub fn render(&self) -> String {
         let g = self.lock();

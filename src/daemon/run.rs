@@ -3,21 +3,28 @@
 //! STOPPING); shuts down as a protocol: readers stop taking taps, every tap in progress ends
 //! journaled, late replies are recorded, the reconciler stops between operations.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
-use crate::config::{CardSourceConfig, Config};
+use crate::config::{CardSourceConfig, Config, LaneConfig};
 use crate::daemon::lane::Lane;
+use crate::daemon::metrics::Metrics;
 use crate::daemon::reconcile::Reconciler;
 use crate::daemon::Station;
 use crate::fare::policy::TapOutcome;
-use crate::nfc::feedback::{FeedbackModel, Signal};
-use crate::nfc::pcsc::{self, ReaderOptions, ReaderPattern};
+use crate::nfc::feedback::Signal;
+use crate::nfc::pcsc::{PcscSource, ReaderOptions, ReaderPattern};
+use crate::nfc::source::{CardSource, SourceControl};
 use crate::nfc::CardEvent;
+use crate::relay::inputs::InputWatcher;
+use crate::relay::Relay;
 
 /// Sends one systemd notification; a missing `NOTIFY_SOCKET` (not under systemd) is fine.
 pub fn notify(states: &[sd_notify::NotifyState]) {
@@ -33,87 +40,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         "starting: journal and aggregator client",
     )]);
     let station = crate::daemon::station_from_config(cfg.clone(), config_path)?;
-    let recovered = Reconciler::new(station.clone()).recover_pending().await?;
-    if recovered > 0 {
-        tracing::warn!(
-            recovered,
-            "payments found PENDING at start (the process stopped mid-payment) are now UNKNOWN and will be resolved by query"
-        );
-    }
+    recover_pending(&station).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-
-    let mut readers = Vec::new();
-    let mut lane_tasks = Vec::new();
-    let mut relays = std::collections::HashMap::new();
-    for lane_cfg in &cfg.lanes {
-        let relay = crate::daemon::relay_from_config(lane_cfg)?;
-        if matches!(lane_cfg.relay, crate::config::RelayConfig::Recording) {
-            tracing::warn!(
-                lane = %lane_cfg.name,
-                "BENCH RIG: this lane takes fares and drives NO gate (recording relay, station.bench = true)"
-            );
-        }
-        relays.insert(lane_cfg.name.clone(), relay.clone());
-        let lane = Arc::new(Lane::new(lane_cfg.clone(), station.clone(), relay));
-        match &lane_cfg.card_source {
-            CardSourceConfig::None => {
-                tracing::info!(lane = %lane_cfg.name, "lane has no reader (card_source none)");
-            }
-            CardSourceConfig::Pcsc {
-                reader,
-                tap_deadline_ms,
-                feedback,
-            } => {
-                let (tx, rx) = mpsc::channel(16);
-                let opts = ReaderOptions {
-                    tap_deadline: Duration::from_millis(*tap_deadline_ms),
-                    ..ReaderOptions::default()
-                };
-                let handle = pcsc::spawn_reader(ReaderPattern::new(reader), tx, opts)
-                    .with_context(|| {
-                        format!("starting the reader thread of lane {}", lane_cfg.name)
-                    })?;
-                readers.push(handle);
-                lane_tasks.push(tokio::spawn(lane_loop(
-                    lane.clone(),
-                    rx,
-                    feedback.model(),
-                    station.clone(),
-                )));
-            }
-        }
-    }
-
-    let _inputs = if cfg.inputs.is_empty() {
-        None
-    } else {
-        let (tx, rx) = mpsc::channel(64);
-        let watcher = crate::relay::inputs::watch(&cfg.inputs, tx)
-            .map_err(|e| anyhow::anyhow!("gate inputs: {e}"))?;
-        tokio::spawn(crate::daemon::gate::run(
-            station.clone(),
-            relays.clone(),
-            rx,
-            stop_rx.clone(),
-        ));
-        Some(watcher)
-    };
-    let reconciler = tokio::spawn(Reconciler::new(station.clone()).run(stop_rx.clone()));
-    let token_keeper = tokio::spawn(keep_token(station.clone(), stop_rx.clone()));
-    let retention = tokio::spawn(crate::daemon::retention::run(
-        station.clone(),
-        stop_rx.clone(),
-    ));
-    if let Some(listen) = &cfg.metrics.listen {
-        let addr: std::net::SocketAddr = listen
-            .parse()
-            .with_context(|| format!("metrics.listen {listen:?} is not host:port"))?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the metrics endpoint {addr}"))?;
-        tokio::spawn(serve_metrics(listener, station.clone(), stop_rx.clone()));
-        tracing::info!(%addr, "metrics endpoint listening");
-    }
+    let lanes = start_lanes(&cfg, &station)?;
+    let _inputs = start_inputs(&cfg, &station, &lanes.relays, &stop_rx)?;
+    let background = Background::start(&station, &stop_rx);
+    start_metrics(&cfg, &station, &stop_rx).await?;
 
     notify(&[
         sd_notify::NotifyState::Ready,
@@ -124,7 +56,163 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         )),
     ]);
     tracing::info!(station = %cfg.station.id, lanes = cfg.lanes.len(), "tapgate ready");
+    wait_for_signal(&station, &lanes.sources).await?;
+    shut_down(lanes, &station, stop_tx, background).await;
+    Ok(())
+}
 
+/// Marks payments left PENDING by a previous process UNKNOWN, for the reconciler to query.
+async fn recover_pending(station: &Arc<Station>) -> anyhow::Result<()> {
+    let recovered = Reconciler::new(station.clone()).recover_pending().await?;
+    if recovered > 0 {
+        tracing::warn!(
+            recovered,
+            "payments found PENDING at start (the process stopped mid-payment) are now UNKNOWN and will be resolved by query"
+        );
+    }
+    Ok(())
+}
+
+/// The running lanes: each lane's relay (the gate inputs drive them too), the daemon's hold on
+/// each card source, and each lane's event loop.
+struct Lanes {
+    relays: HashMap<String, Arc<dyn Relay>>,
+    sources: Vec<Box<dyn SourceControl>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Builds every lane's relay and card source and starts its event loop.
+fn start_lanes(cfg: &Config, station: &Arc<Station>) -> anyhow::Result<Lanes> {
+    let mut lanes = Lanes {
+        relays: HashMap::new(),
+        sources: Vec::new(),
+        tasks: Vec::new(),
+    };
+    for lane_cfg in &cfg.lanes {
+        let relay = crate::daemon::relay_from_config(lane_cfg)?;
+        if matches!(lane_cfg.relay, crate::config::RelayConfig::Recording) {
+            tracing::warn!(
+                lane = %lane_cfg.name,
+                "BENCH RIG: this lane takes fares and drives NO gate (recording relay, station.bench = true)"
+            );
+        }
+        lanes.relays.insert(lane_cfg.name.clone(), relay.clone());
+        let lane = Arc::new(Lane::new(lane_cfg.clone(), station.clone(), relay));
+        let Some((source, control)) = card_source(lane_cfg)? else {
+            tracing::info!(lane = %lane_cfg.name, "lane has no reader (card_source none)");
+            continue;
+        };
+        lanes.sources.push(control);
+        lanes
+            .tasks
+            .push(tokio::spawn(lane_loop(lane, source, station.clone())));
+    }
+    Ok(lanes)
+}
+
+/// A running card source: the lane's events, and the daemon's control over them.
+type StartedSource = (Box<dyn CardSource>, Box<dyn SourceControl>);
+
+/// The card source a lane's config asks for, with the daemon's control over it; `None` for a
+/// lane without a reader. The one place the daemon names a kind of reader.
+fn card_source(lane_cfg: &LaneConfig) -> anyhow::Result<Option<StartedSource>> {
+    match &lane_cfg.card_source {
+        CardSourceConfig::None => Ok(None),
+        CardSourceConfig::Pcsc {
+            reader,
+            tap_deadline_ms,
+            feedback,
+        } => {
+            let opts = ReaderOptions {
+                tap_deadline: Duration::from_millis(*tap_deadline_ms),
+                ..ReaderOptions::default()
+            };
+            let (source, handle) = PcscSource::start(
+                &lane_cfg.name,
+                ReaderPattern::new(reader),
+                opts,
+                feedback.model(),
+            )
+            .with_context(|| format!("starting the reader thread of lane {}", lane_cfg.name))?;
+            Ok(Some((Box::new(source), Box::new(handle))))
+        }
+    }
+}
+
+/// Watches the gate inputs, when the config has any, feeding the gate monitor task.
+fn start_inputs(
+    cfg: &Config,
+    station: &Arc<Station>,
+    relays: &HashMap<String, Arc<dyn Relay>>,
+    stop_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<InputWatcher>> {
+    if cfg.inputs.is_empty() {
+        return Ok(None);
+    }
+    let (tx, rx) = mpsc::channel(64);
+    let watcher = crate::relay::inputs::watch(&cfg.inputs, tx)
+        .map_err(|e| anyhow::anyhow!("gate inputs: {e}"))?;
+    tokio::spawn(crate::daemon::gate::run(
+        station.clone(),
+        relays.clone(),
+        rx,
+        stop_rx.clone(),
+    ));
+    Ok(Some(watcher))
+}
+
+/// The tasks that run beside the lanes until the stop signal: reconciler, token keeper,
+/// journal retention.
+struct Background {
+    reconciler: JoinHandle<()>,
+    token_keeper: JoinHandle<()>,
+    retention: JoinHandle<()>,
+}
+
+impl Background {
+    fn start(station: &Arc<Station>, stop_rx: &watch::Receiver<bool>) -> Self {
+        Background {
+            reconciler: tokio::spawn(Reconciler::new(station.clone()).run(stop_rx.clone())),
+            token_keeper: tokio::spawn(keep_token(station.clone(), stop_rx.clone())),
+            retention: tokio::spawn(crate::daemon::retention::run(
+                station.clone(),
+                stop_rx.clone(),
+            )),
+        }
+    }
+
+    async fn join(self) {
+        let _ = self.reconciler.await;
+        let _ = self.token_keeper.await;
+        let _ = self.retention.await;
+    }
+}
+
+/// Binds and serves the metrics endpoint, when `metrics.listen` is set.
+async fn start_metrics(
+    cfg: &Config,
+    station: &Arc<Station>,
+    stop_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let Some(listen) = &cfg.metrics.listen else {
+        return Ok(());
+    };
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .with_context(|| format!("metrics.listen {listen:?} is not host:port"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+    tokio::spawn(serve_metrics(listener, station.clone(), stop_rx.clone()));
+    tracing::info!(%addr, "metrics endpoint listening");
+    Ok(())
+}
+
+/// Pings the systemd watchdog while the daemon is alive, until SIGTERM or SIGINT.
+async fn wait_for_signal(
+    station: &Station,
+    sources: &[Box<dyn SourceControl>],
+) -> anyhow::Result<()> {
     let watchdog = watchdog_interval();
     let mut ticker = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -132,34 +220,40 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                if watchdog.is_some() && alive(&station, &readers).await {
+                if watchdog.is_some() && alive(station, sources).await {
                     notify(&[sd_notify::NotifyState::Watchdog]);
                 }
             }
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
+}
 
+/// Shutdown as a protocol: the card sources stop taking taps, every lane finishes the taps it
+/// has (journaled, late replies recorded), then the background tasks stop between operations.
+async fn shut_down(
+    lanes: Lanes,
+    station: &Station,
+    stop_tx: watch::Sender<bool>,
+    background: Background,
+) {
     notify(&[
         sd_notify::NotifyState::Stopping,
         sd_notify::NotifyState::Status("stopping: finishing taps in progress"),
     ]);
     tracing::info!("stopping: readers off, finishing taps in progress");
-    for r in readers {
-        // Blocking: joins the reader thread after cancelling its PC/SC wait.
-        let _ = tokio::task::spawn_blocking(move || r.stop()).await;
+    for source in lanes.sources {
+        // Blocking: a reader joins its thread after cancelling its wait.
+        let _ = tokio::task::spawn_blocking(move || source.stop()).await;
     }
-    for t in lane_tasks {
+    for t in lanes.tasks {
         let _ = t.await;
     }
     station.drain().await;
     let _ = stop_tx.send(true);
-    let _ = reconciler.await;
-    let _ = token_keeper.await;
-    let _ = retention.await;
+    background.join().await;
     tracing::info!("stopped cleanly");
-    Ok(())
 }
 
 /// The watchdog ping interval: half of systemd's `WatchdogSec`, when set.
@@ -168,9 +262,9 @@ fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2))
 }
 
-/// Whether the daemon's parts are alive: the journal answers and every reader thread runs.
-async fn alive(station: &Station, readers: &[pcsc::ReaderHandle]) -> bool {
-    if readers.iter().any(|r| !r.is_running()) {
+/// Whether the daemon's parts are alive: the journal answers and every card source runs.
+async fn alive(station: &Station, sources: &[Box<dyn SourceControl>]) -> bool {
+    if sources.iter().any(|s| !s.is_running()) {
         tracing::error!("a reader thread has stopped: withholding the watchdog ping");
         return false;
     }
@@ -195,52 +289,61 @@ async fn refresh_journal_gauges(station: &Station) -> Result<(), crate::journal:
     Ok(())
 }
 
-/// One lane: taps are handled one at a time, in order, until the reader stops.
-async fn lane_loop(
-    lane: Arc<Lane>,
-    mut rx: mpsc::Receiver<CardEvent>,
-    feedback: FeedbackModel,
-    station: Arc<Station>,
-) {
-    while let Some(ev) = rx.recv().await {
+/// One lane: taps are handled one at a time, in order, until its card source ends.
+async fn lane_loop(lane: Arc<Lane>, mut source: Box<dyn CardSource>, station: Arc<Station>) {
+    let name = lane.name().to_owned();
+    consume_events(&name, source.as_mut(), &station.metrics, |ev| {
+        let lane = Arc::clone(&lane);
+        async move { lane.handle_event(ev).await.map(|report| report.outcome) }
+    })
+    .await;
+}
+
+/// A lane's event loop, apart from the lane itself: reader changes go to the log and the
+/// `tapgate_reader_up` gauge; each tap goes to `handle_tap`, one at a time and in order, and
+/// the outcome it returns (none when the tap was not handled, e.g. a debounced repeat) is
+/// shown to the passenger through the source. Returns when the source ends.
+async fn consume_events<F, Fut>(
+    lane: &str,
+    source: &mut dyn CardSource,
+    metrics: &Metrics,
+    mut handle_tap: F,
+) where
+    F: FnMut(CardEvent) -> Fut,
+    Fut: Future<Output = Option<TapOutcome>>,
+{
+    while let Some(ev) = source.next_event().await {
         let reader = match &ev {
             CardEvent::ReaderUp { reader } => {
-                station
-                    .metrics
-                    .set("tapgate_reader_up", &[("lane", lane.name())], 1.0);
-                tracing::info!(lane = lane.name(), reader = %reader, "reader present");
+                metrics.set("tapgate_reader_up", &[("lane", lane)], 1.0);
+                tracing::info!(lane, reader = %reader, "reader present");
                 continue;
             }
             CardEvent::ReaderDown { reader, why } => {
-                station
-                    .metrics
-                    .set("tapgate_reader_up", &[("lane", lane.name())], 0.0);
-                tracing::warn!(lane = lane.name(), reader = %reader, why = %why, "reader missing: lane out of service");
+                metrics.set("tapgate_reader_up", &[("lane", lane)], 0.0);
+                tracing::warn!(lane, reader = %reader, why = %why, "reader missing: lane out of service");
                 continue;
             }
             CardEvent::Payload { reader, .. } | CardEvent::ReadFailed { reader, .. } => {
                 reader.clone()
             }
         };
-        let Some(report) = lane.handle_event(ev).await else {
-            continue;
-        };
-        if feedback != FeedbackModel::Off {
-            let signal = match report.outcome {
-                TapOutcome::Approved
-                | TapOutcome::Released
-                | TapOutcome::UnpaidExit
-                | TapOutcome::FreeExit => Signal::Approved,
-                TapOutcome::WalletNotReady => Signal::WalletNotReady,
-                _ => Signal::Declined,
-            };
-            let lane_name = lane.name().to_string();
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = pcsc::show_feedback(&reader, feedback, signal) {
-                    tracing::debug!(lane = %lane_name, error = %e, "reader feedback not shown");
-                }
-            });
+        if let Some(outcome) = handle_tap(ev).await {
+            source.show(&reader, signal_for(outcome));
         }
+    }
+}
+
+/// What the passenger is shown for a tap's outcome: the gate opens, the wallet was not ready,
+/// or anything else that keeps the gate shut.
+fn signal_for(outcome: TapOutcome) -> Signal {
+    match outcome {
+        TapOutcome::Approved
+        | TapOutcome::Released
+        | TapOutcome::UnpaidExit
+        | TapOutcome::FreeExit => Signal::Approved,
+        TapOutcome::WalletNotReady => Signal::WalletNotReady,
+        _ => Signal::Declined,
     }
 }
 
@@ -302,5 +405,135 @@ async fn serve_metrics(
         .await
     {
         tracing::error!(error = %e, "metrics endpoint stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::nfc::scripted::{Fault, ScriptedPhone};
+    use crate::nfc::source::{tap_event, ScriptedSource};
+    use crate::nfc::TapReadError;
+
+    fn reader_up(metrics: &Metrics) -> Option<f64> {
+        metrics.gauge("tapgate_reader_up", &[("lane", "G1")])
+    }
+
+    /// A tap as the handler saw it: the payload, or the read error.
+    fn summary(ev: &CardEvent) -> String {
+        match ev {
+            CardEvent::Payload { qr_content, .. } => format!("payload {qr_content}"),
+            CardEvent::ReadFailed { error, .. } => format!("failed {error}"),
+            other => format!("not a tap: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_lane_loop_reports_the_reader_hands_taps_over_in_order_and_shows_each_verdict() {
+        let phone = |p: &str| ScriptedPhone::new(p, &[4]);
+        let mut source = ScriptedSource::new([
+            CardEvent::ReaderDown {
+                reader: "ACR*".into(),
+                why: "no reader matches".into(),
+            },
+            CardEvent::ReaderUp {
+                reader: "R1".into(),
+            },
+            tap_event("R1", &mut phone("AAAAAA")),
+            tap_event("R1", &mut phone("BBBBBB").with_fault(Fault::WalletNotReady)),
+            tap_event("R1", &mut phone("CCCCCC")),
+            tap_event("R1", &mut phone("DDDDDD")),
+            CardEvent::ReaderDown {
+                reader: "R1".into(),
+                why: "reader removed".into(),
+            },
+        ]);
+        let shown = source.shown();
+        let metrics = Metrics::new();
+        let seen = Mutex::new(Vec::new());
+        let mut outcomes = vec![
+            Some(TapOutcome::Approved),
+            Some(TapOutcome::WalletNotReady),
+            Some(TapOutcome::Declined),
+            None,
+        ]
+        .into_iter();
+        consume_events("G1", &mut source, &metrics, |ev| {
+            seen.lock()
+                .unwrap()
+                .push((summary(&ev), reader_up(&metrics)));
+            std::future::ready(outcomes.next().flatten())
+        })
+        .await;
+
+        let up = Some(1.0);
+        assert_eq!(
+            seen.into_inner().unwrap(),
+            vec![
+                ("payload AAAAAA".to_owned(), up),
+                (
+                    format!("failed {}", TapReadError::WalletNotReady { sw: 0 }),
+                    up
+                ),
+                ("payload CCCCCC".to_owned(), up),
+                ("payload DDDDDD".to_owned(), up),
+            ],
+            "only taps reach the lane, in order, with the reader reported up"
+        );
+        assert_eq!(reader_up(&metrics), Some(0.0), "the reader went away last");
+        assert_eq!(
+            shown.get(),
+            vec![
+                ("R1".to_owned(), Signal::Approved),
+                ("R1".to_owned(), Signal::WalletNotReady),
+                ("R1".to_owned(), Signal::Declined),
+            ],
+            "one verdict per handled tap, on the reader that read it; none for an unhandled tap"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_lane_loop_ends_when_its_source_is_stopped() {
+        let mut source = ScriptedSource::new([
+            CardEvent::ReaderUp {
+                reader: "R1".into(),
+            },
+            tap_event("R1", &mut ScriptedPhone::new("AAAA", &[])),
+        ]);
+        let control: Box<dyn SourceControl> = Box::new(source.control());
+        assert!(control.is_running());
+        control.stop();
+        let mut taps = 0;
+        consume_events("G1", &mut source, &Metrics::new(), |_| {
+            taps += 1;
+            std::future::ready(Some(TapOutcome::Approved))
+        })
+        .await;
+        assert_eq!(taps, 0, "a stopped source delivers nothing more");
+        assert!(source.shown().get().is_empty());
+    }
+
+    #[test]
+    fn each_outcome_shows_the_signal_its_gate_decision_means() {
+        use TapOutcome::*;
+        for (outcome, signal) in [
+            (Approved, Signal::Approved),
+            (Released, Signal::Approved),
+            (UnpaidExit, Signal::Approved),
+            (FreeExit, Signal::Approved),
+            (WalletNotReady, Signal::WalletNotReady),
+            (Declined, Signal::Declined),
+            (Refused, Signal::Declined),
+            (TryAgain, Signal::Declined),
+            (ReadFailed, Signal::Declined),
+            (InvalidPayload, Signal::Declined),
+            (Duplicate, Signal::Declined),
+            (Passback, Signal::Declined),
+            (JournalUnavailable, Signal::Declined),
+        ] {
+            assert_eq!(signal_for(outcome), signal, "{outcome:?}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The NFC side: the QRIS TAP APDU exchange as pure protocol code over [`ApduChannel`], the
-//! card-event stream a lane consumes, and the scripted phone used by the demo and tests.
+//! card-event stream a lane consumes (the [`source::CardSource`] port, with a PC/SC and a
+//! scripted adapter), and the scripted phone used by the demo and tests.
 //!
 //! Real readers: [`pcsc`] (reader service on pcscd), [`feedback`] (reader LED/buzzer bytes),
 //! [`vphone`] (a virtual phone for vsmartcard's vpcd, for tests and bench checks).
@@ -10,6 +11,7 @@ pub mod vphone;
 
 pub mod qris_tap;
 pub mod scripted;
+pub mod source;
 
 /// One ISO 7816-4 APDU transport to the card (phone) in the field. Blocking by design: PC/SC
 /// blocks, so a real reader runs on its own OS thread.

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 pub mod gpio;
 pub mod inputs;
+pub mod monitor;
 
 /// Why a relay or gate-input command failed, shaped by what to do next.
 #[derive(Debug, thiserror::Error)]
