@@ -19,6 +19,9 @@
 //! | [`clock`] | the clock port |
 //! | [`escape`] | outside text made safe for one line of a log or a terminal |
 
+// Functions stay short enough to read at once; tests may tell a longer story.
+#![cfg_attr(not(test), warn(clippy::too_many_lines))]
+
 pub mod aggregator;
 pub mod clock;
 pub mod cmd;

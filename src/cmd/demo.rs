@@ -21,7 +21,7 @@ use crate::fare::{OpState, Rupiah};
 use crate::nfc::scripted::ScriptedPhone;
 use crate::nfc::CardEvent;
 use crate::relay::RecordingRelay;
-use crate::sim::{Fault, SimConfig, Simulator};
+use crate::sim::{Fault, SimConfig, SimHandle, Simulator};
 use crate::snap::sign::RsaSigner;
 
 const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
@@ -141,32 +141,13 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let sim = Simulator::start(sim_cfg, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .context("starting the built-in aggregator simulator")?;
-
-    let mut cfg = Config::parse(DEMO_CONFIG, Path::new("config/demo.toml"))?;
-    cfg.aggregator.base_url = sim.base_url();
-    cfg.journal.path = journal_path.clone();
-    cfg.journal.passenger_key_file = Some(tmp.join("passenger.key"));
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new(cfg.time_zone()));
-    let signer = RsaSigner::from_pem(crate::sim::DEMO_PRIVATE_KEY_PEM)?;
-    let aggregator = aggregator_with_secrets(
-        &cfg,
-        crate::sim::DEMO_CLIENT_SECRET.to_string(),
-        signer,
-        clock.clone(),
-    )?;
-    let (journal, key) = open_storage(&cfg)?;
-    let station = Station::new(Arc::new(cfg.clone()), journal, aggregator, clock, key);
-
-    let relays: Vec<(String, RecordingRelay)> = cfg
-        .lanes
-        .iter()
-        .map(|l| (l.name.clone(), RecordingRelay::new()))
-        .collect();
+    let (cfg, station) = demo_station(&sim, &tmp, journal_path)?;
+    let relays: Vec<RecordingRelay> = cfg.lanes.iter().map(|_| RecordingRelay::new()).collect();
     let lanes: Vec<Lane> = cfg
         .lanes
         .iter()
         .zip(&relays)
-        .map(|(l, (_, r))| Lane::new(l.clone(), station.clone(), Arc::new(r.clone())))
+        .map(|(l, r)| Lane::new(l.clone(), station.clone(), Arc::new(r.clone())))
         .collect();
 
     println!(
@@ -182,7 +163,58 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     );
     println!();
     println!(" #  lane   passenger  issuer PAN             outcome           amount    gate  ms");
+    let reports = run_script(&sim, &lanes).await?;
 
+    // Late replies land in the journal; then the reconciler settles what is owed.
+    station.drain().await;
+    let rec = Reconciler::new(station.clone());
+    let left = rec.run_until_settled(Duration::from_secs(20)).await?;
+
+    let rows = station.journal.run(|j| j.export(0)).await?;
+    let opened: usize = relays.iter().map(RecordingRelay::opens).sum();
+    println!();
+    print_taps(&reports, opened);
+    let ok = print_audit(&sim, &rows, left);
+    println!(
+        "late holds refunded: {}; demo took {} ms",
+        rows.iter().filter(|r| r.state == OpState::Refunded).count(),
+        started.elapsed().as_millis()
+    );
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The demo station: the built-in config pointed at the simulator, its journal and key in
+/// `tmp` (the journal at `journal_path`).
+fn demo_station(
+    sim: &SimHandle,
+    tmp: &Path,
+    journal_path: PathBuf,
+) -> anyhow::Result<(Config, Arc<Station>)> {
+    let mut cfg = Config::parse(DEMO_CONFIG, Path::new("config/demo.toml"))?;
+    cfg.aggregator.base_url = sim.base_url();
+    cfg.journal.path = journal_path;
+    cfg.journal.passenger_key_file = Some(tmp.join("passenger.key"));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new(cfg.time_zone()));
+    let signer = RsaSigner::from_pem(crate::sim::DEMO_PRIVATE_KEY_PEM)?;
+    let aggregator = aggregator_with_secrets(
+        &cfg,
+        crate::sim::DEMO_CLIENT_SECRET.to_string(),
+        signer,
+        clock.clone(),
+    )?;
+    let (journal, key) = open_storage(&cfg)?;
+    let station = Station::new(Arc::new(cfg.clone()), journal, aggregator, clock, key);
+    Ok((cfg, station))
+}
+
+/// Plays the demo's passengers, one line printed per tap.
+async fn run_script(sim: &SimHandle, lanes: &[Lane]) -> anyhow::Result<Vec<TapReport>> {
     let mut reports: Vec<TapReport> = Vec::new();
     for (i, step) in script().iter().enumerate() {
         match step.acquirer {
@@ -219,17 +251,11 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         // Keep the passengers apart, as at a real gate: the debounce window is per passenger.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    Ok(reports)
+}
 
-    // Late replies land in the journal; then the reconciler settles what is owed.
-    station.drain().await;
-    let rec = Reconciler::new(station.clone());
-    let left = rec.run_until_settled(Duration::from_secs(20)).await?;
-
-    let rows = station.journal.run(|j| j.export(0)).await?;
-    let ledger = sim.ledger();
-    println!();
+fn print_taps(reports: &[TapReport], opened: usize) {
     let count = |o: TapOutcome| reports.iter().filter(|r| r.outcome == o).count();
-    let opened: usize = relays.iter().map(|(_, r)| r.opens()).sum();
     println!(
         "taps {}: approved {}, declined {}, try again {}, wallet not ready {}, invalid {}, duplicate {}; gate opened {} times",
         reports.len(),
@@ -241,7 +267,12 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         count(TapOutcome::Duplicate),
         opened
     );
-    for row in &rows {
+}
+
+/// Prints the journal and its comparison with the simulator's ledger; whether all is well
+/// (no mismatch, nothing left open, no protocol violation).
+fn print_audit(sim: &SimHandle, rows: &[crate::journal::OpRow], left: usize) -> bool {
+    for row in rows {
         println!(
             "  journal {}  {:<4} {:<14} {:>9}  {}",
             row.partner_reference_no,
@@ -251,7 +282,7 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             row.reason.as_deref().unwrap_or("")
         );
     }
-    let mismatches = super::audit::compare_with_journal(&ledger, &rows);
+    let mismatches = super::audit::compare_with_journal(&sim.ledger(), rows);
     let violations = sim.stats().protocol_violations();
     println!(
         "journal vs simulator ledger: {} operations, {} mismatches; {} not final; {} SNAP protocol violations seen by the simulator",
@@ -263,18 +294,7 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     for m in &mismatches {
         println!("  MISMATCH {m}");
     }
-    let refunded = rows.iter().filter(|r| r.state == OpState::Refunded).count();
-    println!(
-        "late holds refunded: {refunded}; demo took {} ms",
-        started.elapsed().as_millis()
-    );
-    sim.shutdown().await;
-    let _ = std::fs::remove_dir_all(&tmp);
-    Ok(if mismatches.is_empty() && left == 0 && violations == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    mismatches.is_empty() && left == 0 && violations == 0
 }
 
 /// Runs the APDU exchange with the step's scripted phone, as a reader thread would.
@@ -291,22 +311,7 @@ fn tap_phone(step: &Step) -> CardEvent {
             .with_fault(crate::nfc::scripted::Fault::WalletNotReady),
         _ => ScriptedPhone::new(&payload, &[84, 64]),
     };
-    let t = Instant::now();
-    let result = crate::nfc::qris_tap::read_qr_content(&mut phone);
-    let read_us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let reader = "scripted".to_string();
-    match result {
-        Ok(qr_content) => CardEvent::Payload {
-            reader,
-            qr_content,
-            read_us,
-        },
-        Err(error) => CardEvent::ReadFailed {
-            reader,
-            error,
-            read_us,
-        },
-    }
+    crate::nfc::source::tap_event("scripted", &mut phone)
 }
 
 /// EMVCo's own CPM example: valid EMV, but not a QRIS application.

@@ -371,12 +371,24 @@ fn journal(cfg: &Config) -> Vec<Check> {
         ));
         return v;
     }
+    v.push(journal_file(path, &dir));
+    if path.exists() {
+        v.push(journal_permissions(path));
+    }
+    v.push(retention(cfg));
+    v.push(disk(&dir));
+    v
+}
+
+/// The journal file itself: writable by this user and passing `quick_check`, or, before the
+/// daemon's first start, a folder it can be created in.
+fn journal_file(path: &Path, dir: &Path) -> Check {
     if !path.exists() {
         // Probe the folder with a file of our own rather than creating the journal.
         let probe = dir.join(format!(".tapgate-doctor-{}", std::process::id()));
         let writable = std::fs::File::create(&probe).is_ok();
         let _ = std::fs::remove_file(&probe);
-        v.push(if writable {
+        return if writable {
             check(
                 "journal",
                 Status::Warn,
@@ -395,47 +407,47 @@ fn journal(cfg: &Config) -> Vec<Check> {
                     dir.display()
                 ),
             )
-        });
-    } else if let Err(e) = std::fs::OpenOptions::new()
+        };
+    }
+    if let Err(e) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
     {
-        v.push(check(
+        return check(
             "journal",
             Status::Fail,
             format!(
                 "{} is not writable: {e} (owner must be the service user)",
                 path.display()
             ),
-        ));
-    } else {
-        v.push(match crate::journal::Journal::open(path) {
+        );
+    }
+    match crate::journal::Journal::open(path) {
+        Err(e) => check("journal", Status::Fail, format!("{}: {e}", path.display())),
+        Ok(j) => match j.quick_check() {
+            Ok(found) if found.is_empty() => check(
+                "journal",
+                Status::Pass,
+                format!("{} writable, quick_check ok", path.display()),
+            ),
+            Ok(found) => check(
+                "journal",
+                Status::Fail,
+                format!(
+                    "{} is damaged: {} (stop tapgate, keep a copy, see docs/operations.md)",
+                    path.display(),
+                    found.join("; ")
+                ),
+            ),
             Err(e) => check("journal", Status::Fail, format!("{}: {e}", path.display())),
-            Ok(j) => match j.quick_check() {
-                Ok(found) if found.is_empty() => check(
-                    "journal",
-                    Status::Pass,
-                    format!("{} writable, quick_check ok", path.display()),
-                ),
-                Ok(found) => check(
-                    "journal",
-                    Status::Fail,
-                    format!(
-                        "{} is damaged: {} (stop tapgate, keep a copy, see docs/operations.md)",
-                        path.display(),
-                        found.join("; ")
-                    ),
-                ),
-                Err(e) => check("journal", Status::Fail, format!("{}: {e}", path.display())),
-            },
-        });
+        },
     }
-    if path.exists() {
-        v.push(journal_permissions(path));
-    }
-    v.push(retention(cfg));
-    v.push(match free_bytes(&dir) {
+}
+
+/// Room on the journal's disk.
+fn disk(dir: &Path) -> Check {
+    match free_bytes(dir) {
         Ok(b) if b < DISK_FAIL_BYTES => check(
             "disk",
             Status::Fail,
@@ -460,8 +472,7 @@ fn journal(cfg: &Config) -> Vec<Check> {
             Status::Warn,
             format!("statvfs {}: {e}", dir.display()),
         ),
-    });
-    v
+    }
 }
 
 /// The journal's files readable by their owner only: they hold passenger keys, masked PANs and
