@@ -1,40 +1,41 @@
-//! tapgate: the software on a QRIS TAP fare gate's controller.
-//!
-//! The modules follow the path of one tap:
+//! tapgate: the software on a QRIS TAP fare gate's controller. This crate is the daemon and
+//! its command line: the adapters (PC/SC, SNAP over HTTP, SQLite, GPIO), the run loop and the
+//! commands. What a tap decides is pure code in the `tapgate-core` crate (re-exported here
+//! under its usual module names); the acquirer simulator is the `tapgate-sim` crate (the
+//! default `sim` feature). `docs/architecture.md` follows one tap through the files.
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`config`] | the per-station TOML: typed, strict, with errors naming file, line and key |
-//! | [`cpm`] | EMV QR CPM payload decoding (BER-TLV) and the QRIS profile checks (pure) |
-//! | [`nfc`] | the QRIS TAP APDU exchange over an [`nfc::ApduChannel`] (pure), and the scripted phone |
-//! | [`snap`] | BI SNAP client mechanics: signatures, headers, token cache, response classification |
+//! | [`cpm`] | (core) EMV QR CPM payload decoding and the QRIS profile checks |
+//! | [`nfc`] | (core) the QRIS TAP APDU exchange and card events; the PC/SC reader service and the `CardSource` port |
+//! | [`snap`] | BI SNAP client mechanics: headers, token cache, wire types; (core) codes and signatures |
 //! | [`aggregator`] | the Finpay QRIS TAP profile: the one place holding field choices we inferred |
-//! | [`fare`] | amounts, fare states, tariff and lane policy (pure) |
-//! | [`flow`] | one tap as a pure flow of effects, and how a result becomes journal transitions |
+//! | [`fare`] | (core) amounts, fare states, tariff and lane policy |
+//! | [`flow`] | (core) one tap as a flow of effects, and how a result becomes journal transitions |
 //! | [`ports`] | the traits a tap and the reconciler work through, their real adapters and fakes |
-//! | [`journal`] | the SQLite journal of fare operations and journeys |
-//! | [`relay`] | gate relay backends (recording; GPIO) |
-//! | [`daemon`] | lanes: the pipeline of one tap, wiring the pieces above together |
-//! | [`sim`] | the acquirer simulator used by `tapgate demo`, `tapgate sim` and the tests |
-//! | [`clock`] | the clock port |
-//! | [`escape`] | outside text made safe for one line of a log or a terminal |
+//! | [`journal`] | the SQLite journal of fare operations and journeys; (core) its rules |
+//! | [`relay`] | gate relay backends (recording; GPIO) and the gate inputs |
+//! | [`daemon`] | the station, the lanes (the flow's executor), the reconciler, the run loop |
+//! | `sim` | (feature `sim`) the acquirer simulator used by `tapgate demo`, `tapgate sim` and the tests |
+//! | [`cmd`] | the CLI's commands |
+//! | [`clock`] | (core) the clock port |
+//! | [`escape`] | (core) outside text made safe for one line of a log or a terminal |
 
 // Functions stay short enough to read at once; tests may tell a longer story.
 #![cfg_attr(not(test), warn(clippy::too_many_lines))]
 
+pub use tapgate_core::{clock, cpm, escape, fare, flow};
+#[cfg(feature = "sim")]
+pub use tapgate_sim as sim;
+
 pub mod aggregator;
-pub mod clock;
 pub mod cmd;
 pub mod config;
-pub mod cpm;
 pub mod daemon;
-pub mod escape;
 pub mod failpoint;
-pub mod fare;
-pub mod flow;
 pub mod journal;
 pub mod nfc;
 pub mod ports;
 pub mod relay;
-pub mod sim;
 pub mod snap;

@@ -25,6 +25,7 @@ struct Cli {
 enum Command {
     /// Run a scripted set of journeys against the built-in aggregator simulator (no hardware,
     /// no credentials, no money).
+    #[cfg(feature = "sim")]
     Demo {
         /// Keep the demo's journal in this file instead of a temporary one.
         #[arg(long)]
@@ -105,6 +106,7 @@ enum Command {
         config: PathBuf,
     },
     /// Run the acquirer simulator on loopback (for integration and certification rehearsals).
+    #[cfg(feature = "sim")]
     Sim {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8600")]
@@ -126,7 +128,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own table; its logs would only repeat it.
     let level = match cli.command {
-        Command::Demo { .. } | Command::Doctor { .. } => "warn",
+        #[cfg(feature = "sim")]
+        Command::Demo { .. } => "warn",
+        Command::Doctor { .. } => "warn",
         _ => "info",
     };
     tapgate::daemon::logging::init(cli.log_format, level);
@@ -143,6 +147,7 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
+            #[cfg(feature = "sim")]
             Command::Demo { journal } => cmd::demo::run(journal).await,
             Command::Run { config } => tapgate::daemon::run::run(&config)
                 .await
@@ -163,6 +168,7 @@ fn main() -> ExitCode {
                 config,
                 max_seconds,
             } => cmd::reconcile(&config, max_seconds).await,
+            #[cfg(feature = "sim")]
             Command::Sim {
                 listen,
                 public_key,

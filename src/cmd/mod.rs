@@ -1,14 +1,17 @@
 //! The commands behind the `tapgate` binary. Each returns the process exit code; errors are
 //! printed by `main` with their whole cause chain.
 
+#[cfg(feature = "sim")]
 pub mod audit;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod doctor;
 pub mod journal;
+#[cfg(feature = "sim")]
 pub mod sim_settings;
 
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use std::time::Duration;
@@ -155,11 +158,12 @@ pub async fn reconcile(config: &Path, max_seconds: u64) -> anyhow::Result<ExitCo
 }
 
 /// `tapgate sim`.
+#[cfg(feature = "sim")]
 pub async fn sim(
     listen: &str,
-    public_key: Option<PathBuf>,
+    public_key: Option<std::path::PathBuf>,
     client_id: Option<String>,
-    client_secret_file: Option<PathBuf>,
+    client_secret_file: Option<std::path::PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let mut cfg = crate::sim::SimConfig::demo();
     if let Some(p) = public_key {

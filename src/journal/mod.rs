@@ -22,9 +22,7 @@
 mod csv;
 mod error;
 pub mod integrity;
-mod model;
 pub mod retention;
-mod rules;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
@@ -36,11 +34,12 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 
 pub use csv::{write_csv, CSV_COLUMNS};
 pub use error::{ErrorClass, JournalError, StorageFault};
-pub use model::{
-    EventRow, FoundJourney, JourneyClose, JourneyRow, JourneyState, NewOp, OpFilter, OpKind, OpRow,
-    TapBlock, TapClaim, TapDecision, TapStart, Transition, MAX_REASON_CHARS,
+pub use tapgate_core::journal::{
+    allowed, apply, validate_new, EventRow, FoundJourney, JourneyClose, JourneyRow, JourneyState,
+    NewOp, OpFilter, OpKind, OpRow, Rejection, TapBlock, TapClaim, TapDecision, TapStart,
+    Transition, TransitionError, MAX_REASON_CHARS,
 };
-pub use rules::{allowed, apply, validate_new, Rejection, TransitionError};
+pub use tapgate_core::journal::{model, rules};
 
 use crate::fare::{Direction, OpState, Rupiah};
 use error::DbContext;

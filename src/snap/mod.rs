@@ -10,8 +10,7 @@
 //! [`crate::aggregator`].
 
 pub mod client;
-pub mod codes;
-pub mod sign;
+pub use tapgate_core::snap::{codes, sign};
 pub mod wire;
 
 pub use client::{Answer, DeviceContext, RawOutcome, SnapClient, SnapError};

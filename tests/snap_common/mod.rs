@@ -3,7 +3,7 @@
 //! received bytes, every header, external-id freshness) and answers from a script: JSON,
 //! garbage, oversize bodies, silence, or a closed connection.
 //!
-//! Not the acquirer simulator (that is `src/sim`): this one knows nothing about payments,
+//! Not the acquirer simulator (that is `crates/sim`): this one knows nothing about payments,
 //! only about whether a request is well-formed and what to answer next.
 
 #![allow(dead_code)]

@@ -443,7 +443,7 @@ mod tests {
     use crate::snap::sign::{self, RsaSigner};
     use axum::http::HeaderValue;
 
-    const KEY: &str = include_str!("../../../tests/fixtures/snap-doc-key.pem");
+    const KEY: &str = include_str!("../../../../tests/fixtures/snap-doc-key.pem");
     const Q1: &str = "hQVDUFYwMWFmTwegAAAGAiAgUAdRUklTQ1BNWgqTYAACESGYYpUvXyARUkVORFkgTVVIQVJESUFOVE9fLQRpZGVuX1AYcm11aGFyZGlhbnRvQGhvdG1haWwuY29tnyUCYpVjC590CDRiODg5MGY1";
 
     /// An engine on a manual clock, with a token already issued.

@@ -6,9 +6,9 @@ use serde_json::{json, Map, Value};
 use super::auth::header;
 use super::fields::{opt_amount, opt_obj, opt_str, prefix, req_str, unknown_keys, FieldErr};
 use super::{reject, Engine, Kind, Reject, Reply, SimRequest};
-use crate::sim::faults::{Fault, Service};
-use crate::sim::ledger::{Payment, TapInfo};
-use crate::sim::qr::pan_of;
+use crate::faults::{Fault, Service};
+use crate::ledger::{Payment, TapInfo};
+use crate::qr::pan_of;
 use crate::snap::sign;
 
 impl Engine {

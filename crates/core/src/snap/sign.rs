@@ -226,7 +226,7 @@ pub fn signatures_equal(a: &str, b: &str) -> bool {
 mod tests {
     use super::*;
 
-    const DOC_KEY: &str = include_str!("../../tests/fixtures/snap-doc-key.pem");
+    const DOC_KEY: &str = include_str!("../../../../tests/fixtures/snap-doc-key.pem");
 
     #[test]
     fn b2b_signature_matches_published_vector() {

@@ -5,8 +5,8 @@ use serde_json::{json, Map, Value};
 
 use super::fields::{opt_str, req_str, unknown_keys, FieldErr};
 use super::{reject, Engine, Kind, Reject, Reply};
-use crate::sim::faults::Service;
-use crate::sim::ledger::PaymentStatus;
+use crate::faults::Service;
+use crate::ledger::PaymentStatus;
 use crate::snap::sign;
 
 impl Engine {

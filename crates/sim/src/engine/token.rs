@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::auth::header;
 use super::fields::{req_str, unknown_keys, FieldErr};
 use super::{reject, Engine, Kind, Reject, Reply, SimRequest};
-use crate::sim::faults::Service;
+use crate::faults::Service;
 use crate::snap::sign;
 
 impl Engine {

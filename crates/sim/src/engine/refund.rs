@@ -5,10 +5,10 @@ use serde_json::{json, Map, Value};
 
 use super::fields::{opt_amount, opt_str, req_str, unknown_keys, FieldErr};
 use super::{reject, Engine, Kind, Reject, Reply};
-use crate::sim::faults::{Fault, Service};
-use crate::sim::ledger::{Payment, PaymentStatus, RefundEntry};
-use crate::sim::RefundReplay;
+use crate::faults::{Fault, Service};
+use crate::ledger::{Payment, PaymentStatus, RefundEntry};
 use crate::snap::sign;
+use crate::RefundReplay;
 
 impl Engine {
     /// A refund call that passed [`Engine::authorize`].

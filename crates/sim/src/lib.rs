@@ -28,11 +28,19 @@
 //!
 //! The `/sim/*` API has no authentication: bind the simulator to loopback only.
 
+// Functions stay short enough to read at once; tests may tell a longer story.
+#![cfg_attr(not(test), warn(clippy::too_many_lines))]
+
 mod engine;
 mod faults;
 mod ledger;
 mod qr;
 mod server;
+pub mod vphone;
+
+// The core's modules under their usual names, so the simulator reads like the rest of
+// tapgate (`crate::snap::sign`, `crate::cpm`).
+use tapgate_core::{clock, cpm, snap};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,7 +56,7 @@ use engine::Engine;
 /// never a production key).
 /// The demo partner's RSA private key: a published documentation key (the SNAP signature
 /// vectors'), safe to embed, never to be used for anything real.
-pub const DEMO_PRIVATE_KEY_PEM: &str = include_str!("../../tests/fixtures/snap-doc-key.pem");
+pub const DEMO_PRIVATE_KEY_PEM: &str = include_str!("../../../tests/fixtures/snap-doc-key.pem");
 /// The demo partner's client secret.
 pub const DEMO_CLIENT_SECRET: &str = "demo-secret-not-for-production";
 use DEMO_PRIVATE_KEY_PEM as DEMO_KEY_PEM;

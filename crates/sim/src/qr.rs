@@ -22,7 +22,8 @@ mod tests {
     #[test]
     fn fixture_payloads_give_their_pan_or_nothing() {
         let cases: Vec<Case> =
-            serde_json::from_str(include_str!("../../tests/fixtures/cpm-payloads.json")).unwrap();
+            serde_json::from_str(include_str!("../../../tests/fixtures/cpm-payloads.json"))
+                .unwrap();
         assert!(cases.len() >= 5);
         for c in cases {
             let want = c.expect["pan"].as_str().map(str::to_string);
