@@ -3,9 +3,9 @@
 //! disagreeing PANs, padding, long lengths, private tags, trailing garbage).
 //!
 //! ```
-//! use tapgate::cpm::build::{payload, PayloadSpec};
+//! use tapgate_core::cpm::build::{payload, PayloadSpec};
 //! let text = payload(&PayloadSpec::new("9360091430100531720").with_token(b"tap-0001"));
-//! let p = tapgate::cpm::decode(&text).unwrap();
+//! let p = tapgate_core::cpm::decode(&text).unwrap();
 //! assert_eq!(p.nns(), "93600914");
 //! ```
 
