@@ -6,21 +6,13 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
-/// Every crate `package` depends on for its normal (non-dev, non-build) code, transitively.
-fn normal_dependencies(package: &str) -> BTreeSet<String> {
+/// Every crate `package` depends on for its normal (non-dev, non-build) code, transitively,
+/// with `extra` arguments for `cargo tree` (features).
+fn dependencies(package: &str, extra: &[&str]) -> BTreeSet<String> {
     let out = Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "--offline",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "--format",
-            "{p}",
-            "-p",
-        ])
-        .arg(package)
+        .args(["tree", "--offline", "-e", "normal", "--prefix", "none"])
+        .args(["--format", "{p}", "-p", package])
+        .args(extra)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo tree runs");
@@ -62,14 +54,14 @@ const NOT_IN_CORE: &[&str] = &[
 
 #[test]
 fn the_core_depends_on_no_io_crate_and_not_on_the_daemon() {
-    let deps = normal_dependencies("tapgate-core");
+    let deps = dependencies("tapgate-core", &[]);
     let bad: Vec<&&str> = NOT_IN_CORE.iter().filter(|c| deps.contains(**c)).collect();
     assert!(bad.is_empty(), "tapgate-core depends on {bad:?}");
 }
 
 #[test]
 fn the_simulator_depends_on_the_core_and_not_on_the_client() {
-    let deps = normal_dependencies("tapgate-sim");
+    let deps = dependencies("tapgate-sim", &[]);
     assert!(deps.contains("tapgate-core"));
     let bad: Vec<&str> = ["tapgate", "reqwest", "rusqlite", "pcsc", "gpiocdev", "toml"]
         .into_iter()
@@ -80,32 +72,12 @@ fn the_simulator_depends_on_the_core_and_not_on_the_client() {
 
 #[test]
 fn the_daemon_links_the_simulator_only_through_its_default_feature() {
-    let deps = normal_dependencies("tapgate");
-    assert!(deps.contains("tapgate-core") && deps.contains("tapgate-sim"));
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "--offline",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "--format",
-            "{p}",
-            "--no-default-features",
-            "-p",
-            "tapgate",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo tree runs");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let with = dependencies("tapgate", &[]);
+    assert!(with.contains("tapgate-core") && with.contains("tapgate-sim"));
+    let without = dependencies("tapgate", &["--no-default-features"]);
+    assert!(without.contains("tapgate-core"), "{without:?}");
     assert!(
-        out.status.success() && text.contains("tapgate-core"),
-        "{text}"
-    );
-    assert!(
-        !text.lines().any(|l| l.starts_with("tapgate-sim ")),
+        !without.contains("tapgate-sim"),
         "without the sim feature the daemon still links the simulator"
     );
 }

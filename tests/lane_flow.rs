@@ -17,7 +17,7 @@ use tapgate::aggregator::{
 use tapgate::fare::policy::TapOutcome;
 use tapgate::fare::{Direction, OpState, Rupiah};
 use tapgate::flow::settle::{in_flight_window_ms, late_reply_window_ms};
-use tapgate::flow::{TapInRefs, LATE_REPLY_MARGIN_MS};
+use tapgate::flow::{TapInRef, LATE_REPLY_MARGIN_MS};
 use tapgate::journal::{JourneyState, OpKind};
 use tapgate::nfc::{CardEvent, TapReadError};
 use tapgate::ports::fake::{Answer, JournalCall};
@@ -201,7 +201,7 @@ async fn tap_out_payment_carries_the_tap_ins_partner_reference_and_reference_no_
     assert_eq!(pays.len(), 1);
     assert_eq!(
         pays[0].tap_in,
-        Some(TapInRefs {
+        Some(TapInRef {
             partner_reference_no: tap_in_ref,
             reference_no: Some("REF-SEED-1".into()),
         })
@@ -226,7 +226,7 @@ async fn tap_out_quotes_a_tap_in_whose_reference_no_is_not_known_yet_as_none() {
     assert_eq!(r.outcome, TapOutcome::Approved, "{}", r.message);
     assert_eq!(
         rig.pay.payments()[0].tap_in,
-        Some(TapInRefs {
+        Some(TapInRef {
             partner_reference_no: tap_in_ref,
             reference_no: None,
         })
@@ -1552,7 +1552,7 @@ mod by_hand {
         assert_eq!(request.amount, Rupiah(FARE_FROM_LBB));
         assert_eq!(
             request.tap_in,
-            Some(TapInRefs {
+            Some(TapInRef {
                 partner_reference_no: "TGIN".into(),
                 reference_no: None,
             })

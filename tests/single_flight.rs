@@ -287,12 +287,12 @@ async fn a_hold_without_a_journey_is_refunded() {
     let paid = st
         .aggregator
         .pay(&TapPayment {
-            partner_reference_no: &pref,
-            qr_content: &payload,
+            partner_reference_no: pref.clone(),
+            qr_content: payload.clone(),
             amount: Rupiah(9000),
             direction: Direction::In,
-            station_id: "BLM",
-            gate_id: "BLM-in-2",
+            station_id: "BLM".into(),
+            gate_id: "BLM-in-2".into(),
             tap_in: None,
         })
         .await;

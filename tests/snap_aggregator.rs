@@ -12,14 +12,14 @@ use tapgate::fare::{Direction, Rupiah};
 
 const QR: &str = "hQVDUFYwMWEaTwegAAAGAiAgUAdRUklTQ1BNWgqTYACRVVUEMhIfXyAJREFOREkgUC4=";
 
-fn tap_in(reference: &str) -> TapPayment<'_> {
+fn tap_in(reference: &str) -> TapPayment {
     TapPayment {
-        partner_reference_no: reference,
-        qr_content: QR,
+        partner_reference_no: reference.into(),
+        qr_content: QR.into(),
         amount: Rupiah(14000),
         direction: Direction::In,
-        station_id: "BLM",
-        gate_id: "G03",
+        station_id: "BLM".into(),
+        gate_id: "G03".into(),
         tap_in: None,
     }
 }
@@ -67,15 +67,15 @@ async fn tap_out_settles_the_fare_and_names_its_tap_in() {
     cfg.terminal_id = Some("TERM-BLM-03".into());
     let agg = Aggregator::new(server.client(), &cfg);
     let p = TapPayment {
-        partner_reference_no: "BLM03-20261122-000124",
-        qr_content: QR,
+        partner_reference_no: "BLM03-20261122-000124".into(),
+        qr_content: QR.into(),
         amount: Rupiah(7000),
         direction: Direction::Out,
-        station_id: "BLM",
-        gate_id: "G03",
+        station_id: "BLM".into(),
+        gate_id: "G03".into(),
         tap_in: Some(TapInRef {
-            partner_reference_no: "LBB01-20261122-000042",
-            reference_no: Some("FPLBB01-20261122-000042"),
+            partner_reference_no: "LBB01-20261122-000042".into(),
+            reference_no: Some("FPLBB01-20261122-000042".into()),
         }),
     };
     assert!(matches!(agg.pay(&p).await, PayOutcome::Success { .. }));
@@ -295,7 +295,7 @@ async fn an_invalid_payment_is_stopped_before_any_traffic() {
     let server = Server::start().await;
     let long = "h".repeat(513);
     let mut p = tap_in("P-LONG");
-    p.qr_content = &long;
+    p.qr_content = long.clone();
     match aggregator(&server).pay(&p).await {
         PayOutcome::Refused {
             why: RefusedWhy::BadRequest,

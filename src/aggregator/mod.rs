@@ -22,16 +22,15 @@
 
 pub mod profile;
 
-use std::fmt;
-
 use serde_json::Value;
 
 pub use crate::flow::outcome::{AmountMismatch, PayOutcome, RefusedWhy};
+pub use crate::flow::{TapInRef, TapPayment};
 pub use profile::refund_no_for;
 use profile::Merchant;
 
 use crate::config::AggregatorConfig;
-use crate::fare::{Direction, Rupiah};
+use crate::fare::Rupiah;
 use crate::snap::codes::{
     classify_payment, classify_query, classify_refund, PaymentClass, QueryClass, RefundClass,
 };
@@ -47,47 +46,6 @@ pub struct Aggregator {
     payment_path: String,
     query_path: String,
     refund_path: String,
-}
-
-/// One `qr-cpm-payment`: a tap-in hold or a tap-out settlement.
-pub struct TapPayment<'a> {
-    /// Our reference, journaled before the call; ≤ 64 characters.
-    pub partner_reference_no: &'a str,
-    /// The NFC text exactly as read. Never logged (`Debug` hides it).
-    pub qr_content: &'a str,
-    /// The hold (tap-in: the maximum fare from this station) or the fare (tap-out).
-    pub amount: Rupiah,
-    /// Tap-in or tap-out.
-    pub direction: Direction,
-    /// This station's id.
-    pub station_id: &'a str,
-    /// This gate's id.
-    pub gate_id: &'a str,
-    /// On tap-out, the tap-in this journey started with, when the journal knows it.
-    pub tap_in: Option<TapInRef<'a>>,
-}
-
-impl fmt::Debug for TapPayment<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TapPayment")
-            .field("partner_reference_no", &self.partner_reference_no)
-            .field("qr_content", &"<redacted>")
-            .field("amount", &self.amount)
-            .field("direction", &self.direction)
-            .field("station_id", &self.station_id)
-            .field("gate_id", &self.gate_id)
-            .field("tap_in", &self.tap_in)
-            .finish()
-    }
-}
-
-/// The tap-in a tap-out closes.
-#[derive(Clone, Copy, Debug)]
-pub struct TapInRef<'a> {
-    /// The tap-in payment's `partnerReferenceNo`.
-    pub partner_reference_no: &'a str,
-    /// The tap-in payment's `referenceNo`, when its success was seen.
-    pub reference_no: Option<&'a str>,
 }
 
 /// Compares the amount an answer reports with the one asked for. No amount in the answer is
@@ -330,7 +288,7 @@ impl Aggregator {
     /// The call lasts at most the token fetch plus two attempts (token or external-id
     /// retry), each bounded by `request_timeout_ms`. A lane that gives up earlier (its
     /// decision deadline) and drops this future must treat the payment as `Unknown`.
-    pub async fn pay(&self, p: &TapPayment<'_>) -> PayOutcome {
+    pub async fn pay(&self, p: &TapPayment) -> PayOutcome {
         let body = match profile::payment_body(&self.merchant, p) {
             Ok(b) => b,
             Err(e) => {
@@ -342,7 +300,7 @@ impl Aggregator {
             }
         };
         let raw = self.client.post(&self.payment_path, &body).await;
-        let outcome = pay_outcome(raw, p.partner_reference_no, p.amount);
+        let outcome = pay_outcome(raw, &p.partner_reference_no, p.amount);
         tracing::info!(
             partner_reference_no = p.partner_reference_no,
             direction = p.direction.as_str(),
@@ -906,12 +864,12 @@ mod tests {
     #[test]
     fn tap_payment_debug_hides_qr_content() {
         let p = TapPayment {
-            partner_reference_no: "P1",
-            qr_content: "hQVDUFYwMQSECRET",
+            partner_reference_no: "P1".into(),
+            qr_content: "hQVDUFYwMQSECRET".into(),
             amount: Rupiah(3000),
-            direction: Direction::In,
-            station_id: "LBB",
-            gate_id: "G1",
+            direction: crate::fare::Direction::In,
+            station_id: "LBB".into(),
+            gate_id: "G1".into(),
             tap_in: None,
         };
         let shown = format!("{p:?}");

@@ -69,7 +69,7 @@ pub fn refund_no_for(partner_reference_no: &str) -> String {
 }
 
 /// The `additionalInfo` that marks tap-in and tap-out.
-pub fn tap_additional_info(p: &TapPayment<'_>) -> Value {
+pub fn tap_additional_info(p: &TapPayment) -> Value {
     let mut info = Map::new();
     let tap_type = match p.direction {
         Direction::In => "IN",
@@ -83,7 +83,7 @@ pub fn tap_additional_info(p: &TapPayment<'_>) -> Value {
             "tapInPartnerReferenceNo".into(),
             json!(tap_in.partner_reference_no),
         );
-        if let Some(r) = tap_in.reference_no {
+        if let Some(r) = &tap_in.reference_no {
             info.insert("tapInReferenceNo".into(), json!(r));
         }
     }
@@ -91,13 +91,13 @@ pub fn tap_additional_info(p: &TapPayment<'_>) -> Value {
 }
 
 /// The `qr-cpm-payment` body, after checking what SNAP bounds.
-pub fn payment_body(m: &Merchant, p: &TapPayment<'_>) -> Result<Value, InvalidRequest> {
+pub fn payment_body(m: &Merchant, p: &TapPayment) -> Result<Value, InvalidRequest> {
     check_len(
         "partnerReferenceNo",
-        p.partner_reference_no,
+        &p.partner_reference_no,
         MAX_REFERENCE_CHARS,
     )?;
-    check_len("qrContent", p.qr_content, MAX_QR_CONTENT_CHARS)?;
+    check_len("qrContent", &p.qr_content, MAX_QR_CONTENT_CHARS)?;
     if p.amount == Rupiah(0) {
         return Err(InvalidRequest(
             "amount is zero: a free passage needs no payment".into(),
@@ -106,13 +106,13 @@ pub fn payment_body(m: &Merchant, p: &TapPayment<'_>) -> Result<Value, InvalidRe
     if let Some(t) = &p.tap_in {
         check_len(
             "tap-in partnerReferenceNo",
-            t.partner_reference_no,
+            &t.partner_reference_no,
             MAX_REFERENCE_CHARS,
         )?;
     }
     let req = PaymentRequest {
-        partner_reference_no: p.partner_reference_no,
-        qr_content: p.qr_content,
+        partner_reference_no: &p.partner_reference_no,
+        qr_content: &p.qr_content,
         amount: Amount::idr(p.amount),
         merchant_id: &m.merchant_id,
         sub_merchant_id: m.sub_merchant_id.as_deref(),
@@ -199,14 +199,14 @@ mod tests {
         }
     }
 
-    fn tap<'a>(direction: Direction, tap_in: Option<TapInRef<'a>>) -> TapPayment<'a> {
+    fn tap(direction: Direction, tap_in: Option<TapInRef>) -> TapPayment {
         TapPayment {
-            partner_reference_no: "BLM03-20261122-000123",
-            qr_content: "hQVDUFYwMWEaTwegAAAGAiAgUAdRUklTQ1BN",
+            partner_reference_no: "BLM03-20261122-000123".into(),
+            qr_content: "hQVDUFYwMWEaTwegAAAGAiAgUAdRUklTQ1BN".into(),
             amount: Rupiah(14000),
             direction,
-            station_id: "BLM",
-            gate_id: "G03",
+            station_id: "BLM".into(),
+            gate_id: "G03".into(),
             tap_in,
         }
     }
@@ -234,8 +234,8 @@ mod tests {
         let with_ref = tap(
             Direction::Out,
             Some(TapInRef {
-                partner_reference_no: "LBB01-20261122-000042",
-                reference_no: Some("FP20261122000042"),
+                partner_reference_no: "LBB01-20261122-000042".into(),
+                reference_no: Some("FP20261122000042".into()),
             }),
         );
         let body = payment_body(&merchant(Some("SUB-7")), &with_ref).unwrap();
@@ -249,7 +249,7 @@ mod tests {
         let without_aggregator_ref = tap(
             Direction::Out,
             Some(TapInRef {
-                partner_reference_no: "LBB01-20261122-000042",
+                partner_reference_no: "LBB01-20261122-000042".into(),
                 reference_no: None,
             }),
         );
@@ -268,7 +268,7 @@ mod tests {
         let odd = tap(
             Direction::In,
             Some(TapInRef {
-                partner_reference_no: "X",
+                partner_reference_no: "X".into(),
                 reference_no: None,
             }),
         );
@@ -283,17 +283,17 @@ mod tests {
         let m = merchant(None);
         let long_ref = "P".repeat(65);
         let mut p = tap(Direction::In, None);
-        p.partner_reference_no = &long_ref;
+        p.partner_reference_no = long_ref.clone();
         assert!(payment_body(&m, &p).is_err());
         let mut p = tap(Direction::In, None);
-        p.partner_reference_no = "";
+        p.partner_reference_no = String::new();
         assert!(payment_body(&m, &p).is_err());
         let long_qr = "h".repeat(513);
         let mut p = tap(Direction::In, None);
-        p.qr_content = &long_qr;
+        p.qr_content = long_qr.clone();
         assert!(payment_body(&m, &p).is_err());
         let max_qr = "h".repeat(512);
-        p.qr_content = &max_qr;
+        p.qr_content = max_qr.clone();
         assert!(payment_body(&m, &p).is_ok());
         let mut p = tap(Direction::In, None);
         p.amount = Rupiah(0);

@@ -11,8 +11,8 @@ use crate::fare::policy::{Debouncer, TapOutcome};
 use crate::fare::Direction;
 use crate::flow::settle::late_reply_transitions;
 use crate::flow::{
-    Claim, Effect, LateReply, Notice, PaymentRequest, Reply, Settlement, Step, TapEnd, TapFlow,
-    TapInput, TapSettings,
+    Claim, Effect, LateReply, Notice, Reply, Settlement, Step, TapEnd, TapFlow, TapInput,
+    TapPayment, TapSettings,
 };
 pub use crate::flow::{TapReport, Timings};
 use crate::nfc::{CardEvent, TapReadError};
@@ -262,7 +262,7 @@ impl Lane {
     /// journaled; waits for it until `deadline`.
     async fn pay(
         &self,
-        request: PaymentRequest,
+        request: TapPayment,
         deadline: Duration,
         run: &mut Run,
     ) -> Option<PayOutcome> {

@@ -13,7 +13,7 @@ use super::{JourneyStore, OpJournal, Payments, PortFuture};
 use crate::aggregator::{PayOutcome, QueryOutcome, RefundOutcome};
 use crate::fare::policy::TapOutcome;
 use crate::fare::{OpState, Rupiah};
-use crate::flow::{BeginTap, JourneyChange, PaymentRequest, Planned};
+use crate::flow::{BeginTap, JourneyChange, Planned, TapPayment};
 use crate::journal::{
     apply as apply_transition, validate_new, FoundJourney, JournalError, JourneyClose, JourneyRow,
     JourneyState, NewOp, OpRow, TapBlock, TapClaim, TapDecision, TapStart, Transition,
@@ -432,7 +432,7 @@ struct Script {
     pay: VecDeque<Answer>,
     query: VecDeque<QueryOutcome>,
     refund: VecDeque<RefundOutcome>,
-    paid: Vec<PaymentRequest>,
+    paid: Vec<TapPayment>,
     queried: Vec<String>,
     refunded: Vec<(String, Rupiah)>,
 }
@@ -472,7 +472,7 @@ impl FakePayments {
     }
 
     /// Every payment asked for, in order.
-    pub fn payments(&self) -> Vec<PaymentRequest> {
+    pub fn payments(&self) -> Vec<TapPayment> {
         self.lock().paid.clone()
     }
 
@@ -487,7 +487,7 @@ impl FakePayments {
     }
 
     /// A success as the default answer gives it.
-    pub fn success(p: &PaymentRequest) -> PayOutcome {
+    pub fn success(p: &TapPayment) -> PayOutcome {
         PayOutcome::Success {
             reference_no: Some(format!("REF-{}", p.partner_reference_no)),
             response_code: "2006000".into(),
@@ -497,7 +497,7 @@ impl FakePayments {
 }
 
 impl Payments for FakePayments {
-    fn pay<'a>(&'a self, p: &'a PaymentRequest) -> PortFuture<'a, PayOutcome> {
+    fn pay<'a>(&'a self, p: &'a TapPayment) -> PortFuture<'a, PayOutcome> {
         Box::pin(async move {
             let answer = {
                 let mut s = self.lock();

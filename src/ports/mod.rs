@@ -21,7 +21,7 @@ use std::pin::Pin;
 use crate::aggregator::{PayOutcome, QueryOutcome, RefundOutcome};
 use crate::fare::policy::TapOutcome;
 use crate::flow::{BeginTap, Planned};
-use crate::flow::{JourneyChange, PaymentRequest};
+use crate::flow::{JourneyChange, TapPayment};
 use crate::journal::{JournalError, JourneyClose, JourneyRow, OpRow, TapStart, Transition};
 
 /// Open journeys past their time, each with its tap-in operation (`None`: missing or damaged).
@@ -33,7 +33,7 @@ pub type PortFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The payment aggregator: pay, query, refund. Each answer says what happened to the money.
 pub trait Payments: Send + Sync + 'static {
     /// One `qr-cpm-payment`.
-    fn pay<'a>(&'a self, p: &'a PaymentRequest) -> PortFuture<'a, PayOutcome>;
+    fn pay<'a>(&'a self, p: &'a TapPayment) -> PortFuture<'a, PayOutcome>;
     /// What became of a payment.
     fn query<'a>(&'a self, partner_reference_no: &'a str) -> PortFuture<'a, QueryOutcome>;
     /// Refunds `amount` of a successful payment; safe to repeat (same `partnerRefundNo`).

@@ -1,32 +1,16 @@
 //! The real adapters: the SNAP aggregator and the SQLite journal behind the ports.
 
 use super::{JourneyStore, OpJournal, Payments, PortFuture};
-use crate::aggregator::{
-    Aggregator, PayOutcome, QueryOutcome, RefundOutcome, TapInRef, TapPayment,
-};
+use crate::aggregator::{Aggregator, PayOutcome, QueryOutcome, RefundOutcome};
 use crate::daemon::station::JournalHandle;
 use crate::fare::policy::TapOutcome;
 use crate::fare::Rupiah;
-use crate::flow::{BeginTap, JourneyChange, PaymentRequest, Planned};
+use crate::flow::{BeginTap, JourneyChange, Planned, TapPayment};
 use crate::journal::{JournalError, JourneyClose, JourneyRow, OpRow, TapStart, Transition};
 
 impl Payments for Aggregator {
-    fn pay<'a>(&'a self, p: &'a PaymentRequest) -> PortFuture<'a, PayOutcome> {
-        Box::pin(async move {
-            let payment = TapPayment {
-                partner_reference_no: &p.partner_reference_no,
-                qr_content: &p.qr_content,
-                amount: p.amount,
-                direction: p.direction,
-                station_id: &p.station_id,
-                gate_id: &p.gate_id,
-                tap_in: p.tap_in.as_ref().map(|t| TapInRef {
-                    partner_reference_no: &t.partner_reference_no,
-                    reference_no: t.reference_no.as_deref(),
-                }),
-            };
-            Aggregator::pay(self, &payment).await
-        })
+    fn pay<'a>(&'a self, p: &'a TapPayment) -> PortFuture<'a, PayOutcome> {
+        Box::pin(Aggregator::pay(self, p))
     }
 
     fn query<'a>(&'a self, partner_reference_no: &'a str) -> PortFuture<'a, QueryOutcome> {

@@ -17,6 +17,6 @@ pub mod tap;
 pub use report::{TapReport, Timings};
 pub use settle::{Learned, LATE_REPLY_MARGIN_MS};
 pub use tap::{
-    BeginPlan, BeginTap, Claim, Effect, JourneyChange, LateReply, Notice, PaymentRequest, Planned,
-    Reply, Settlement, Step, TapEnd, TapFlow, TapInRefs, TapInput, TapSettings, Trip,
+    BeginPlan, BeginTap, Claim, Effect, JourneyChange, LateReply, Notice, Planned, Reply,
+    Settlement, Step, TapEnd, TapFlow, TapInRef, TapInput, TapPayment, TapSettings, Trip,
 };

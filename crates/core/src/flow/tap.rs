@@ -68,9 +68,10 @@ pub struct TapInput {
     pub passenger_key: Box<dyn Fn(&cpm::Pan) -> String + Send>,
 }
 
-/// A payment to send: everything the aggregator port needs, owned.
+/// One `qr-cpm-payment` to send, a tap-in hold or a tap-out settlement: everything the
+/// aggregator needs, owned. The one type for a payment, from the flow to the SNAP body.
 #[derive(Clone, PartialEq, Eq)]
-pub struct PaymentRequest {
+pub struct TapPayment {
     /// Our reference, already journaled.
     pub partner_reference_no: String,
     /// The NFC text exactly as read. Never logged (`Debug` hides it).
@@ -84,12 +85,12 @@ pub struct PaymentRequest {
     /// This gate's id.
     pub gate_id: String,
     /// On tap-out, the tap-in this journey started with.
-    pub tap_in: Option<TapInRefs>,
+    pub tap_in: Option<TapInRef>,
 }
 
-impl fmt::Debug for PaymentRequest {
+impl fmt::Debug for TapPayment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PaymentRequest")
+        f.debug_struct("TapPayment")
             .field("partner_reference_no", &self.partner_reference_no)
             .field("qr_content", &"<redacted>")
             .field("amount", &self.amount)
@@ -103,7 +104,7 @@ impl fmt::Debug for PaymentRequest {
 
 /// The tap-in a tap-out closes, as found with the journey (no second read of the journal).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TapInRefs {
+pub struct TapInRef {
     /// The tap-in's `partnerReferenceNo`.
     pub partner_reference_no: String,
     /// The tap-in's `referenceNo`, when its success was seen.
@@ -116,7 +117,7 @@ pub struct Trip {
     /// The journey's id.
     pub id: i64,
     /// Its tap-in.
-    pub tap_in: TapInRefs,
+    pub tap_in: TapInRef,
 }
 
 /// What [`BeginPlan::decide`] hands back once the operation is journaled.
@@ -158,7 +159,7 @@ impl BeginPlan {
                 let found = |id: i64| open.as_ref().filter(|f| f.journey.id == id);
                 let trip = journey.map(|j| Trip {
                     id: j.id,
-                    tap_in: TapInRefs {
+                    tap_in: TapInRef {
                         reference_no: found(j.id)
                             .and_then(|f| f.tap_in.as_ref())
                             .and_then(|op| op.reference_no.clone()),
@@ -250,7 +251,7 @@ pub enum Effect {
     /// (the payment keeps going: its late reply is [`TapEnd::late`]'s business).
     Pay {
         /// The payment.
-        request: PaymentRequest,
+        request: TapPayment,
         /// The decision deadline.
         deadline: Duration,
     },
@@ -569,7 +570,7 @@ impl TapFlow {
         self.trip = planned.trip;
         self.stage = Stage::Pay;
         Step::Do(Effect::Pay {
-            request: PaymentRequest {
+            request: TapPayment {
                 partner_reference_no: self.report.partner_reference_no.clone().unwrap_or_default(),
                 qr_content: std::mem::take(&mut self.qr_content),
                 amount: planned.amount,
