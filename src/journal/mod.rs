@@ -911,13 +911,7 @@ fn find_open_journey_in(
         match parse_journey(row) {
             Ok(j) => return Ok(Some(j)),
             Err(RowError::Corrupt { key, detail }) => {
-                quarantined.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    table = "journeys",
-                    key,
-                    detail,
-                    "damaged journal row skipped"
-                );
+                skip_damaged("journeys", &key, &detail, quarantined)
             }
             Err(RowError::Db(e)) => return Err(JournalError::db("reading the journal", e)),
         }
@@ -965,17 +959,17 @@ fn get_in(
 ) -> Result<Option<OpRow>, JournalError> {
     match load_op(conn, partner_ref) {
         Err(JournalError::CorruptRow { key, detail, .. }) => {
-            quarantined.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                table = "fare_ops",
-                key,
-                detail,
-                "damaged journal row skipped"
-            );
+            skip_damaged("fare_ops", &key, &detail, quarantined);
             Ok(None)
         }
         other => other,
     }
+}
+
+/// Counts and logs a damaged row read as none.
+fn skip_damaged(table: &str, key: &str, detail: &str, quarantined: &AtomicU64) {
+    quarantined.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(table, key, detail, "damaged journal row skipped");
 }
 
 fn load_op(conn: &Connection, partner_ref: &str) -> Result<Option<OpRow>, JournalError> {
