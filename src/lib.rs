@@ -13,6 +13,7 @@
 //! | [`flow`] | one tap as a pure flow of effects, and how a result becomes journal transitions |
 //! | [`ports`] | the traits a tap and the reconciler work through, their real adapters and fakes |
 //! | [`journal`] | the SQLite journal of fare operations and journeys |
+//! | [`line`] | line-wide journeys shared by every station, in PostgreSQL |
 //! | [`relay`] | gate relay backends (recording; GPIO) |
 //! | [`daemon`] | lanes: the pipeline of one tap, wiring the pieces above together |
 //! | [`sim`] | the acquirer simulator used by `tapgate demo`, `tapgate sim` and the tests |
@@ -30,6 +31,7 @@ pub mod failpoint;
 pub mod fare;
 pub mod flow;
 pub mod journal;
+pub mod line;
 pub mod nfc;
 pub mod ports;
 pub mod relay;
