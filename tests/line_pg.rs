@@ -95,7 +95,10 @@ async fn migrations_are_idempotent_and_stations_starting_at_once_do_not_race() {
     }
     let mut from_zero = 0;
     for t in tasks {
-        let m = t.await.unwrap().unwrap_or_else(|e| panic!("concurrent migrate: {e}"));
+        let m = t
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("concurrent migrate: {e}"));
         assert_eq!(m.to, SCHEMA_VERSION);
         if m.from == 0 {
             from_zero += 1;
@@ -103,7 +106,10 @@ async fn migrations_are_idempotent_and_stations_starting_at_once_do_not_race() {
             assert_eq!(m.from, SCHEMA_VERSION);
         }
     }
-    assert_eq!(from_zero, 1, "exactly one station migrates, the others find it done");
+    assert_eq!(
+        from_zero, 1,
+        "exactly one station migrates, the others find it done"
+    );
     assert_eq!(
         c.psql("postgres", "SELECT count(*) FROM tapgate_schema"),
         SCHEMA_VERSION.to_string()
@@ -161,7 +167,15 @@ async fn an_event_applied_twice_counts_once() {
     let s2 = store(&c, "ASN").await;
     let events: Arc<Vec<LineEvent>> = Arc::new(
         (0..50)
-            .map(|i| opened(&format!("E{i}"), &format!("K{i}"), "BLM", &format!("p{i}"), i))
+            .map(|i| {
+                opened(
+                    &format!("E{i}"),
+                    &format!("K{i}"),
+                    "BLM",
+                    &format!("p{i}"),
+                    i,
+                )
+            })
             .collect(),
     );
     let mut tasks = Vec::new();
@@ -214,7 +228,11 @@ async fn events_out_of_order_only_move_a_journey_forward() {
     let open = opened("BLM-3", "J1", "BLM", "pan-a", 1_000);
     assert_eq!(s.apply_event(&open).await.unwrap(), Applied::Changed);
     let j = s.journey("J1").await.unwrap().unwrap();
-    assert_eq!(j.state, JourneyState::Closed, "an open never reopens a closed journey");
+    assert_eq!(
+        j.state,
+        JourneyState::Closed,
+        "an open never reopens a closed journey"
+    );
     assert_eq!(j.pan_key.as_deref(), Some("pan-a"));
     assert_eq!(j.entry_station.as_deref(), Some("BLM"));
     assert_eq!(j.tap_in_reference_no.as_deref(), Some("REF-J1"));
@@ -266,10 +284,17 @@ async fn events_out_of_order_only_move_a_journey_forward() {
         assert_eq!(s.apply_event(&e).await.unwrap(), Applied::NoChange, "{id}");
     }
     let second_exit = closed("TGK-1", "J2", "TGK", "OUT-9", 5_000, 3_000);
-    assert_eq!(s.apply_event(&second_exit).await.unwrap(), Applied::NoChange);
+    assert_eq!(
+        s.apply_event(&second_exit).await.unwrap(),
+        Applied::NoChange
+    );
     let j = s.journey("J2").await.unwrap().unwrap();
     assert_eq!(j.state, JourneyState::Closed);
-    assert_eq!(j.tap_out_ref.as_deref(), Some("OUT-8"), "the first tap-out stays");
+    assert_eq!(
+        j.tap_out_ref.as_deref(),
+        Some("OUT-8"),
+        "the first tap-out stays"
+    );
     assert_eq!(j.fare, Some(Rupiah(3_000)));
     assert_eq!(
         c.psql(
@@ -394,7 +419,11 @@ async fn racing_exits_close_a_journey_exactly_once() {
         assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
         let w = winners[0];
         let j = stores[0].journey(&journey).await.unwrap().unwrap();
-        assert_eq!(j.tap_out_ref, Some(format!("OUT-{round}-{w}")), "round {round}");
+        assert_eq!(
+            j.tap_out_ref,
+            Some(format!("OUT-{round}-{w}")),
+            "round {round}"
+        );
         assert_eq!(j.fare, Some(Rupiah(3_000 + w as u64)));
         // The winner asking again (its answer was lost) hears it closed the journey.
         let again = closed(
@@ -423,8 +452,12 @@ async fn racing_exits_close_a_journey_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gate_with_another_passenger_key_is_refused() {
     let c = cluster!();
-    LineStore::open(&settings(&c, "BLM"), &key(1)).await.unwrap();
-    LineStore::open(&settings(&c, "ASN"), &key(1)).await.unwrap();
+    LineStore::open(&settings(&c, "BLM"), &key(1))
+        .await
+        .unwrap();
+    LineStore::open(&settings(&c, "ASN"), &key(1))
+        .await
+        .unwrap();
     let e = LineStore::open(&settings(&c, "TGK"), &key(2))
         .await
         .unwrap_err();
@@ -433,9 +466,15 @@ async fn a_gate_with_another_passenger_key_is_refused() {
     assert_eq!(e.class(), ErrorClass::Fatal);
     assert!(msg.contains(&key(1).short()), "{msg}");
     assert!(msg.contains(&key(2).short()), "{msg}");
-    assert!(msg.contains("BLM"), "names who registered the line's key: {msg}");
+    assert!(
+        msg.contains("BLM"),
+        "names who registered the line's key: {msg}"
+    );
     assert!(!msg.contains(key(2).as_hex()), "short forms only: {msg}");
-    assert!(!msg.contains(&hex::encode([2u8; 32])), "never the key: {msg}");
+    assert!(
+        !msg.contains(&hex::encode([2u8; 32])),
+        "never the key: {msg}"
+    );
     assert_eq!(
         c.psql(
             "postgres",
@@ -454,9 +493,16 @@ async fn prune_deletes_only_closed_journeys_older_than_the_cutoff_in_batches() {
         s.apply_event(&opened(&format!("o{i}"), &j, "BLM", "p", 100))
             .await
             .unwrap();
-        s.apply_event(&closed(&format!("c{i}"), &j, "ASN", "out", 3_000, 1_000 + i))
-            .await
-            .unwrap();
+        s.apply_event(&closed(
+            &format!("c{i}"),
+            &j,
+            "ASN",
+            "out",
+            3_000,
+            1_000 + i,
+        ))
+        .await
+        .unwrap();
     }
     for i in 0..5 {
         let j = format!("NEW-{i}");
@@ -465,9 +511,15 @@ async fn prune_deletes_only_closed_journeys_older_than_the_cutoff_in_batches() {
             .unwrap();
     }
     for i in 0..3 {
-        s.apply_event(&opened(&format!("a{i}"), &format!("OPEN-{i}"), "BLM", "p", 1))
-            .await
-            .unwrap();
+        s.apply_event(&opened(
+            &format!("a{i}"),
+            &format!("OPEN-{i}"),
+            "BLM",
+            "p",
+            1,
+        ))
+        .await
+        .unwrap();
     }
     let mut batches = Vec::new();
     loop {
@@ -560,7 +612,13 @@ async fn a_hung_database_times_out_within_the_lookup_budget() {
         let e = s.find_open("pan-a").await.unwrap_err();
         let took = t.elapsed();
         assert!(
-            matches!(e, LineError::Timeout { what: "find_open", after_ms: 200 }),
+            matches!(
+                e,
+                LineError::Timeout {
+                    what: "find_open",
+                    after_ms: 200
+                }
+            ),
             "{e}"
         );
         assert_eq!(e.class(), ErrorClass::Degrade);
@@ -642,4 +700,161 @@ async fn a_gate_role_without_ddl_rights_needs_the_operator_to_migrate() {
         .await
         .unwrap();
     assert!(s.find_open("pan-a").await.unwrap().is_some());
+}
+
+/// Runs openssl in `dir`; panics with its output on failure.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl (scripts/install-deps.sh test installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA named `name` in `dir` (`name.pem`, `name.key`).
+fn make_ca(dir: &std::path::Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=tapgate test {name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_line_database_verifies_its_certificate() {
+    let c = cluster!();
+    let dir = c.dir().join("tls");
+    std::fs::create_dir(&dir).unwrap();
+    make_ca(&dir, "line-ca");
+    make_ca(&dir, "other-ca");
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "line-ca.pem",
+            "-CAkey",
+            "line-ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+    // The server reads its key as the cluster's user, and only from a private file.
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let owner = std::fs::metadata(c.dir()).unwrap();
+    for f in ["server.key", "server.pem"] {
+        let p = dir.join(f);
+        std::os::unix::fs::chown(&p, Some(owner.uid()), Some(owner.gid())).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    std::os::unix::fs::chown(&dir, Some(owner.uid()), Some(owner.gid())).unwrap();
+    // TLS on, and TCP clients admitted only over TLS: a connection that works was encrypted.
+    let hba = c.data_dir().join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).unwrap();
+    let rules: String = rules
+        .lines()
+        .map(|l| match l.strip_prefix("host ") {
+            Some(rest) => format!("hostssl {rest}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&hba, rules).unwrap();
+    c.psql(
+        "postgres",
+        &format!(
+            "ALTER SYSTEM SET ssl_cert_file = '{}'",
+            dir.join("server.pem").display()
+        ),
+    );
+    c.psql(
+        "postgres",
+        &format!(
+            "ALTER SYSTEM SET ssl_key_file = '{}'",
+            dir.join("server.key").display()
+        ),
+    );
+    c.psql("postgres", "ALTER SYSTEM SET ssl = on");
+    c.psql("postgres", "SELECT pg_reload_conf()");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut st = settings(&c, "BLM");
+    st.url = format!("{}?sslmode=require", c.url("postgres"));
+    st.ca_file = Some(dir.join("line-ca.pem"));
+    let s = LineStore::open(&st, &key(1))
+        .await
+        .unwrap_or_else(|e| panic!("TLS with the line's CA: {e}"));
+    s.apply_event(&opened("BLM-1", "J1", "BLM", "pan-a", 1))
+        .await
+        .unwrap();
+    assert!(s.find_open("pan-a").await.unwrap().is_some());
+
+    // Plain TCP (loopback's default) is now refused by the server: the working connection
+    // above was TLS.
+    let e = LineStore::open(&settings(&c, "BLM"), &key(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, LineError::Auth(_)), "{e}");
+
+    // A certificate from another CA, or checked against the public web roots, is refused.
+    for ca in [Some(dir.join("other-ca.pem")), None] {
+        st.ca_file = ca.clone();
+        let e = LineStore::open(&st, &key(1)).await.unwrap_err();
+        assert!(matches!(e, LineError::Config(_)), "{ca:?}: {e}");
+        assert!(e.to_string().contains("TLS"), "{ca:?}: {e}");
+        assert_eq!(e.class(), ErrorClass::Fatal);
+    }
 }

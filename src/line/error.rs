@@ -209,7 +209,9 @@ mod tests {
 
     #[test]
     fn sqlstates_are_classified_by_what_to_do_next() {
-        for code in ["08006", "08001", "57P01", "57P03", "53300", "40001", "25006", "57014"] {
+        for code in [
+            "08006", "08001", "57P01", "57P03", "53300", "40001", "25006", "57014",
+        ] {
             assert_eq!(sqlstate_class(code), SqlClass::Retry, "{code}");
         }
         for code in ["28P01", "28000", "42501"] {

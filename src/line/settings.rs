@@ -146,7 +146,9 @@ pub fn connection(s: &LineSettings) -> Result<Connection, LineError> {
         ));
     }
     if s.pool_size == 0 {
-        return Err(LineError::Config("journeys pool_size must be at least 1".into()));
+        return Err(LineError::Config(
+            "journeys pool_size must be at least 1".into(),
+        ));
     }
     if s.lookup_timeout_ms == 0 || s.background_timeout_ms == 0 || s.connect_timeout_ms == 0 {
         return Err(LineError::Config(

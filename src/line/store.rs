@@ -125,7 +125,9 @@ impl LineStore {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
                 .await
                 .map_err(pg)?;
-            tx.batch_execute(VERSION_TABLE).await.map_err(not_migrated)?;
+            tx.batch_execute(VERSION_TABLE)
+                .await
+                .map_err(not_migrated)?;
             let found: i32 = tx
                 .query_one("SELECT COALESCE(max(version), 0) FROM tapgate_schema", &[])
                 .await
@@ -489,9 +491,10 @@ fn close_fields(kind: &LineEventKind) -> Result<(Option<&str>, Option<i64>), Lin
                 "an opened event does not close a journey".into(),
             ))
         }
-        LineEventKind::Closed { tap_out_ref, fare: f } => {
-            (Some(tap_out_ref.as_str()), Some(fare(*f)?))
-        }
+        LineEventKind::Closed {
+            tap_out_ref,
+            fare: f,
+        } => (Some(tap_out_ref.as_str()), Some(fare(*f)?)),
         LineEventKind::StaleClosed { fare: f } => (None, f.map(fare).transpose()?),
         LineEventKind::Void | LineEventKind::Released => (None, None),
     })
