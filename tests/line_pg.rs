@@ -371,7 +371,6 @@ async fn an_exit_finds_the_entry_and_the_tap_in_references_anywhere_on_the_line(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_exits_close_a_journey_exactly_once() {
     const ROUNDS: usize = 150;
-    const EXITS: usize = 3;
     let c = cluster!();
     let stores: Vec<LineStore> = vec![
         store(&c, "ASN").await,
@@ -390,10 +389,10 @@ async fn racing_exits_close_a_journey_exactly_once() {
             ))
             .await
             .unwrap();
-        let barrier = Arc::new(tokio::sync::Barrier::new(EXITS));
+        let barrier = Arc::new(tokio::sync::Barrier::new(stores.len()));
         let mut tasks = Vec::new();
-        for exit in 0..EXITS {
-            let st = stores[exit].clone();
+        for (exit, st) in stores.iter().enumerate() {
+            let st = st.clone();
             let barrier = barrier.clone();
             let ev = closed(
                 &format!("X-{round}-{exit}"),

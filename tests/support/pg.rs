@@ -207,8 +207,26 @@ impl PgCluster {
         let out = self
             .command("psql")
             .env("PGPASSWORD", pw.trim_end())
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .args(["-p", &self.port.to_string(), "-U", USER, "-d", db, "-c", sql])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                USER,
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
             .output()
             .expect("psql");
         assert!(
@@ -266,7 +284,10 @@ impl PgCluster {
         let Ok(pidfile) = std::fs::read_to_string(self.data_dir().join("postmaster.pid")) else {
             return Vec::new();
         };
-        let Some(master) = pidfile.lines().next().and_then(|l| l.trim().parse::<i32>().ok())
+        let Some(master) = pidfile
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
         else {
             return Vec::new();
         };
