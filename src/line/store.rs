@@ -659,3 +659,50 @@ WITH doomed AS (
     DELETE FROM tapgate_journey_events e USING doomed d WHERE e.tap_in_ref = d.tap_in_ref
 )
 DELETE FROM tapgate_journeys j USING doomed d WHERE j.tap_in_ref = d.tap_in_ref";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(kind: LineEventKind) -> LineEvent {
+        LineEvent {
+            event_id: "E1".into(),
+            tap_in_ref: "J1".into(),
+            station: "BLM".into(),
+            at_ms: 1,
+            kind,
+        }
+    }
+
+    #[test]
+    fn events_the_store_cannot_hold_are_refused_before_any_io() {
+        let opened = LineEventKind::Opened {
+            pan_key: "p".into(),
+            tap_in_reference_no: None,
+        };
+        assert!(check_event(&ev(opened.clone())).is_ok());
+        let mut e = ev(opened.clone());
+        e.event_id.clear();
+        assert!(matches!(check_event(&e), Err(LineError::Invalid(m)) if m.contains("event_id")));
+        let e = ev(LineEventKind::Opened {
+            pan_key: String::new(),
+            tap_in_reference_no: None,
+        });
+        assert!(matches!(check_event(&e), Err(LineError::Invalid(m)) if m.contains("pan_key")));
+        // An open does not close; a fare past bigint is refused, not wrapped.
+        assert!(matches!(close_fields(&opened), Err(LineError::Invalid(_))));
+        let huge = LineEventKind::Closed {
+            tap_out_ref: "O".into(),
+            fare: Rupiah(u64::MAX),
+        };
+        assert!(matches!(close_fields(&huge), Err(LineError::Invalid(_))));
+        assert_eq!(
+            close_fields(&LineEventKind::StaleClosed {
+                fare: Some(Rupiah(14_000))
+            })
+            .unwrap(),
+            (None, Some(14_000))
+        );
+        assert_eq!(close_fields(&LineEventKind::Void).unwrap(), (None, None));
+    }
+}
