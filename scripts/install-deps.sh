@@ -10,6 +10,9 @@ want=(libpcsclite-dev pkg-config)
 if [ "$mode" = test ]; then
   # pcscd + vpcd: the real-reader tier; qemu + kernel sources: the gpio-sim tier.
   want+=(pcscd vsmartcard-vpcd qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev cpio xz-utils)
+  # postgresql: the line-store tier (tests/line_pg.rs) and its bench start throwaway clusters
+  # with its initdb and pg_ctl; openssl makes the certificates of its TLS test.
+  want+=(postgresql openssl)
   # The arm64 tier (tests/arm64_qemu.rs): cross compiler and C library, the arm64 libpcsclite
   # to link against, and qemu-system-aarch64. Its kernel is fetched with `apt-get download`.
   want+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross libpcsclite-dev:arm64 qemu-system-arm tzdata)

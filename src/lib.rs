@@ -15,6 +15,7 @@
 //! | [`flow`] | (core) one tap as a flow of effects, and how a result becomes journal transitions |
 //! | [`ports`] | the traits a tap and the reconciler work through, their real adapters and fakes |
 //! | [`journal`] | the SQLite journal of fare operations and journeys; (core) its rules |
+//! | [`line`] | line-wide journeys shared by every station, in PostgreSQL (not wired into the lanes yet) |
 //! | [`relay`] | gate relay backends (recording; GPIO) and the gate inputs |
 //! | [`daemon`] | the station, the lanes (the flow's executor), the reconciler, the run loop |
 //! | `sim` | (feature `sim`) the acquirer simulator used by `tapgate demo`, `tapgate sim` and the tests |
@@ -35,6 +36,7 @@ pub mod config;
 pub mod daemon;
 pub mod failpoint;
 pub mod journal;
+pub mod line;
 pub mod nfc;
 pub mod ports;
 pub mod relay;

@@ -1,0 +1,147 @@
+//! What the line store holds and answers: journey events, journeys, and the outcomes of
+//! applying and closing.
+
+use crate::fare::Rupiah;
+use crate::journal::JourneyState;
+
+/// One thing that happened to a journey at some station, as the station's outbox sends it.
+/// Applying the same event (same `event_id`) twice is the same as once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineEvent {
+    /// Unique on the line (e.g. the station id and its outbox sequence number).
+    pub event_id: String,
+    /// The journey: its tap-in `partnerReferenceNo`.
+    pub tap_in_ref: String,
+    /// The station where it happened (the entry for `Opened`, the exit for `Closed`, the
+    /// closing station otherwise).
+    pub station: String,
+    /// When it happened, Unix milliseconds.
+    pub at_ms: i64,
+    /// What happened.
+    pub kind: LineEventKind,
+}
+
+/// What happened to a journey.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LineEventKind {
+    /// Tapped in: the hold succeeded.
+    Opened {
+        /// Keyed hash of the PAN (the line's passenger key).
+        pan_key: String,
+        /// The aggregator's `referenceNo` of the tap-in hold.
+        tap_in_reference_no: Option<String>,
+    },
+    /// Tapped out.
+    Closed {
+        /// The tap-out operation's `partnerReferenceNo`.
+        tap_out_ref: String,
+        /// The fare charged.
+        fare: Rupiah,
+    },
+    /// Closed by the stale sweep or anti-passback at the maximum fare (`None`: not known yet).
+    StaleClosed {
+        /// The fare.
+        fare: Option<Rupiah>,
+    },
+    /// The tap-in was never paid.
+    Void,
+    /// Closed by policy, the hold left to expire.
+    Released,
+}
+
+impl LineEventKind {
+    /// The spelling stored in `tapgate_journey_events.kind` (the journey state it leads to).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LineEventKind::Opened { .. } => "OPENED",
+            LineEventKind::Closed { .. } => "CLOSED",
+            LineEventKind::StaleClosed { .. } => "STALE_CLOSED",
+            LineEventKind::Void => "VOID",
+            LineEventKind::Released => "RELEASED",
+        }
+    }
+
+    /// The state a closing event leads to; `None` for `Opened`.
+    pub fn closes_to(&self) -> Option<JourneyState> {
+        match self {
+            LineEventKind::Opened { .. } => None,
+            LineEventKind::Closed { .. } => Some(JourneyState::Closed),
+            LineEventKind::StaleClosed { .. } => Some(JourneyState::StaleClosed),
+            LineEventKind::Void => Some(JourneyState::Void),
+            LineEventKind::Released => Some(JourneyState::Released),
+        }
+    }
+}
+
+/// What applying an event did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Recorded, and the journey moved forward or gained its entry.
+    Changed,
+    /// Recorded; the journey was already past it (a second close; an open whose entry was
+    /// already known). The event stays in the events table for the reconcilers.
+    NoChange,
+    /// This event id was applied before: nothing done.
+    Duplicate,
+}
+
+/// A passenger's open journey, as an exit needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenJourney {
+    /// The journey: its tap-in `partnerReferenceNo`.
+    pub tap_in_ref: String,
+    /// Keyed hash of the PAN.
+    pub pan_key: String,
+    /// Where the passenger tapped in.
+    pub entry_station: String,
+    /// The aggregator's `referenceNo` of the tap-in hold.
+    pub tap_in_reference_no: Option<String>,
+    /// Tap-in time, Unix milliseconds.
+    pub opened_at_ms: i64,
+}
+
+/// A journey as the line knows it. Entry fields are `None` while only a close has arrived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineJourney {
+    /// The journey: its tap-in `partnerReferenceNo`.
+    pub tap_in_ref: String,
+    /// Keyed hash of the PAN.
+    pub pan_key: Option<String>,
+    /// Where the passenger tapped in.
+    pub entry_station: Option<String>,
+    /// The aggregator's `referenceNo` of the tap-in hold.
+    pub tap_in_reference_no: Option<String>,
+    /// Tap-in time, Unix milliseconds.
+    pub opened_at_ms: Option<i64>,
+    /// Where it stands.
+    pub state: JourneyState,
+    /// The exit station for `CLOSED`; the station whose policy closed it otherwise.
+    pub closed_station: Option<String>,
+    /// The tap-out operation.
+    pub tap_out_ref: Option<String>,
+    /// The fare recorded by the close.
+    pub fare: Option<Rupiah>,
+    /// When it was closed, Unix milliseconds.
+    pub closed_at_ms: Option<i64>,
+}
+
+/// What [`super::LineStore::close_if_open`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseOutcome {
+    /// This call closed the journey (or an earlier attempt of this same close did); the
+    /// journey as closed.
+    Closed(LineJourney),
+    /// Another close came first; the journey as it stands.
+    AlreadyClosed(LineJourney),
+    /// The line has no such journey.
+    NotFound,
+}
+
+/// What [`super::LineStore::migrate`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Migrated {
+    /// Version before.
+    pub from: i32,
+    /// Version after.
+    pub to: i32,
+}

@@ -1,0 +1,859 @@
+//! The line store against a real PostgreSQL (a throwaway cluster per test, see
+//! tests/support/pg.rs): migrations, idempotent and out-of-order events, racing exits, the
+//! exit lookup, the key fingerprint, retention, and what a stopped or hung database does.
+//!
+//! Needs Debian's `postgresql` (scripts/install-deps.sh test); `TAPGATE_SKIP_PG=1` skips,
+//! saying so.
+
+#[path = "support/pg.rs"]
+mod pg;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pg::PgCluster;
+use tapgate::fare::Rupiah;
+use tapgate::journal::JourneyState;
+use tapgate::line::schema::SCHEMA_VERSION;
+use tapgate::line::{
+    Applied, CloseOutcome, ErrorClass, KeyFingerprint, LineError, LineEvent, LineEventKind,
+    LineSettings, LineStore,
+};
+
+macro_rules! cluster {
+    () => {
+        match PgCluster::start(false) {
+            Some(c) => c,
+            None => return,
+        }
+    };
+}
+
+fn key(n: u8) -> KeyFingerprint {
+    KeyFingerprint::of_key(&[n; 32])
+}
+
+/// Settings with budgets generous enough for a debug build on a loaded machine; the tests
+/// about time set their own.
+fn settings(c: &PgCluster, station: &str) -> LineSettings {
+    let mut s = c.settings("postgres", station);
+    s.lookup_timeout_ms = 10_000;
+    s.background_timeout_ms = 20_000;
+    s.connect_timeout_ms = 10_000;
+    s
+}
+
+async fn store(c: &PgCluster, station: &str) -> LineStore {
+    LineStore::open(&settings(c, station), &key(1))
+        .await
+        .unwrap_or_else(|e| panic!("open as {station}: {e}"))
+}
+
+fn opened(id: &str, journey: &str, station: &str, pan: &str, at: i64) -> LineEvent {
+    LineEvent {
+        event_id: id.into(),
+        tap_in_ref: journey.into(),
+        station: station.into(),
+        at_ms: at,
+        kind: LineEventKind::Opened {
+            pan_key: pan.into(),
+            tap_in_reference_no: Some(format!("REF-{journey}")),
+        },
+    }
+}
+
+fn closed(id: &str, journey: &str, station: &str, tap_out: &str, fare: u64, at: i64) -> LineEvent {
+    LineEvent {
+        event_id: id.into(),
+        tap_in_ref: journey.into(),
+        station: station.into(),
+        at_ms: at,
+        kind: LineEventKind::Closed {
+            tap_out_ref: tap_out.into(),
+            fare: Rupiah(fare),
+        },
+    }
+}
+
+fn policy(id: &str, journey: &str, station: &str, kind: LineEventKind, at: i64) -> LineEvent {
+    LineEvent {
+        event_id: id.into(),
+        tap_in_ref: journey.into(),
+        station: station.into(),
+        at_ms: at,
+        kind,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_idempotent_and_stations_starting_at_once_do_not_race() {
+    let c = cluster!();
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let s = LineStore::connect(&settings(&c, &format!("S{i}"))).unwrap();
+        tasks.push(tokio::spawn(async move { s.migrate().await }));
+    }
+    let mut from_zero = 0;
+    for t in tasks {
+        let m = t
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("concurrent migrate: {e}"));
+        assert_eq!(m.to, SCHEMA_VERSION);
+        if m.from == 0 {
+            from_zero += 1;
+        } else {
+            assert_eq!(m.from, SCHEMA_VERSION);
+        }
+    }
+    assert_eq!(
+        from_zero, 1,
+        "exactly one station migrates, the others find it done"
+    );
+    assert_eq!(
+        c.psql("postgres", "SELECT count(*) FROM tapgate_schema"),
+        SCHEMA_VERSION.to_string()
+    );
+
+    // Again: nothing to do, nothing added.
+    let s = LineStore::connect(&settings(&c, "S9")).unwrap();
+    let m = s.migrate().await.unwrap();
+    assert_eq!((m.from, m.to), (SCHEMA_VERSION, SCHEMA_VERSION));
+    assert_eq!(s.schema_version().await.unwrap(), SCHEMA_VERSION);
+    store(&c, "S9").await;
+    assert_eq!(
+        c.psql("postgres", "SELECT count(*) FROM tapgate_schema"),
+        SCHEMA_VERSION.to_string()
+    );
+
+    // A database migrated by a newer tapgate is refused, not touched.
+    c.psql(
+        "postgres",
+        &format!(
+            "INSERT INTO tapgate_schema VALUES ({}, 0, 'future')",
+            SCHEMA_VERSION + 1
+        ),
+    );
+    let e = LineStore::open(&settings(&c, "S9"), &key(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, LineError::NewerSchema { found, supported }
+            if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
+        "{e}"
+    );
+    assert_eq!(e.class(), ErrorClass::Fatal);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_applied_twice_counts_once() {
+    let c = cluster!();
+    let s = store(&c, "BLM").await;
+    let open = opened("BLM-1", "J1", "BLM", "pan-a", 1_000);
+    assert_eq!(s.apply_event(&open).await.unwrap(), Applied::Changed);
+    assert_eq!(s.apply_event(&open).await.unwrap(), Applied::Duplicate);
+    let close = closed("ASN-1", "J1", "ASN", "OUT-1", 3_000, 2_000);
+    assert_eq!(s.apply_event(&close).await.unwrap(), Applied::Changed);
+    assert_eq!(s.apply_event(&close).await.unwrap(), Applied::Duplicate);
+    let j = s.journey("J1").await.unwrap().unwrap();
+    assert_eq!(j.state, JourneyState::Closed);
+    assert_eq!(j.fare, Some(Rupiah(3_000)));
+    assert_eq!(
+        c.psql("postgres", "SELECT count(*) FROM tapgate_journey_events"),
+        "2"
+    );
+
+    // The same 50 events from two replicators at once: each recorded once.
+    let s2 = store(&c, "ASN").await;
+    let events: Arc<Vec<LineEvent>> = Arc::new(
+        (0..50)
+            .map(|i| {
+                opened(
+                    &format!("E{i}"),
+                    &format!("K{i}"),
+                    "BLM",
+                    &format!("p{i}"),
+                    i,
+                )
+            })
+            .collect(),
+    );
+    let mut tasks = Vec::new();
+    for st in [s.clone(), s2] {
+        let events = events.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut changed = 0;
+            for e in events.iter() {
+                if st.apply_event(e).await.unwrap() == Applied::Changed {
+                    changed += 1;
+                }
+            }
+            changed
+        }));
+    }
+    let mut changed = 0;
+    for t in tasks {
+        changed += t.await.unwrap();
+    }
+    assert_eq!(changed, 50, "each event changes its journey exactly once");
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT count(*) FROM tapgate_journey_events WHERE event_id LIKE 'E%'"
+        ),
+        "50"
+    );
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT count(*) FROM tapgate_journeys WHERE tap_in_ref LIKE 'K%' AND state = 'OPEN'"
+        ),
+        "50"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_out_of_order_only_move_a_journey_forward() {
+    let c = cluster!();
+    let s = store(&c, "BLM").await;
+
+    // The close arrives first (from the exit station); the open fills in the entry later
+    // without reopening.
+    let close = closed("ASN-7", "J1", "ASN", "OUT-7", 3_000, 5_000);
+    assert_eq!(s.apply_event(&close).await.unwrap(), Applied::Changed);
+    let j = s.journey("J1").await.unwrap().unwrap();
+    assert_eq!(j.state, JourneyState::Closed);
+    assert_eq!(j.pan_key, None);
+    assert_eq!(j.entry_station, None);
+    let open = opened("BLM-3", "J1", "BLM", "pan-a", 1_000);
+    assert_eq!(s.apply_event(&open).await.unwrap(), Applied::Changed);
+    let j = s.journey("J1").await.unwrap().unwrap();
+    assert_eq!(
+        j.state,
+        JourneyState::Closed,
+        "an open never reopens a closed journey"
+    );
+    assert_eq!(j.pan_key.as_deref(), Some("pan-a"));
+    assert_eq!(j.entry_station.as_deref(), Some("BLM"));
+    assert_eq!(j.tap_in_reference_no.as_deref(), Some("REF-J1"));
+    assert_eq!(j.opened_at_ms, Some(1_000));
+    assert_eq!(j.tap_out_ref.as_deref(), Some("OUT-7"));
+    assert_eq!(j.closed_station.as_deref(), Some("ASN"));
+    assert_eq!(j.fare, Some(Rupiah(3_000)));
+    assert_eq!(s.find_open("pan-a").await.unwrap(), None);
+    // The same open under another event id: recorded, changes nothing.
+    let again = opened("BLM-4", "J1", "BLM", "pan-b", 9_000);
+    assert_eq!(s.apply_event(&again).await.unwrap(), Applied::NoChange);
+    assert_eq!(
+        s.journey("J1").await.unwrap().unwrap().pan_key.as_deref(),
+        Some("pan-a")
+    );
+
+    // A policy close made before a tap-out's close arrived: the tap-out outranks it; nothing
+    // moves a closed journey back or sideways after that.
+    s.apply_event(&opened("BLM-5", "J2", "BLM", "pan-c", 1_000))
+        .await
+        .unwrap();
+    let stale = policy(
+        "BLM-6",
+        "J2",
+        "BLM",
+        LineEventKind::StaleClosed {
+            fare: Some(Rupiah(14_000)),
+        },
+        9_000,
+    );
+    assert_eq!(s.apply_event(&stale).await.unwrap(), Applied::Changed);
+    assert_eq!(
+        s.journey("J2").await.unwrap().unwrap().state,
+        JourneyState::StaleClosed
+    );
+    let out = closed("ASN-8", "J2", "ASN", "OUT-8", 3_000, 2_000);
+    assert_eq!(s.apply_event(&out).await.unwrap(), Applied::Changed);
+    for (id, kind) in [
+        ("BLM-7", LineEventKind::Void),
+        ("BLM-8", LineEventKind::Released),
+        (
+            "BLM-9",
+            LineEventKind::StaleClosed {
+                fare: Some(Rupiah(14_000)),
+            },
+        ),
+    ] {
+        let e = policy(id, "J2", "BLM", kind, 10_000);
+        assert_eq!(s.apply_event(&e).await.unwrap(), Applied::NoChange, "{id}");
+    }
+    let second_exit = closed("TGK-1", "J2", "TGK", "OUT-9", 5_000, 3_000);
+    assert_eq!(
+        s.apply_event(&second_exit).await.unwrap(),
+        Applied::NoChange
+    );
+    let j = s.journey("J2").await.unwrap().unwrap();
+    assert_eq!(j.state, JourneyState::Closed);
+    assert_eq!(
+        j.tap_out_ref.as_deref(),
+        Some("OUT-8"),
+        "the first tap-out stays"
+    );
+    assert_eq!(j.fare, Some(Rupiah(3_000)));
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT count(*) FROM tapgate_journey_events WHERE tap_in_ref = 'J2'"
+        ),
+        "7",
+        "every event is kept for the reconcilers, applied or not"
+    );
+
+    // is_closed_anywhere: what the stale sweep asks.
+    s.apply_event(&opened("BLM-10", "J3", "BLM", "pan-d", 1_000))
+        .await
+        .unwrap();
+    assert_eq!(s.is_closed_anywhere("J3").await.unwrap(), None);
+    assert_eq!(s.is_closed_anywhere("nope").await.unwrap(), None);
+    let j = s.is_closed_anywhere("J2").await.unwrap().unwrap();
+    assert_eq!(j.closed_station.as_deref(), Some("ASN"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_finds_the_entry_and_the_tap_in_references_anywhere_on_the_line() {
+    let c = cluster!();
+    let blm = store(&c, "BLM").await;
+    let asn = store(&c, "ASN").await;
+    blm.apply_event(&opened("BLM-1", "BLM-IN-1", "BLM", "pan-a", 1_000))
+        .await
+        .unwrap();
+    let found = asn.find_open("pan-a").await.unwrap().expect("open journey");
+    assert_eq!(found.tap_in_ref, "BLM-IN-1");
+    assert_eq!(found.entry_station, "BLM");
+    assert_eq!(found.tap_in_reference_no.as_deref(), Some("REF-BLM-IN-1"));
+    assert_eq!(found.opened_at_ms, 1_000);
+    assert_eq!(found.pan_key, "pan-a");
+    assert_eq!(asn.find_open("pan-b").await.unwrap(), None);
+
+    // Two open journeys for one passenger (an entry the line learnt late): the latest.
+    asn.apply_event(&opened("ASN-1", "ASN-IN-1", "ASN", "pan-a", 2_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        blm.find_open("pan-a").await.unwrap().unwrap().tap_in_ref,
+        "ASN-IN-1"
+    );
+    let out = closed("BLM-2", "ASN-IN-1", "BLM", "BLM-OUT-1", 3_000, 3_000);
+    assert!(matches!(
+        blm.close_if_open(&out).await.unwrap(),
+        CloseOutcome::Closed(_)
+    ));
+    assert_eq!(
+        asn.find_open("pan-a").await.unwrap().unwrap().tap_in_ref,
+        "BLM-IN-1"
+    );
+    let out = closed("ASN-2", "BLM-IN-1", "ASN", "ASN-OUT-1", 3_000, 4_000);
+    match asn.close_if_open(&out).await.unwrap() {
+        CloseOutcome::Closed(j) => {
+            assert_eq!(j.entry_station.as_deref(), Some("BLM"));
+            assert_eq!(j.tap_in_reference_no.as_deref(), Some("REF-BLM-IN-1"));
+            assert_eq!(j.state, JourneyState::Closed);
+            assert_eq!(j.fare, Some(Rupiah(3_000)));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(asn.find_open("pan-a").await.unwrap(), None);
+    // The replicator's later copy of the close is a duplicate.
+    assert_eq!(asn.apply_event(&out).await.unwrap(), Applied::Duplicate);
+    let unknown = closed("ASN-3", "nope", "ASN", "ASN-OUT-2", 3_000, 4_000);
+    assert_eq!(
+        asn.close_if_open(&unknown).await.unwrap(),
+        CloseOutcome::NotFound
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_exits_close_a_journey_exactly_once() {
+    const ROUNDS: usize = 150;
+    let c = cluster!();
+    let stores: Vec<LineStore> = vec![
+        store(&c, "ASN").await,
+        store(&c, "BLM").await,
+        store(&c, "TGK").await,
+    ];
+    for round in 0..ROUNDS {
+        let journey = format!("IN-{round}");
+        stores[0]
+            .apply_event(&opened(
+                &format!("O-{round}"),
+                &journey,
+                "BLM",
+                &format!("pan-{round}"),
+                1_000,
+            ))
+            .await
+            .unwrap();
+        let barrier = Arc::new(tokio::sync::Barrier::new(stores.len()));
+        let mut tasks = Vec::new();
+        for (exit, st) in stores.iter().enumerate() {
+            let st = st.clone();
+            let barrier = barrier.clone();
+            let ev = closed(
+                &format!("X-{round}-{exit}"),
+                &journey,
+                &format!("S{exit}"),
+                &format!("OUT-{round}-{exit}"),
+                3_000 + exit as u64,
+                2_000,
+            );
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                (exit, st.close_if_open(&ev).await.unwrap())
+            }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                (exit, CloseOutcome::Closed(_)) => winners.push(exit),
+                (_, CloseOutcome::AlreadyClosed(j)) => assert_eq!(j.state, JourneyState::Closed),
+                (_, CloseOutcome::NotFound) => panic!("round {round}: journey not found"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+        let w = winners[0];
+        let j = stores[0].journey(&journey).await.unwrap().unwrap();
+        assert_eq!(
+            j.tap_out_ref,
+            Some(format!("OUT-{round}-{w}")),
+            "round {round}"
+        );
+        assert_eq!(j.fare, Some(Rupiah(3_000 + w as u64)));
+        // The winner asking again (its answer was lost) hears it closed the journey.
+        let again = closed(
+            &format!("X-{round}-{w}"),
+            &journey,
+            &format!("S{w}"),
+            &format!("OUT-{round}-{w}"),
+            3_000 + w as u64,
+            2_000,
+        );
+        assert!(matches!(
+            stores[w].close_if_open(&again).await.unwrap(),
+            CloseOutcome::Closed(_)
+        ));
+    }
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT count(*) FROM tapgate_journey_events WHERE kind = 'CLOSED'"
+        ),
+        ROUNDS.to_string(),
+        "one close recorded per journey"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_with_another_passenger_key_is_refused() {
+    let c = cluster!();
+    LineStore::open(&settings(&c, "BLM"), &key(1))
+        .await
+        .unwrap();
+    LineStore::open(&settings(&c, "ASN"), &key(1))
+        .await
+        .unwrap();
+    let e = LineStore::open(&settings(&c, "TGK"), &key(2))
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, LineError::KeyMismatch { .. }), "{msg}");
+    assert_eq!(e.class(), ErrorClass::Fatal);
+    assert!(msg.contains(&key(1).short()), "{msg}");
+    assert!(msg.contains(&key(2).short()), "{msg}");
+    assert!(
+        msg.contains("BLM"),
+        "names who registered the line's key: {msg}"
+    );
+    assert!(!msg.contains(key(2).as_hex()), "short forms only: {msg}");
+    assert!(
+        !msg.contains(&hex::encode([2u8; 32])),
+        "never the key: {msg}"
+    );
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT key_fingerprint || ' ' || registered_by FROM tapgate_line"
+        ),
+        format!("{} BLM", key(1).as_hex())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_deletes_only_closed_journeys_older_than_the_cutoff_in_batches() {
+    let c = cluster!();
+    let s = store(&c, "BLM").await;
+    for i in 0..25 {
+        let j = format!("OLD-{i}");
+        s.apply_event(&opened(&format!("o{i}"), &j, "BLM", "p", 100))
+            .await
+            .unwrap();
+        s.apply_event(&closed(
+            &format!("c{i}"),
+            &j,
+            "ASN",
+            "out",
+            3_000,
+            1_000 + i,
+        ))
+        .await
+        .unwrap();
+    }
+    for i in 0..5 {
+        let j = format!("NEW-{i}");
+        s.apply_event(&closed(&format!("n{i}"), &j, "ASN", "out", 3_000, 10_000))
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        s.apply_event(&opened(
+            &format!("a{i}"),
+            &format!("OPEN-{i}"),
+            "BLM",
+            "p",
+            1,
+        ))
+        .await
+        .unwrap();
+    }
+    let mut batches = Vec::new();
+    loop {
+        let n = s.prune(5_000, 10).await.unwrap();
+        batches.push(n);
+        if n < 10 {
+            break;
+        }
+    }
+    assert_eq!(batches, vec![10, 10, 5]);
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT string_agg(tap_in_ref, ',' ORDER BY tap_in_ref) FROM tapgate_journeys"
+        ),
+        "NEW-0,NEW-1,NEW-2,NEW-3,NEW-4,OPEN-0,OPEN-1,OPEN-2"
+    );
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT count(*) FROM tapgate_journey_events WHERE tap_in_ref LIKE 'OLD-%'"
+        ),
+        "0",
+        "a pruned journey's events go with it"
+    );
+    assert_eq!(
+        c.psql("postgres", "SELECT count(*) FROM tapgate_journey_events"),
+        "8"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_database_degrades_within_the_budget_and_works_again_after_restart() {
+    let mut c = cluster!();
+    let mut st = settings(&c, "ASN");
+    st.lookup_timeout_ms = 300;
+    let s = LineStore::open(&st, &key(1)).await.unwrap();
+    s.apply_event(&opened("BLM-1", "J1", "BLM", "pan-a", 1_000))
+        .await
+        .unwrap();
+    assert!(s.find_open("pan-a").await.unwrap().is_some());
+
+    c.stop();
+    let t = Instant::now();
+    let e = s.find_open("pan-a").await.unwrap_err();
+    let took = t.elapsed();
+    assert_eq!(e.class(), ErrorClass::Degrade, "{e}");
+    assert!(took < Duration::from_millis(300 + 200), "{took:?}: {e}");
+    let out = closed("ASN-1", "J1", "ASN", "OUT-1", 3_000, 2_000);
+    let t = Instant::now();
+    let e = s.close_if_open(&out).await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Degrade, "{e}");
+    assert!(t.elapsed() < Duration::from_millis(300 + 200), "{e}");
+    let e = s.apply_event(&out).await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Degrade, "{e}");
+
+    c.start_again();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let found = loop {
+        match s.find_open("pan-a").await {
+            Ok(f) => break f,
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("not back after restart: {e}"),
+        }
+    };
+    assert_eq!(found.map(|f| f.tap_in_ref).as_deref(), Some("J1"));
+    assert!(matches!(
+        s.close_if_open(&out).await.unwrap(),
+        CloseOutcome::Closed(_)
+    ));
+    assert_eq!(s.apply_event(&out).await.unwrap(), Applied::Duplicate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_database_times_out_within_the_lookup_budget() {
+    let mut c = cluster!();
+    let mut st = settings(&c, "ASN");
+    st.lookup_timeout_ms = 200;
+    let s = LineStore::open(&st, &key(1)).await.unwrap();
+    s.apply_event(&opened("BLM-1", "J1", "BLM", "pan-a", 1_000))
+        .await
+        .unwrap();
+    assert!(s.find_open("pan-a").await.unwrap().is_some());
+
+    c.freeze();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let e = s.find_open("pan-a").await.unwrap_err();
+        let took = t.elapsed();
+        assert!(
+            matches!(
+                e,
+                LineError::Timeout {
+                    what: "find_open",
+                    after_ms: 200
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(e.class(), ErrorClass::Degrade);
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_millis(200 + 300),
+            "{took:?}"
+        );
+    }
+    c.thaw();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match s.find_open("pan-a").await {
+            Ok(f) => {
+                assert_eq!(f.map(|f| f.tap_in_ref).as_deref(), Some("J1"));
+                break;
+            }
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("not back after thaw: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_or_database_is_fatal() {
+    let c = cluster!();
+    let wrong = c.dir().join("wrong-pw");
+    std::fs::write(&wrong, "not-the-password\n").unwrap();
+    let mut st = settings(&c, "BLM");
+    st.password_file = Some(wrong);
+    let e = LineStore::open(&st, &key(1)).await.unwrap_err();
+    assert!(matches!(e, LineError::Auth(_)), "{e}");
+    assert_eq!(e.class(), ErrorClass::Fatal);
+    assert!(!e.to_string().contains("not-the-password"), "{e}");
+
+    let mut st = c.settings("no_such_db", "BLM");
+    st.connect_timeout_ms = 10_000;
+    st.background_timeout_ms = 20_000;
+    let e = LineStore::open(&st, &key(1)).await.unwrap_err();
+    assert!(matches!(e, LineError::Config(_)), "{e}");
+    assert_eq!(e.class(), ErrorClass::Fatal);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_role_without_ddl_rights_needs_the_operator_to_migrate() {
+    let c = cluster!();
+    c.create_db("line");
+    c.psql(
+        "postgres",
+        "CREATE ROLE gate LOGIN PASSWORD 'line-test-password'",
+    );
+    c.psql("line", "REVOKE CREATE ON SCHEMA public FROM PUBLIC");
+    let mut gate = c.settings("line", "BLM");
+    gate.url = format!("postgresql://gate@127.0.0.1:{}/line", c.port);
+    gate.background_timeout_ms = 20_000;
+    gate.connect_timeout_ms = 10_000;
+    let e = LineStore::open(&gate, &key(1)).await.unwrap_err();
+    assert!(
+        matches!(e, LineError::NotMigrated { found: 0, needed, .. } if needed == SCHEMA_VERSION),
+        "{e}"
+    );
+    assert!(e.to_string().contains("tapgate journeys migrate"), "{e}");
+
+    // The operator migrates with the owner, grants the gate its rows; the gate then joins.
+    let mut owner = c.settings("line", "ops");
+    owner.background_timeout_ms = 20_000;
+    owner.connect_timeout_ms = 10_000;
+    let m = LineStore::connect(&owner).unwrap().migrate().await.unwrap();
+    assert_eq!((m.from, m.to), (0, SCHEMA_VERSION));
+    c.psql(
+        "line",
+        "GRANT SELECT ON tapgate_schema TO gate; \
+         GRANT SELECT, INSERT ON tapgate_line TO gate; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON tapgate_journeys, tapgate_journey_events TO gate",
+    );
+    let s = LineStore::open(&gate, &key(1)).await.unwrap();
+    s.apply_event(&opened("BLM-1", "J1", "BLM", "pan-a", 1))
+        .await
+        .unwrap();
+    assert!(s.find_open("pan-a").await.unwrap().is_some());
+}
+
+/// Runs openssl in `dir`; panics with its output on failure.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl (scripts/install-deps.sh test installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA named `name` in `dir` (`name.pem`, `name.key`).
+fn make_ca(dir: &std::path::Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=tapgate test {name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_line_database_verifies_its_certificate() {
+    let c = cluster!();
+    let dir = c.dir().join("tls");
+    std::fs::create_dir(&dir).unwrap();
+    make_ca(&dir, "line-ca");
+    make_ca(&dir, "other-ca");
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "line-ca.pem",
+            "-CAkey",
+            "line-ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+    // The server reads its key as the cluster's user, and only from a private file.
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let owner = std::fs::metadata(c.dir()).unwrap();
+    for f in ["server.key", "server.pem"] {
+        let p = dir.join(f);
+        std::os::unix::fs::chown(&p, Some(owner.uid()), Some(owner.gid())).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    std::os::unix::fs::chown(&dir, Some(owner.uid()), Some(owner.gid())).unwrap();
+    // TLS on, and TCP clients admitted only over TLS: a connection that works was encrypted.
+    let hba = c.data_dir().join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).unwrap();
+    let rules: String = rules
+        .lines()
+        .map(|l| match l.strip_prefix("host ") {
+            Some(rest) => format!("hostssl {rest}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&hba, rules).unwrap();
+    c.psql(
+        "postgres",
+        &format!(
+            "ALTER SYSTEM SET ssl_cert_file = '{}'",
+            dir.join("server.pem").display()
+        ),
+    );
+    c.psql(
+        "postgres",
+        &format!(
+            "ALTER SYSTEM SET ssl_key_file = '{}'",
+            dir.join("server.key").display()
+        ),
+    );
+    c.psql("postgres", "ALTER SYSTEM SET ssl = on");
+    c.psql("postgres", "SELECT pg_reload_conf()");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut st = settings(&c, "BLM");
+    st.url = format!("{}?sslmode=require", c.url("postgres"));
+    st.ca_file = Some(dir.join("line-ca.pem"));
+    let s = LineStore::open(&st, &key(1))
+        .await
+        .unwrap_or_else(|e| panic!("TLS with the line's CA: {e}"));
+    s.apply_event(&opened("BLM-1", "J1", "BLM", "pan-a", 1))
+        .await
+        .unwrap();
+    assert!(s.find_open("pan-a").await.unwrap().is_some());
+
+    // Plain TCP (loopback's default) is now refused by the server: the working connection
+    // above was TLS.
+    let e = LineStore::open(&settings(&c, "BLM"), &key(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, LineError::Auth(_)), "{e}");
+
+    // A certificate from another CA, or checked against the public web roots, is refused.
+    for ca in [Some(dir.join("other-ca.pem")), None] {
+        st.ca_file = ca.clone();
+        let e = LineStore::open(&st, &key(1)).await.unwrap_err();
+        assert!(matches!(e, LineError::Config(_)), "{ca:?}: {e}");
+        assert!(e.to_string().contains("TLS"), "{ca:?}: {e}");
+        assert_eq!(e.class(), ErrorClass::Fatal);
+    }
+}
