@@ -203,16 +203,18 @@ pub async fn readers(watch: Option<String>) -> anyhow::Result<ExitCode> {
     let Some(pattern) = watch else {
         return Ok(ExitCode::SUCCESS);
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    let handle = crate::nfc::pcsc::spawn_reader(
+    use crate::nfc::source::CardSource as _;
+    // The lanes' own card source, with the reader's LED and buzzer left alone.
+    let (mut source, handle) = crate::nfc::pcsc::PcscSource::start(
+        "watch",
         crate::nfc::pcsc::ReaderPattern::new(&pattern),
-        tx,
         crate::nfc::pcsc::ReaderOptions::default(),
+        crate::nfc::feedback::FeedbackModel::Off,
     )?;
     println!("watching {pattern:?}: tap a phone (Ctrl-C to stop)");
     loop {
         tokio::select! {
-            ev = rx.recv() => match ev {
+            ev = source.next_event() => match ev {
                 Some(ev) => println!("{}", ev.watch_line()),
                 None => break,
             },
