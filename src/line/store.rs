@@ -206,49 +206,42 @@ impl LineStore {
                     pan_key,
                     tap_in_reference_no,
                 } => {
-                    let stmt = client
-                        .prepare_cached(APPLY_OPENED)
-                        .await
-                        .map_err(|e| LineError::from_pg(WHAT, &e))?;
-                    client
-                        .query_one(
-                            &stmt,
-                            &[
-                                &ev.event_id,
-                                &ev.tap_in_ref,
-                                &ev.station,
-                                &ev.at_ms,
-                                pan_key,
-                                tap_in_reference_no,
-                                &now,
-                            ],
-                        )
-                        .await
+                    query_one(
+                        &client,
+                        WHAT,
+                        APPLY_OPENED,
+                        &[
+                            &ev.event_id,
+                            &ev.tap_in_ref,
+                            &ev.station,
+                            &ev.at_ms,
+                            pan_key,
+                            tap_in_reference_no,
+                            &now,
+                        ],
+                    )
+                    .await?
                 }
                 kind => {
                     let (reference, fare) = close_fields(kind)?;
-                    let stmt = client
-                        .prepare_cached(APPLY_CLOSE)
-                        .await
-                        .map_err(|e| LineError::from_pg(WHAT, &e))?;
-                    client
-                        .query_one(
-                            &stmt,
-                            &[
-                                &ev.event_id,
-                                &ev.tap_in_ref,
-                                &kind.as_str(),
-                                &ev.station,
-                                &ev.at_ms,
-                                &reference,
-                                &fare,
-                                &now,
-                            ],
-                        )
-                        .await
+                    query_one(
+                        &client,
+                        WHAT,
+                        APPLY_CLOSE,
+                        &[
+                            &ev.event_id,
+                            &ev.tap_in_ref,
+                            &kind.as_str(),
+                            &ev.station,
+                            &ev.at_ms,
+                            &reference,
+                            &fare,
+                            &now,
+                        ],
+                    )
+                    .await?
                 }
-            }
-            .map_err(|e| LineError::from_pg(WHAT, &e))?;
+            };
             let (recorded, changed): (i64, i64) = (row.get(0), row.get(1));
             Ok(match (recorded, changed) {
                 (0, _) => Applied::Duplicate,
@@ -267,14 +260,7 @@ impl LineStore {
         const WHAT: &str = "find_open";
         let fut = async {
             let client = self.client(WHAT).await?;
-            let stmt = client
-                .prepare_cached(FIND_OPEN)
-                .await
-                .map_err(|e| LineError::from_pg(WHAT, &e))?;
-            let row = client
-                .query_opt(&stmt, &[&pan_key])
-                .await
-                .map_err(|e| LineError::from_pg(WHAT, &e))?;
+            let row = query_opt(&client, WHAT, FIND_OPEN, &[&pan_key]).await?;
             row.map(|r| open_from_row(&r)).transpose()
         };
         self.bounded(WHAT, self.settings.lookup_timeout(), fut)
@@ -292,32 +278,32 @@ impl LineStore {
         let (reference, fare) = close_fields(&ev.kind)?;
         let fut = async {
             let client = self.client(WHAT).await?;
-            let pg = |e: tokio_postgres::Error| LineError::from_pg(WHAT, &e);
-            let stmt = client.prepare_cached(CLOSE_IF_OPEN).await.map_err(pg)?;
-            let won = client
-                .query_opt(
-                    &stmt,
-                    &[
-                        &ev.event_id,
-                        &ev.tap_in_ref,
-                        &ev.kind.as_str(),
-                        &ev.station,
-                        &ev.at_ms,
-                        &reference,
-                        &fare,
-                        &now_ms(),
-                    ],
-                )
-                .await
-                .map_err(pg)?;
+            let won = query_opt(
+                &client,
+                WHAT,
+                CLOSE_IF_OPEN,
+                &[
+                    &ev.event_id,
+                    &ev.tap_in_ref,
+                    &ev.kind.as_str(),
+                    &ev.station,
+                    &ev.at_ms,
+                    &reference,
+                    &fare,
+                    &now_ms(),
+                ],
+            )
+            .await?;
             if let Some(row) = won {
                 return Ok(CloseOutcome::Closed(journey_from_row(&row)?));
             }
-            let stmt = client.prepare_cached(JOURNEY_AND_EVENT).await.map_err(pg)?;
-            let Some(row) = client
-                .query_opt(&stmt, &[&ev.tap_in_ref, &ev.event_id])
-                .await
-                .map_err(pg)?
+            let Some(row) = query_opt(
+                &client,
+                WHAT,
+                JOURNEY_AND_EVENT,
+                &[&ev.tap_in_ref, &ev.event_id],
+            )
+            .await?
             else {
                 return Ok(CloseOutcome::NotFound);
             };
@@ -338,9 +324,7 @@ impl LineStore {
         const WHAT: &str = "journey";
         let fut = async {
             let client = self.client(WHAT).await?;
-            let pg = |e: tokio_postgres::Error| LineError::from_pg(WHAT, &e);
-            let stmt = client.prepare_cached(JOURNEY).await.map_err(pg)?;
-            let row = client.query_opt(&stmt, &[&tap_in_ref]).await.map_err(pg)?;
+            let row = query_opt(&client, WHAT, JOURNEY, &[&tap_in_ref]).await?;
             row.map(|r| journey_from_row(&r)).transpose()
         };
         self.bounded(WHAT, self.settings.background_timeout(), fut)
@@ -659,6 +643,43 @@ WITH doomed AS (
     DELETE FROM tapgate_journey_events e USING doomed d WHERE e.tap_in_ref = d.tap_in_ref
 )
 DELETE FROM tapgate_journeys j USING doomed d WHERE j.tap_in_ref = d.tap_in_ref";
+
+/// The parameters of one statement.
+type Params<'a> = [&'a (dyn tokio_postgres::types::ToSql + Sync)];
+
+/// Runs one cached statement that returns at most one row.
+async fn query_opt(
+    client: &deadpool_postgres::Object,
+    what: &'static str,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<Option<Row>, LineError> {
+    let stmt = client
+        .prepare_cached(sql)
+        .await
+        .map_err(|e| LineError::from_pg(what, &e))?;
+    client
+        .query_opt(&stmt, params)
+        .await
+        .map_err(|e| LineError::from_pg(what, &e))
+}
+
+/// Runs one cached statement that returns exactly one row.
+async fn query_one(
+    client: &deadpool_postgres::Object,
+    what: &'static str,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<Row, LineError> {
+    let stmt = client
+        .prepare_cached(sql)
+        .await
+        .map_err(|e| LineError::from_pg(what, &e))?;
+    client
+        .query_one(&stmt, params)
+        .await
+        .map_err(|e| LineError::from_pg(what, &e))
+}
 
 #[cfg(test)]
 mod tests {
