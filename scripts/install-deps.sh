@@ -13,6 +13,8 @@ if [ "$mode" = test ]; then
   # postgresql: the line-store tier (tests/line_pg.rs) and its bench start throwaway clusters
   # with its initdb and pg_ctl; openssl makes the certificates of its TLS test.
   want+=(postgresql openssl)
+  # strip: the gpio-sim tier packs its init binary without debug symbols.
+  want+=(binutils)
   # The arm64 tier (tests/arm64_qemu.rs): cross compiler and C library, the arm64 libpcsclite
   # to link against, and qemu-system-aarch64. Its kernel is fetched with `apt-get download`.
   want+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross libpcsclite-dev:arm64 qemu-system-arm tzdata)

@@ -11,14 +11,18 @@ gen="$1"
 init="$2"
 out="$3"
 list="$(mktemp)"
-trap 'rm -f "$list"' EXIT
+# The debug build's symbols are over 100 MB: packed as they are, the initramfs and its unpacked
+# copy do not fit in the VM's memory. The VM needs the code, not the symbols.
+stripped="$(mktemp)"
+trap 'rm -f "$list" "$stripped"' EXIT
+strip --strip-debug -o "$stripped" "$init"
 cat > "$list" <<LIST
 dir /dev 0755 0 0
 nod /dev/console 0600 0 0 c 5 1
 nod /dev/null 0666 0 0 c 1 3
 dir /proc 0755 0 0
 dir /sys 0755 0 0
-file /init $init 0755 0 0
+file /init $stripped 0755 0 0
 LIST
 # The shared libraries and the dynamic loader, each at the path ldd resolved it to.
 declare -A dirs=()
