@@ -209,7 +209,7 @@ fn demo_station(
         clock.clone(),
     )?;
     let (journal, key) = open_storage(&cfg)?;
-    let station = Station::new(Arc::new(cfg.clone()), journal, aggregator, clock, key);
+    let station = Station::new(Arc::new(cfg.clone()), journal, aggregator, clock, key, None);
     Ok((cfg, station))
 }
 

@@ -11,9 +11,10 @@ use crate::fare::policy::{Debouncer, TapOutcome};
 use crate::fare::Direction;
 use crate::flow::settle::late_reply_transitions;
 use crate::flow::{
-    Claim, Effect, LateReply, Notice, Reply, Settlement, Step, TapEnd, TapFlow, TapInput,
-    TapPayment, TapSettings,
+    Claim, Effect, LateReply, LineView, Notice, Reply, Settlement, Step, TapEnd, TapFlow,
+    TapInput, TapPayment, TapSettings,
 };
+use crate::ports::LineQuery;
 pub use crate::flow::{TapReport, Timings};
 use crate::nfc::{CardEvent, TapReadError};
 use crate::relay::Relay;
@@ -54,6 +55,7 @@ impl Lane {
             policy: c.policy.clone(),
             tariff: station.tariff.clone(),
             request_timeout_ms: c.aggregator.request_timeout_ms,
+            line: station.ports.line.is_some(),
         });
         let debouncer = Mutex::new(Debouncer::new(c.policy.debounce_ms));
         Lane {
@@ -203,6 +205,18 @@ impl Lane {
                 run.timings.decode_us = self.since(run.started);
                 Reply::Claim(reply)
             }
+            Effect::Lookup {
+                pan_key,
+                claim,
+                claim_ms,
+                debounce_since_ms,
+            } => {
+                let view = self
+                    .lookup(pan_key, claim, claim_ms, debounce_since_ms)
+                    .await;
+                run.timings.line_us = self.since(t);
+                Reply::Lookup(view)
+            }
             Effect::Begin(begin) => {
                 crate::failpoint::hit("before_journal");
                 let r = st.ports.journeys.begin_tap(begin).await;
@@ -236,6 +250,33 @@ impl Lane {
                 reply
             }
         }
+    }
+
+    /// Asks the line, with the journey this station's journal holds open for the passenger.
+    async fn lookup(
+        &self,
+        pan_key: String,
+        claim: Option<String>,
+        claim_ms: i64,
+        debounce_since_ms: i64,
+    ) -> LineView {
+        let st = &self.station;
+        let Some(line) = st.ports.line.clone() else {
+            return LineView::Unavailable("no line store configured".into());
+        };
+        let local = match st.ports.journeys.find_open(pan_key.clone()).await {
+            Ok(j) => j.map(|j| j.tap_in_ref),
+            Err(e) => return LineView::Unavailable(format!("journal: {e}")),
+        };
+        line.lookup(LineQuery {
+            pan_key,
+            claim,
+            local_tap_in_ref: local,
+            now_ms: st.now_ms(),
+            claim_ms,
+            debounce_since_ms,
+        })
+        .await
     }
 
     fn claim(&self, pan_key: &str, run: &mut Run) -> Claim {
@@ -319,6 +360,9 @@ impl Lane {
                 .unwrap_or_else(|e| e.into_inner())
                 .passed(k, st.now_ms());
         }
+        if let (Some(c), Some(line)) = (end.release_claim, st.ports.line.clone()) {
+            tokio::spawn(async move { line.release_claim(c.tap_in_ref, c.claim).await });
+        }
         let fare_ref = r.partner_reference_no.clone().unwrap_or_default();
         for n in &end.notices {
             self.notice(n, &fare_ref);
@@ -360,6 +404,14 @@ impl Lane {
                 // (the passenger, with no journey, pays the unknown-entry fare at the exit).
                 tracing::error!(lane = %lane, fare_ref = %fare_ref, error = %e,
                     "journey update failed; a hold without a journey is refunded by the reconciler")
+            }
+            Notice::LineUnavailable(why) => {
+                self.station
+                    .metrics
+                    .inc("tapgate_line_lookups_degraded_total", &[("lane", lane)]);
+                tracing::warn!(target: "tapgate::line", lane = %lane, fare_ref = %fare_ref,
+                    reason = %why,
+                    "the line did not answer in time: this tap used what the station knows")
             }
             Notice::RecordFailed(e) => {
                 // The row stays as it was: the reconciler resolves it by query.
@@ -449,6 +501,7 @@ pub fn log_tap(r: &TapReport) {
         response_code = r.response_code.as_deref().unwrap_or("-"),
         read_us = t.read_us,
         decode_us = t.decode_us,
+        line_us = t.line_us,
         journal_us = t.journal_us,
         aggregator_us = t.aggregator_us,
         relay_us = t.relay_us,

@@ -90,7 +90,7 @@ pub fn station_from_config(cfg: Config, config_path: &Path) -> Result<Arc<Statio
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new(cfg.time_zone()));
     let aggregator = aggregator_from_config(&cfg, config_path, clock.clone())?;
     let (journal, key) = open_storage(&cfg)?;
-    Ok(Station::new(Arc::new(cfg), journal, aggregator, clock, key))
+    Ok(Station::new(Arc::new(cfg), journal, aggregator, clock, key, None))
 }
 
 /// The relay a lane's config asks for.

@@ -97,6 +97,25 @@ impl PassengerKey {
         }
     }
 
+    /// Loads a key that must already exist: a line's key is provisioned at every gate
+    /// (the same file everywhere), never made up by one of them.
+    pub fn load(path: &Path) -> Result<PassengerKey, std::io::Error> {
+        match std::fs::metadata(path) {
+            Ok(_) => Self::load_or_create(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the line's passenger key is missing: copy the line's key file here (every \
+                 gate of a line needs the same one); a new one is never generated for a line",
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The key's fingerprint, which the line compares without holding the key.
+    pub fn fingerprint(&self) -> crate::line::KeyFingerprint {
+        crate::line::KeyFingerprint::of_key(&self.0)
+    }
+
     /// The passenger key of a PAN: hex HMAC-SHA256 under the installation key.
     pub fn of(&self, pan: &crate::cpm::Pan) -> String {
         pan.keyed_hash(&self.0)
@@ -173,6 +192,9 @@ pub struct Ports {
     pub journeys: Arc<dyn JourneyStore>,
     /// Fare operations.
     pub ops: Arc<dyn OpJournal>,
+    /// The line's shared journeys, when the station belongs to one (`[journeys] store =
+    /// "postgres"`).
+    pub line: Option<Arc<dyn crate::ports::LinePort>>,
 }
 
 /// What the lanes of one station share, real parts or fakes alike: config, tariff, clock,
@@ -243,6 +265,7 @@ impl Station {
         aggregator: Aggregator,
         clock: Arc<dyn Clock>,
         passenger_key: PassengerKey,
+        line: Option<Arc<dyn crate::ports::LinePort>>,
     ) -> Arc<Station> {
         let journal = JournalHandle::new(journal);
         let aggregator = Arc::new(aggregator);
@@ -250,6 +273,7 @@ impl Station {
             payments: aggregator.clone(),
             journeys: Arc::new(journal.clone()),
             ops: Arc::new(journal.clone()),
+            line,
         };
         Arc::new(Station {
             core: StationCore::new(config, clock, passenger_key, ports),

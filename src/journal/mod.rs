@@ -22,6 +22,7 @@
 mod csv;
 mod error;
 pub mod integrity;
+mod outbox;
 pub mod retention;
 pub mod schema;
 
@@ -34,12 +35,14 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 
 pub use csv::{write_csv, CSV_COLUMNS};
 pub use error::{ErrorClass, JournalError, StorageFault};
+pub use outbox::{OutboxRow, OutboxStats};
 pub use tapgate_core::journal::{
     allowed, apply, validate_new, EventRow, FoundJourney, JourneyClose, JourneyRow, JourneyState,
     NewOp, OpFilter, OpKind, OpRow, Rejection, TapBlock, TapClaim, TapDecision, TapStart,
     Transition, TransitionError, MAX_REASON_CHARS,
 };
 pub use tapgate_core::journal::{model, rules};
+pub use tapgate_core::journal::{ElsewhereClose, JourneyEvent, JourneyEventKind, LineWrites};
 
 use crate::fare::{Direction, OpState, Rupiah};
 use error::DbContext;
@@ -75,6 +78,7 @@ pub struct Journal {
     path: PathBuf,
     read_only: bool,
     quarantined: AtomicU64,
+    line_station: Option<String>,
 }
 
 impl Journal {
@@ -137,6 +141,7 @@ impl Journal {
             path: path.to_path_buf(),
             read_only: false,
             quarantined: AtomicU64::new(0),
+            line_station: None,
         })
     }
 
@@ -180,6 +185,7 @@ impl Journal {
             path: path.to_path_buf(),
             read_only: true,
             quarantined: AtomicU64::new(0),
+            line_station: None,
         })
     }
 
@@ -250,13 +256,31 @@ impl Journal {
             TapDecision::Begin {
                 op,
                 close_first,
+                line,
                 then,
             } => {
                 validate_new(&op).map_err(|(field, why)| JournalError::InvalidOp { field, why })?;
+                let at = op.created_at_ms;
+                if let Some(c) = &line.closed_elsewhere {
+                    outbox::close_elsewhere_in(&tx, c, at)?;
+                }
+                let station = self.line_station.as_deref();
                 if let Some(c) = close_first {
-                    close_journey_in(&tx, c.id, c.state, None, c.fare, op.created_at_ms)?;
+                    close_journey_in(&tx, c.id, c.state, None, c.fare, at, station)?;
+                }
+                if station.is_some() {
+                    for ev in &line.events {
+                        outbox::outbox_insert(&tx, ev)?;
+                    }
                 }
                 begin_in(&tx, &op)?;
+                if line.entry_unknown {
+                    tx.execute(
+                        "UPDATE fare_ops SET entry_unknown = 1 WHERE partner_reference_no = ?1",
+                        [&op.partner_reference_no],
+                    )
+                    .ctx("marking an exit whose entry the line could not tell")?;
+                }
                 tx.commit().ctx("committing a tap")?;
                 Ok(TapStart::Begun(then))
             }
@@ -479,6 +503,19 @@ impl Journal {
         .ctx("linking the tap-in to its journey")?;
         let detail = format!("journey={id} opened entry_station={entry_station}");
         insert_event(&tx, tap_in_ref, at_ms, Some(op_state), op_state, &detail)?;
+        if let Some(station) = &self.line_station {
+            outbox::outbox_insert(
+                &tx,
+                &JourneyEvent {
+                    tap_in_ref: tap_in_ref.to_owned(),
+                    station: station.clone(),
+                    at_ms,
+                    kind: JourneyEventKind::Opened {
+                        pan_key: pan_key.to_owned(),
+                    },
+                },
+            )?;
+        }
         tx.commit().ctx("committing open_journey")?;
         Ok(id)
     }
@@ -526,7 +563,8 @@ impl Journal {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx("starting close_journey")?;
-        close_journey_in(&tx, id, state, tap_out_ref, fare, at_ms)?;
+        let station = self.line_station.as_deref();
+        close_journey_in(&tx, id, state, tap_out_ref, fare, at_ms, station)?;
         tx.commit().ctx("committing close_journey")
     }
 
@@ -705,7 +743,8 @@ fn switch_to_wal(conn: &Connection) -> Result<String, rusqlite::Error> {
     }
 }
 
-/// Closes an open journey inside the caller's transaction (see [`Journal::close_journey`]).
+/// Closes an open journey inside the caller's transaction (see [`Journal::close_journey`]);
+/// with `line_station`, the close also goes to the line's outbox.
 fn close_journey_in(
     tx: &Connection,
     id: i64,
@@ -713,6 +752,7 @@ fn close_journey_in(
     tap_out_ref: Option<&str>,
     fare: Option<Rupiah>,
     at_ms: i64,
+    line_station: Option<&str>,
 ) -> Result<(), JournalError> {
     if state == JourneyState::Open {
         return Err(JournalError::CloseIntoOpen(id));
@@ -756,6 +796,19 @@ fn close_journey_in(
         params![id, state.as_str(), tap_out_ref, fare, at_ms],
     )
     .ctx("closing a journey")?;
+    if let Some(station) = line_station {
+        let fare = fare.and_then(|f| u64::try_from(f).ok()).map(Rupiah);
+        // A tap-out here named the tap-in (this journal holds both): the hold is finalized.
+        if let Some(kind) = JourneyEventKind::for_close(state, fare, tap_out_ref, true) {
+            let ev = JourneyEvent {
+                tap_in_ref: tap_in_ref.clone(),
+                station: station.to_owned(),
+                at_ms,
+                kind,
+            };
+            outbox::outbox_insert(tx, &ev)?;
+        }
+    }
     let fare_text = fare.map_or_else(|| "-".to_owned(), |f| f.to_string());
     let detail = format!("journey={id} {state} fare={fare_text}");
     let in_state = op_state(tx, &tap_in_ref)?;

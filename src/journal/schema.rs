@@ -14,7 +14,7 @@ use super::error::{DbContext, JournalError};
 pub const APPLICATION_ID: i64 = 0x5441_5047;
 
 /// The ordered migrations; index `i` takes a journal from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -126,6 +126,34 @@ CREATE TABLE prune_log (
     cutoff_ms   INTEGER NOT NULL,
     at_ms       INTEGER NOT NULL
 ) STRICT;
+"#;
+
+// The line (version 4): journey events for the line's shared store are written to
+// line_outbox in the same transaction as the journey change, and deleted once the line has
+// them. An exit charged the unknown-entry fare while a line is in use is marked
+// entry_unknown; converged_* record when the reconciler matched it on the line.
+const V4: &str = r#"
+CREATE TABLE line_outbox (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id        TEXT    NOT NULL UNIQUE,
+    tap_in_ref      TEXT    NOT NULL,
+    kind            TEXT    NOT NULL
+                    CHECK (kind IN ('OPENED', 'CLOSED', 'STALE_CLOSED', 'VOID', 'RELEASED')),
+    station         TEXT    NOT NULL,
+    at_ms           INTEGER NOT NULL,
+    pan_key         TEXT,
+    tap_out_ref     TEXT,
+    fare            INTEGER CHECK (fare IS NULL OR fare >= 0),
+    references_hold INTEGER CHECK (references_hold IS NULL OR references_hold IN (0, 1)),
+    created_at_ms   INTEGER NOT NULL
+) STRICT;
+
+ALTER TABLE fare_ops ADD COLUMN entry_unknown INTEGER NOT NULL DEFAULT 0
+    CHECK (entry_unknown IN (0, 1));
+ALTER TABLE fare_ops ADD COLUMN converged_at_ms INTEGER;
+ALTER TABLE fare_ops ADD COLUMN converged_with TEXT;
+CREATE INDEX fare_ops_to_converge ON fare_ops(created_at_ms)
+    WHERE entry_unknown = 1 AND converged_at_ms IS NULL;
 "#;
 
 /// What a file's header says about it.

@@ -16,7 +16,7 @@ use crate::fare::{OpState, Rupiah};
 use crate::flow::{BeginTap, JourneyChange, Planned, TapPayment};
 use crate::journal::{
     apply as apply_transition, validate_new, FoundJourney, JournalError, JourneyClose, JourneyRow,
-    JourneyState, NewOp, OpRow, TapBlock, TapClaim, TapDecision, TapStart, Transition,
+    JourneyEvent, JourneyEventKind, JourneyState, NewOp, OpRow, TapBlock, TapClaim, TapDecision, TapStart, Transition,
     TransitionError,
 };
 
@@ -38,6 +38,8 @@ struct Tables {
     ops: Vec<OpRow>,
     journeys: Vec<JourneyRow>,
     failing: HashMap<JournalCall, String>,
+    line_events: Vec<JourneyEvent>,
+    entry_unknown: Vec<String>,
 }
 
 /// The journal in memory, with its rules.
@@ -207,6 +209,17 @@ impl MemJournal {
     }
 
     /// Every journey, in the order opened.
+    /// The events written for the line (journeys this journal does not hold).
+    pub fn line_events(&self) -> Vec<JourneyEvent> {
+        self.lock().line_events.clone()
+    }
+
+    /// The operations marked as exits whose entry only the line could tell.
+    pub fn entry_unknown(&self) -> Vec<String> {
+        self.lock().entry_unknown.clone()
+    }
+
+    /// Every journey, in id order.
     pub fn journeys(&self) -> Vec<JourneyRow> {
         self.lock().journeys.clone()
     }
@@ -254,12 +267,25 @@ impl JourneyStore for MemJournal {
                 TapDecision::Begin {
                     op,
                     close_first,
+                    line,
                     then,
                 } => {
                     validate_new(&op)
                         .map_err(|(field, why)| JournalError::InvalidOp { field, why })?;
+                    if let Some(c) = line.closed_elsewhere {
+                        let close = JourneyClose {
+                            id: c.id,
+                            state: c.state,
+                            fare: c.fare,
+                        };
+                        t.close(close, None, op.created_at_ms)?;
+                    }
                     if let Some(c) = close_first {
                         t.close(c, None, op.created_at_ms)?;
+                    }
+                    t.line_events.extend(line.events);
+                    if line.entry_unknown {
+                        t.entry_unknown.push(op.partner_reference_no.clone());
                     }
                     t.ops.push(new_row(&op));
                     Ok(TapStart::Begun(then))
@@ -284,6 +310,24 @@ impl JourneyStore for MemJournal {
                     tap_out_ref,
                     at_ms,
                 } => t.close(close, Some(&tap_out_ref), at_ms),
+                JourneyChange::CloseOnLine {
+                    tap_in_ref,
+                    tap_out_ref,
+                    fare,
+                    at_ms,
+                } => {
+                    t.line_events.push(JourneyEvent {
+                        tap_in_ref,
+                        station: String::new(),
+                        at_ms,
+                        kind: JourneyEventKind::Closed {
+                            tap_out_ref,
+                            fare: fare.unwrap_or(Rupiah(0)),
+                            references_hold: true,
+                        },
+                    });
+                    Ok(())
+                }
             }
         })
     }
@@ -539,6 +583,83 @@ impl Payments for FakePayments {
                 refund_no: None,
                 response_code: "2007800".into(),
             })
+        })
+    }
+}
+
+/// The line in memory: answers each lookup with the view set by [`FakeLine::answer`] (after an
+/// optional delay on tokio's clock, cut at the lookup budget like the real store), and
+/// records the queries and released claims.
+#[derive(Clone, Default)]
+pub struct FakeLine(Arc<Mutex<LineTables>>);
+
+#[derive(Default)]
+struct LineTables {
+    answer: Option<crate::flow::LineView>,
+    delay: Duration,
+    budget: Option<Duration>,
+    queries: Vec<super::LineQuery>,
+    released: Vec<(String, String)>,
+}
+
+impl FakeLine {
+    /// A line with no answer set: lookups say it is unavailable.
+    pub fn new() -> FakeLine {
+        FakeLine::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LineTables> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The view every lookup gets from now on.
+    pub fn answer(&self, view: crate::flow::LineView) {
+        self.lock().answer = Some(view);
+    }
+
+    /// Lookups take `delay`, and give up after `budget` as the real store does.
+    pub fn slow(&self, delay: Duration, budget: Duration) {
+        let mut t = self.lock();
+        t.delay = delay;
+        t.budget = Some(budget);
+    }
+
+    /// The lookups made, in order.
+    pub fn queries(&self) -> Vec<super::LineQuery> {
+        self.lock().queries.clone()
+    }
+
+    /// The claims released, as (tap-in, claim).
+    pub fn released(&self) -> Vec<(String, String)> {
+        self.lock().released.clone()
+    }
+}
+
+impl super::LinePort for FakeLine {
+    fn lookup(&self, q: super::LineQuery) -> PortFuture<'_, crate::flow::LineView> {
+        Box::pin(async move {
+            let (answer, delay, budget) = {
+                let mut t = self.lock();
+                t.queries.push(q);
+                (t.answer.clone(), t.delay, t.budget)
+            };
+            if let Some(b) = budget {
+                if delay > b {
+                    tokio::time::sleep(b).await;
+                    return crate::flow::LineView::Unavailable(format!(
+                        "no answer within the {} ms lookup budget",
+                        b.as_millis()
+                    ));
+                }
+            }
+            tokio::time::sleep(delay).await;
+            answer.unwrap_or_else(|| crate::flow::LineView::Unavailable("no answer set".into()))
+        })
+    }
+
+    fn release_claim(&self, tap_in_ref: String, claim: String) -> PortFuture<'_, ()> {
+        Box::pin(async move {
+            self.lock().released.push((tap_in_ref, claim));
         })
     }
 }

@@ -9,6 +9,7 @@
 //! | [`OpJournal`] | [`crate::daemon::station::JournalHandle`] (SQLite) | [`fake::MemJournal`] |
 //! | [`crate::clock::Clock`] | [`crate::clock::SystemClock`] | [`crate::clock::ManualClock`] |
 //! | [`crate::nfc`] card events | the PC/SC reader service | scripted events |
+//! | [`LinePort`] (optional) | [`crate::line::LineStore`] (PostgreSQL) | [`fake::FakeLine`] |
 //!
 //! The traits return boxed futures so that a station holds them as `Arc<dyn …>`.
 
@@ -20,9 +21,35 @@ use std::pin::Pin;
 
 use crate::aggregator::{PayOutcome, QueryOutcome, RefundOutcome};
 use crate::fare::policy::TapOutcome;
-use crate::flow::{BeginTap, Planned};
+use crate::flow::{BeginTap, LineView, Planned};
 use crate::flow::{JourneyChange, TapPayment};
 use crate::journal::{JournalError, JourneyClose, JourneyRow, OpRow, TapStart, Transition};
+
+/// What a tap asks the line (see [`crate::flow::Effect::Lookup`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineQuery {
+    /// The passenger.
+    pub pan_key: String,
+    /// At an exit, the tap-out's reference to claim the passenger's open journey with.
+    pub claim: Option<String>,
+    /// The journey this station's journal holds open for the passenger.
+    pub local_tap_in_ref: Option<String>,
+    /// Now, Unix milliseconds.
+    pub now_ms: i64,
+    /// How long a claim lives, ms.
+    pub claim_ms: i64,
+    /// An exit closed at or after this time is reported (the line-wide debounce).
+    pub debounce_since_ms: i64,
+}
+
+/// The line: the journeys of every station, shared. Every call has its own budget; a call
+/// that cannot be answered in time says so instead of waiting.
+pub trait LinePort: Send + Sync + 'static {
+    /// The tap-path lookup, within the lookup budget.
+    fn lookup(&self, q: LineQuery) -> PortFuture<'_, LineView>;
+    /// Gives back an exit claim this tap did not use (best effort).
+    fn release_claim(&self, tap_in_ref: String, claim: String) -> PortFuture<'_, ()>;
+}
 
 /// Open journeys past their time, each with its tap-in operation (`None`: missing or damaged).
 pub type StaleJourneys = Vec<(JourneyRow, Option<OpRow>)>;

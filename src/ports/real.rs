@@ -61,6 +61,12 @@ impl JourneyStore for JournalHandle {
                     tap_out_ref,
                     at_ms,
                 } => j.close_journey(close.id, close.state, Some(&tap_out_ref), close.fare, at_ms),
+                JourneyChange::CloseOnLine {
+                    tap_in_ref,
+                    tap_out_ref,
+                    fare,
+                    at_ms,
+                } => j.close_on_line(&tap_in_ref, &tap_out_ref, fare, at_ms),
             }
         }))
     }

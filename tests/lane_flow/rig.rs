@@ -16,7 +16,7 @@ use tapgate::daemon::reconcile::Reconciler;
 use tapgate::daemon::station::{PassengerKey, Ports, StationCore};
 use tapgate::fare::{Direction, OpState, Rupiah};
 use tapgate::journal::{NewOp, OpKind, OpRow, Transition};
-use tapgate::ports::fake::{Answer, FakePayments, MemJournal};
+use tapgate::ports::fake::{Answer, FakeLine, FakePayments, MemJournal};
 use tapgate::ports::OpJournal as _;
 use tapgate::relay::{RecordingRelay, Relay, RelayError};
 
@@ -209,6 +209,8 @@ pub struct Rig {
     pub key: PassengerKey,
     lanes: Vec<(Lane, TestRelay)>,
     tokens: Mutex<u8>,
+    /// The line, for [`Rig::on_line`].
+    pub line: Option<FakeLine>,
 }
 
 impl Rig {
@@ -219,6 +221,15 @@ impl Rig {
 
     /// A station with `policy` and `reconciler` lines (see [`config`]).
     pub fn with(policy: &str, reconciler: &str) -> Rig {
+        Rig::build(policy, reconciler, None)
+    }
+
+    /// A station on a line, whose lookups [`FakeLine`] answers.
+    pub fn on_line(policy: &str) -> Rig {
+        Rig::build(policy, "", Some(FakeLine::new()))
+    }
+
+    fn build(policy: &str, reconciler: &str, line: Option<FakeLine>) -> Rig {
         let config = Arc::new(config(policy, reconciler));
         let journal = MemJournal::new();
         let pay = FakePayments::new();
@@ -231,6 +242,9 @@ impl Rig {
                 payments: Arc::new(pay.clone()),
                 journeys: Arc::new(journal.clone()),
                 ops: Arc::new(journal.clone()),
+                line: line
+                    .clone()
+                    .map(|l| Arc::new(l) as Arc<dyn tapgate::ports::LinePort>),
             },
         );
         let lanes = config
@@ -243,6 +257,7 @@ impl Rig {
             })
             .collect();
         Rig {
+            line,
             core,
             journal,
             pay,

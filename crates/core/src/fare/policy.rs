@@ -78,8 +78,9 @@ pub fn refusal_message(outcome: TapOutcome) -> String {
 /// An open journey as the policy needs to see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpenJourney {
-    /// Journal id.
-    pub id: i64,
+    /// Id in this station's journal; `None` for a journey opened at another station of the
+    /// line.
+    pub id: Option<i64>,
     /// Where it began.
     pub entry_station: String,
     /// The tap-in payment.
@@ -269,7 +270,7 @@ mod tests {
 
     fn journey(entry: &str) -> OpenJourney {
         OpenJourney {
-            id: 7,
+            id: Some(7),
             entry_station: entry.into(),
             tap_in_ref: "TGREF".into(),
         }

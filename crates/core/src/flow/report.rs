@@ -12,6 +12,8 @@ pub struct Timings {
     pub read_us: u64,
     /// Payload decoding and policy.
     pub decode_us: u64,
+    /// The line's lookup (0 without a line).
+    pub line_us: u64,
     /// Journal write before the payment (durable).
     pub journal_us: u64,
     /// The aggregator call, up to the decision.

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::journey::close_at_max_fare;
+use super::line::{merge, Known, LineDuplicate, LineView};
 use super::outcome::{AmountMismatch, PayOutcome};
 use super::report::TapReport;
 use super::settle::{
@@ -29,8 +30,8 @@ use crate::fare::settings::PolicyConfig;
 use crate::fare::tariff::{FareRule, Tariff};
 use crate::fare::{Direction, Rupiah};
 use crate::journal::{
-    FoundJourney, JourneyClose, NewOp, OpKind, TapBlock, TapClaim, TapDecision, TapStart,
-    Transition,
+    FoundJourney, JourneyClose, JourneyEvent, JourneyEventKind, LineWrites, NewOp, OpKind,
+    TapBlock, TapClaim, TapDecision, TapStart, Transition,
 };
 
 /// What a lane's flow knows of its lane and station; fixed while the daemon runs.
@@ -50,6 +51,9 @@ pub struct TapSettings {
     pub tariff: Arc<Tariff>,
     /// How long the payment request may take before the HTTP client gives up.
     pub request_timeout_ms: u64,
+    /// The station belongs to a line whose journeys are shared: each tap asks the line
+    /// ([`Effect::Lookup`]) before it is journaled.
+    pub line: bool,
 }
 
 /// One tap as read at the reader.
@@ -114,8 +118,9 @@ pub struct TapInRef {
 /// The journey a tap-out closes, as the flow carries it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Trip {
-    /// The journey's id.
-    pub id: i64,
+    /// The journey's id in this station's journal; `None` for a journey opened at another
+    /// station (it is closed on the line).
+    pub id: Option<i64>,
     /// Its tap-in.
     pub tap_in: TapInRef,
 }
@@ -136,6 +141,7 @@ pub struct Planned {
 pub struct BeginPlan {
     settings: Arc<TapSettings>,
     op: NewOp,
+    line: Option<LineView>,
 }
 
 impl BeginPlan {
@@ -143,11 +149,34 @@ impl BeginPlan {
     /// transaction that will journal the operation.
     pub fn decide(self, open: Option<FoundJourney>) -> TapDecision<Planned, TapOutcome> {
         let s = &self.settings;
-        let view = open.as_ref().map(|f| OpenJourney {
-            id: f.journey.id,
-            entry_station: f.journey.entry_station.clone(),
-            tap_in_ref: f.journey.tap_in_ref.clone(),
-        });
+        let exit = s.direction == Direction::Out;
+        let merged = match merge(open, self.line.as_ref(), exit) {
+            Ok(m) => m,
+            Err(LineDuplicate::ClaimedElsewhere(_) | LineDuplicate::JustClosed(_)) => {
+                return TapDecision::Refuse(TapOutcome::Duplicate)
+            }
+        };
+        let (view, tap_in_op, remote_reference) = match &merged.known {
+            Known::None => (None, None, None),
+            Known::Local(f) => (
+                Some(OpenJourney {
+                    id: Some(f.journey.id),
+                    entry_station: f.journey.entry_station.clone(),
+                    tap_in_ref: f.journey.tap_in_ref.clone(),
+                }),
+                f.tap_in.as_ref(),
+                None,
+            ),
+            Known::Remote(e) => (
+                Some(OpenJourney {
+                    id: None,
+                    entry_station: e.entry_station.clone(),
+                    tap_in_ref: e.tap_in_ref.clone(),
+                }),
+                None,
+                e.tap_in_reference_no.clone(),
+            ),
+        };
         match policy::plan(s.direction, &s.station_id, view, &s.tariff, &s.policy) {
             Plan::Refuse(outcome) => TapDecision::Refuse(outcome),
             Plan::Pay {
@@ -156,33 +185,45 @@ impl BeginPlan {
                 journey,
                 close_first,
             } => {
-                let found = |id: i64| open.as_ref().filter(|f| f.journey.id == id);
+                let mut line = LineWrites {
+                    closed_elsewhere: merged.closed_elsewhere,
+                    entry_unknown: s.line && rule == Some(FareRule::UnknownEntry),
+                    ..LineWrites::default()
+                };
                 let trip = journey.map(|j| Trip {
                     id: j.id,
                     tap_in: TapInRef {
-                        reference_no: found(j.id)
-                            .and_then(|f| f.tap_in.as_ref())
-                            .and_then(|op| op.reference_no.clone()),
+                        reference_no: match j.id {
+                            Some(_) => tap_in_op.and_then(|op| op.reference_no.clone()),
+                            None => remote_reference.clone(),
+                        },
                         partner_reference_no: j.tap_in_ref,
                     },
                 });
-                let close_first = close_first.map(|j| {
-                    let (state, fare) =
-                        close_at_max_fare(found(j.id).and_then(|f| f.tap_in.as_ref()));
-                    JourneyClose {
-                        id: j.id,
-                        state,
-                        fare,
+                let close_first = close_first.and_then(|j| match j.id {
+                    Some(id) => {
+                        let (state, fare) = close_at_max_fare(tap_in_op);
+                        Some(JourneyClose { id, state, fare })
+                    }
+                    None => {
+                        line.events.push(JourneyEvent {
+                            tap_in_ref: j.tap_in_ref,
+                            station: s.station_id.clone(),
+                            at_ms: self.op.created_at_ms,
+                            kind: JourneyEventKind::StaleClosed { fare: None },
+                        });
+                        None
                     }
                 });
                 let op = NewOp {
                     amount,
-                    journey_id: trip.as_ref().map(|t| t.id),
+                    journey_id: trip.as_ref().and_then(|t| t.id),
                     ..self.op
                 };
                 TapDecision::Begin {
                     op: Box::new(op),
                     close_first,
+                    line,
                     then: Planned { amount, rule, trip },
                 }
             }
@@ -210,6 +251,18 @@ pub enum JourneyChange {
         station_id: String,
         /// The tap-in operation.
         tap_in_ref: String,
+        /// When, Unix milliseconds.
+        at_ms: i64,
+    },
+    /// A tap-out let through, closing a journey opened at another station: the journey
+    /// ends on the line (this journal sends the event).
+    CloseOnLine {
+        /// The journey's tap-in.
+        tap_in_ref: String,
+        /// The tap-out operation.
+        tap_out_ref: String,
+        /// The fare charged (`None`: let out unpaid, the hold stands).
+        fare: Option<Rupiah>,
         /// When, Unix milliseconds.
         at_ms: i64,
     },
@@ -245,6 +298,20 @@ pub enum Effect {
         /// The passenger.
         pan_key: String,
     },
+    /// Ask the line about this passenger ([`Reply::Lookup`]), within its budget: their open
+    /// journey anywhere on the line, claimed for `claim` at an exit; whether an exit of theirs
+    /// was just made elsewhere; and how the line sees the journey this station's journal
+    /// holds open for them.
+    Lookup {
+        /// The passenger.
+        pan_key: String,
+        /// At an exit, this tap-out's reference, to claim the journey with.
+        claim: Option<String>,
+        /// How long the claim lives, ms.
+        claim_ms: i64,
+        /// An exit closed at or after this time is this tap seen again.
+        debounce_since_ms: i64,
+    },
     /// Journal the tap ([`Reply::Begin`]).
     Begin(BeginTap),
     /// Send the payment; answer with [`Reply::Pay`] by `deadline`, or `None` when it passed
@@ -277,6 +344,8 @@ pub enum Claim {
 pub enum Reply {
     /// For [`Effect::Claim`].
     Claim(Claim),
+    /// For [`Effect::Lookup`].
+    Lookup(LineView),
     /// For [`Effect::Begin`]; `Err` is the journal's error, for the technician.
     Begin(Result<TapStart<Planned, TapOutcome>, String>),
     /// For [`Effect::Pay`]; `None`: no answer by the deadline.
@@ -310,6 +379,8 @@ pub enum Notice {
     JourneyWriteFailed(String),
     /// The result write failed (the reconciler resolves the row by query).
     RecordFailed(String),
+    /// The line could not answer in time: the tap went on with the station's knowledge.
+    LineUnavailable(String),
 }
 
 /// A payment whose deadline passed: its reply, if it comes, is recorded with
@@ -335,6 +406,19 @@ pub struct TapEnd {
     pub late: Option<LateReply>,
     /// The passenger was let through (the debounce remembers them).
     pub passed_pan_key: Option<String>,
+    /// A claim this exit took on a line journey and did not use (the gate stayed shut and
+    /// no payment is in flight): the executor releases it, so that the passenger's next tap
+    /// is not taken for this one.
+    pub release_claim: Option<ClaimRelease>,
+}
+
+/// A line claim to release: the journey and the claiming tap-out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRelease {
+    /// The journey's tap-in.
+    pub tap_in_ref: String,
+    /// The claim (this tap-out's reference).
+    pub claim: String,
 }
 
 /// The next thing to do.
@@ -349,6 +433,7 @@ pub enum Step {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Stage {
     Claim,
+    Lookup,
     Begin,
     Pay,
     Gate,
@@ -366,6 +451,7 @@ pub struct TapFlow {
     stage: Stage,
     amount: Rupiah,
     trip: Option<Trip>,
+    line: Option<LineView>,
     timed_out: bool,
     verdict: Option<Verdict>,
     learned: Option<Learned>,
@@ -404,6 +490,7 @@ impl TapFlow {
             stage: Stage::Claim,
             amount: Rupiah(0),
             trip: None,
+            line: None,
             timed_out: false,
             verdict: None,
             learned: None,
@@ -441,6 +528,7 @@ impl TapFlow {
     pub fn resume(&mut self, reply: Reply, now_ms: i64) -> Step {
         match (self.stage, reply) {
             (Stage::Claim, Reply::Claim(c)) => self.on_claim(c),
+            (Stage::Lookup, Reply::Lookup(v)) => self.on_lookup(v),
             (Stage::Begin, Reply::Begin(r)) => self.on_begin(r),
             (Stage::Pay, Reply::Pay(o)) => self.on_pay(o, now_ms),
             (Stage::Gate, Reply::Gate(r)) => self.on_gate(r, now_ms),
@@ -474,6 +562,7 @@ impl TapFlow {
         Step::Done(TapEnd {
             report: self.report.clone(),
             notices: std::mem::take(&mut self.notices),
+            release_claim: self.unused_claim(),
             late,
             passed_pan_key: self.opened.then(|| self.pan_key.clone()),
         })
@@ -481,6 +570,22 @@ impl TapFlow {
 
     fn on_claim(&mut self, c: Claim) -> Step {
         let message = match c {
+            Claim::Granted if self.settings.line => {
+                let s = &self.settings;
+                self.stage = Stage::Lookup;
+                let now = self.now_ms;
+                let debounce = i64::try_from(s.policy.debounce_ms).unwrap_or(i64::MAX);
+                return Step::Do(Effect::Lookup {
+                    pan_key: self.pan_key.clone(),
+                    claim: (s.direction == Direction::Out)
+                        .then(|| self.report.partner_reference_no.clone().unwrap_or_default()),
+                    claim_ms: in_flight_window_ms(
+                        s.policy.decision_deadline_ms,
+                        s.request_timeout_ms,
+                    ),
+                    debounce_since_ms: now.saturating_sub(debounce),
+                });
+            }
             Claim::Granted => {
                 self.stage = Stage::Begin;
                 return Step::Do(Effect::Begin(self.begin_tap()));
@@ -492,6 +597,31 @@ impl TapFlow {
             }
         };
         self.refuse(TapOutcome::Duplicate, message.into())
+    }
+
+    fn on_lookup(&mut self, view: LineView) -> Step {
+        if let LineView::Unavailable(why) = &view {
+            self.notices.push(Notice::LineUnavailable(why.clone()));
+        }
+        self.line = Some(view);
+        self.stage = Stage::Begin;
+        Step::Do(Effect::Begin(self.begin_tap()))
+    }
+
+    /// The line journey this exit claimed, when the claim went unused: no gate opened and no
+    /// payment is still in flight.
+    fn unused_claim(&self) -> Option<ClaimRelease> {
+        if self.opened || self.timed_out || self.settings.direction != Direction::Out {
+            return None;
+        }
+        let Some(LineView::Answered(a)) = &self.line else {
+            return None;
+        };
+        let open = a.open.as_ref()?;
+        Some(ClaimRelease {
+            tap_in_ref: open.tap_in_ref.clone(),
+            claim: self.report.partner_reference_no.clone()?,
+        })
     }
 
     fn begin_tap(&self) -> BeginTap {
@@ -529,6 +659,7 @@ impl TapFlow {
             plan: BeginPlan {
                 settings: s.clone(),
                 op,
+                line: self.line.clone(),
             },
         }
     }
@@ -664,9 +795,17 @@ impl TapFlow {
                 tap_in_ref: partner_ref.clone(),
                 at_ms: now_ms,
             }),
-            (Direction::Out, true, Some(trip)) => Some(JourneyChange::Close {
+            (Direction::Out, true, Some(trip)) if trip.id.is_none() => {
+                Some(JourneyChange::CloseOnLine {
+                    tap_in_ref: trip.tap_in.partner_reference_no.clone(),
+                    tap_out_ref: partner_ref.clone(),
+                    fare: self.unpaid_why.is_none().then_some(self.amount),
+                    at_ms: now_ms,
+                })
+            }
+            (Direction::Out, true, Some(Trip { id: Some(id), .. })) => Some(JourneyChange::Close {
                 close: JourneyClose {
-                    id: trip.id,
+                    id: *id,
                     state: crate::journal::JourneyState::Closed,
                     // An unpaid exit charged no fare: the journey closes without one (its
                     // tap-in hold stands, as for a journey closed at the maximum fare).

@@ -1,9 +1,11 @@
 //! The journal's rules, as pure code: the rows ([`model`]) and the state machine every
 //! change must obey ([`rules`]). The SQLite store that keeps them lives in the daemon.
 
+pub mod line;
 pub mod model;
 pub mod rules;
 
+pub use line::{ElsewhereClose, JourneyEvent, JourneyEventKind, LineWrites};
 pub use model::{
     EventRow, FoundJourney, JourneyClose, JourneyRow, JourneyState, NewOp, OpFilter, OpKind, OpRow,
     TapBlock, TapClaim, TapDecision, TapStart, Transition, MAX_REASON_CHARS,

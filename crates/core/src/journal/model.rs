@@ -152,6 +152,11 @@ pub struct Transition {
     /// journey, not for this payment, so it is refunded although its gate opened. Only a
     /// `SUCCEEDED` or `ATTENTION` hold with no journey may be sent to `REFUND_PENDING` so.
     pub duplicate_hold: bool,
+    /// The line learned the journey's real fare after the gate opened: an exit charged the
+    /// unknown-entry fare is refunded the difference, or the hold of a journey that a tap-out
+    /// at another station closed without finalizing it is released. Only a `SUCCEEDED` or
+    /// `ATTENTION` operation may be sent to `REFUND_PENDING` so.
+    pub line_correction: bool,
     /// Now, Unix milliseconds.
     pub at_ms: i64,
 }
@@ -174,6 +179,7 @@ impl Transition {
             refund_amount: None,
             bump_attempts: false,
             duplicate_hold: false,
+            line_correction: false,
             at_ms,
         }
     }
@@ -362,6 +368,8 @@ pub enum TapDecision<B, R> {
         /// An open journey to close before the new tap-in (anti-passback
         /// `close_at_max_fare`).
         close_first: Option<JourneyClose>,
+        /// What the line knew that this journal must write too.
+        line: super::LineWrites,
         /// Handed back to the caller.
         then: B,
     },

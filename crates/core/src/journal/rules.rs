@@ -145,6 +145,8 @@ pub fn apply(cur: &OpRow, t: &Transition) -> Result<OpRow, TransitionError> {
                 && cur.kind == OpKind::Hold
                 && cur.journey_id.is_none()
                 && matches!(cur.state, OpState::Succeeded | OpState::Attention))
+                || (t.line_correction
+                    && matches!(cur.state, OpState::Succeeded | OpState::Attention))
                 || (cur.state == OpState::RefundPending && cur.gate_opened == Some(true));
             if next.gate_opened == Some(true) && !duplicate_hold {
                 return Err(R(Rejection::RefundAfterGateOpened));
