@@ -1421,6 +1421,7 @@ mod by_hand {
             policy: c.policy.clone(),
             tariff: Arc::new(Tariff::from_config(&c.tariff)),
             request_timeout_ms: c.aggregator.request_timeout_ms,
+            line: false,
         })
     }
 
@@ -1456,6 +1457,7 @@ mod by_hand {
                 op,
                 close_first,
                 then,
+                ..
             } => {
                 assert_eq!(op.partner_reference_no, "TGHAND0001");
                 (Reply::Begin(Ok(TapStart::Begun(then))), close_first)
