@@ -46,6 +46,7 @@ fn begin(j: &mut Journal, c: &TapClaim, reference: &str) -> Start {
     j.begin_tap(c, move |open| TapDecision::Begin {
         op: op(&r, dir, now, open.as_ref().map(|o| o.journey.id)),
         close_first: None,
+        line: Default::default(),
         then: open.map(|o| o.journey),
     })
     .unwrap()
