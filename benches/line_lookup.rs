@@ -198,6 +198,7 @@ fn main() {
                 kind: LineEventKind::Closed {
                     tap_out_ref: format!("BENCH-OUT-{k}"),
                     fare: Rupiah(3_000),
+                    references_hold: true,
                 },
             };
             let t = Instant::now();
@@ -230,6 +231,7 @@ fn main() {
                             kind: LineEventKind::Closed {
                                 tap_out_ref: format!("O{k}"),
                                 fare: Rupiah(3_000),
+                                references_hold: true,
                             },
                         },
                     ]

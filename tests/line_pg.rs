@@ -71,6 +71,7 @@ fn closed(id: &str, journey: &str, station: &str, tap_out: &str, fare: u64, at: 
         kind: LineEventKind::Closed {
             tap_out_ref: tap_out.into(),
             fare: Rupiah(fare),
+            references_hold: true,
         },
     }
 }
