@@ -7,8 +7,12 @@
 //!    for each, with one `INSERT ... SELECT generate_series` per table, then `ANALYZE`.
 //! 2. `find_open` (the exit lookup), one at a time: p50/p90/p99/max over 20 000 lookups, 80 %
 //!    hits on open journeys, 20 % passengers with none; then 4 lookups at a time.
-//! 3. `close_if_open` (the exit's conditional close), one at a time, 5 000 open journeys.
-//! 4. `apply_event` (what the replicator does), one at a time and 8 at a time: events/s.
+//! 3. `lookup` (the exit's one round trip: find + claim + debounce + the local journey's
+//!    line view), one at a time over 20 000 exits, each claiming a different open journey
+//!    (80 %) or finding none (20 %); then 4 at a time; then the entry's `lookup` (no claim).
+//! 4. `close_if_open` (the exit's conditional close), one at a time, 5 000 open journeys.
+//! 5. Replication: `apply_event` one at a time and 8 at a time, and `apply_events` in
+//!    batches of 100 (one transaction each), one replicator and 4 at once: events/s.
 
 #[path = "../tests/support/pg.rs"]
 mod pg;
@@ -17,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tapgate::fare::Rupiah;
-use tapgate::line::{KeyFingerprint, LineEvent, LineEventKind, LineStore};
+use tapgate::line::{KeyFingerprint, LineEvent, LineEventKind, LineStore, LookupQuery};
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -70,6 +74,19 @@ fn main() {
             &KeyFingerprint::of_key(&[1; 32]),
         ))
         .expect("open the line store");
+    println!(
+        "measured on: {} ({} CPUs), client and server on one machine over loopback TCP, \
+         release build",
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| c
+                .lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned()))
+            .unwrap_or_else(|| "unknown CPU".into()),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!(
         "cluster: {}, fsync={}, synchronous_commit={}",
         c.psql("postgres", "SHOW server_version"),
@@ -186,7 +203,79 @@ fn main() {
             &mut lat,
         );
 
-        // 3. close_if_open on 5 000 open journeys.
+        // 3. The exit lookup with a claim, one at a time. Open journeys are i % 5 == 0; each
+        // exit claims a different one (7 919 is prime to journeys / 5 for the default size).
+        let now = 1_800_000_000_000i64;
+        let exit_q = move |k: u64, w: u64, hit: bool| -> LookupQuery {
+            let i = (((k * 4 + w) * 7_919) % (journeys / 5)).max(1) * 5;
+            LookupQuery {
+                pan_key: if hit {
+                    pan_key(i)
+                } else {
+                    pan_key(journeys + 1 + k * 4 + w)
+                },
+                claim: Some(format!("BENCH-CLAIM-{w}-{k}")),
+                // A closed journey, as a station whose journal believes it open would ask.
+                local_tap_in_ref: Some(format!("FILL-IN-{}", i + 1)),
+                now_ms: now,
+                claim_ms: 10_000,
+                debounce_since_ms: now - 10_000,
+            }
+        };
+        let n = 20_000u64;
+        let mut lat = Vec::with_capacity(n as usize);
+        let (mut won, mut local) = (0, 0);
+        for k in 0..n {
+            let q = exit_q(k, 0, k % 5 != 4);
+            let t = Instant::now();
+            let a = store.lookup(&q).await.expect("lookup");
+            lat.push(ms(t.elapsed()));
+            won += usize::from(a.open.is_some() && a.claimed_by.is_none());
+            local += usize::from(a.local.is_some());
+        }
+        report(
+            &format!("exit lookup (claim), 1 at a time ({won} claims won, {local} local views)"),
+            &mut lat,
+        );
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 1..5u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                for k in 0..5_000u64 {
+                    let q = exit_q(k, w, true);
+                    let t = Instant::now();
+                    store.lookup(&q).await.expect("lookup");
+                    lat.push(ms(t.elapsed()));
+                }
+                lat
+            }));
+        }
+        let mut lat = Vec::new();
+        for t in tasks {
+            lat.extend(t.await.expect("task"));
+        }
+        let wall = t.elapsed();
+        report(
+            &format!(
+                "exit lookup (claim), 4 at a time ({:.0} lookups/s)",
+                lat.len() as f64 / wall.as_secs_f64()
+            ),
+            &mut lat,
+        );
+        let mut lat = Vec::new();
+        for k in 0..10_000u64 {
+            let mut q = exit_q(k, 7, k % 5 != 4);
+            q.claim = None;
+            q.local_tap_in_ref = None;
+            let t = Instant::now();
+            store.lookup(&q).await.expect("lookup");
+            lat.push(ms(t.elapsed()));
+        }
+        report("entry lookup (no claim), 1 at a time", &mut lat);
+
+        // 4. close_if_open on 5 000 open journeys.
         let mut lat = Vec::new();
         for k in 0..5_000u64 {
             let i = (k + 1) * 5 * (journeys / 5 / 5_000).max(1);
@@ -198,6 +287,7 @@ fn main() {
                 kind: LineEventKind::Closed {
                     tap_out_ref: format!("BENCH-OUT-{k}"),
                     fare: Rupiah(3_000),
+                    references_hold: true,
                 },
             };
             let t = Instant::now();
@@ -206,7 +296,7 @@ fn main() {
         }
         report("close_if_open, 1 at a time", &mut lat);
 
-        // 4. apply_event: new journeys, an open and a close each.
+        // 5. Replication: new journeys, an open and a close each.
         let events = |from: u64, n: u64| -> Vec<LineEvent> {
             (from..from + n)
                 .flat_map(|k| {
@@ -230,6 +320,7 @@ fn main() {
                             kind: LineEventKind::Closed {
                                 tap_out_ref: format!("O{k}"),
                                 fare: Rupiah(3_000),
+                                references_hold: true,
                             },
                         },
                     ]
@@ -269,6 +360,55 @@ fn main() {
         let wall = t.elapsed();
         println!(
             "apply_event, 8 at a time: {} events in {:.2} s = {:.0} events/s",
+            par.len(),
+            wall.as_secs_f64(),
+            par.len() as f64 / wall.as_secs_f64()
+        );
+
+        // apply_events, batches of 100 (a journey's open and close in the same batch).
+        let batched = events(200_000, 10_000);
+        let mut lat = Vec::new();
+        let t = Instant::now();
+        for b in batched.chunks(100) {
+            let tb = Instant::now();
+            store.apply_events(b).await.expect("apply_events");
+            lat.push(ms(tb.elapsed()));
+        }
+        let wall = t.elapsed();
+        println!(
+            "apply_events, batches of 100, 1 replicator: {} events in {:.2} s = {:.0} events/s",
+            batched.len(),
+            wall.as_secs_f64(),
+            batched.len() as f64 / wall.as_secs_f64()
+        );
+        report("apply_events, one batch of 100", &mut lat);
+        let par = Arc::new(events(300_000, 20_000));
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..4usize {
+            let store = store.clone();
+            let par = par.clone();
+            tasks.push(tokio::spawn(async move {
+                // Each replicator (station) its own journeys, as with stations' outboxes.
+                let mine: Vec<LineEvent> = par
+                    .chunks(2)
+                    .skip(w)
+                    .step_by(4)
+                    .flatten()
+                    .cloned()
+                    .collect();
+                for b in mine.chunks(100) {
+                    store.apply_events(b).await.expect("apply_events");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let wall = t.elapsed();
+        println!(
+            "apply_events, batches of 100, 4 replicators at once: {} events in {:.2} s = {:.0} \
+             events/s",
             par.len(),
             wall.as_secs_f64(),
             par.len() as f64 / wall.as_secs_f64()

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use pg::PgCluster;
 use tapgate::fare::Rupiah;
 use tapgate::journal::JourneyState;
-use tapgate::line::schema::SCHEMA_VERSION;
+use tapgate::line::schema::{MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE};
 use tapgate::line::{
     Applied, CloseOutcome, ErrorClass, KeyFingerprint, LineError, LineEvent, LineEventKind,
-    LineSettings, LineStore,
+    LineSettings, LineStore, LookupAnswer, LookupQuery,
 };
 
 macro_rules! cluster {
@@ -71,6 +71,7 @@ fn closed(id: &str, journey: &str, station: &str, tap_out: &str, fare: u64, at: 
         kind: LineEventKind::Closed {
             tap_out_ref: tap_out.into(),
             fare: Rupiah(fare),
+            references_hold: true,
         },
     }
 }
@@ -699,6 +700,10 @@ async fn a_gate_role_without_ddl_rights_needs_the_operator_to_migrate() {
         .await
         .unwrap();
     assert!(s.find_open("pan-a").await.unwrap().is_some());
+    // The lookup function runs with the gate's own rights (its claim is an UPDATE).
+    let a = s.lookup(&exit_q("pan-a", "OUT-1", 10)).await.unwrap();
+    assert_eq!(a.open.map(|o| o.tap_in_ref).as_deref(), Some("J1"));
+    assert_eq!(a.claimed_by, None);
 }
 
 /// Runs openssl in `dir`; panics with its output on failure.
@@ -856,4 +861,714 @@ async fn tls_to_the_line_database_verifies_its_certificate() {
         assert!(e.to_string().contains("TLS"), "{ca:?}: {e}");
         assert_eq!(e.class(), ErrorClass::Fatal);
     }
+}
+
+/// An exit's lookup: claims for `tap_out`, at `now`, claims living 10 s, debounce 5 s.
+fn exit_q(pan: &str, tap_out: &str, now: i64) -> LookupQuery {
+    LookupQuery {
+        pan_key: pan.into(),
+        claim: Some(tap_out.into()),
+        local_tap_in_ref: None,
+        now_ms: now,
+        claim_ms: 10_000,
+        debounce_since_ms: now - 5_000,
+    }
+}
+
+fn open_ref(a: &LookupAnswer) -> Option<&str> {
+    a.open.as_ref().map(|o| o.tap_in_ref.as_str())
+}
+
+fn closed_hold(
+    id: &str,
+    journey: &str,
+    station: &str,
+    tap_out: &str,
+    fare: u64,
+    at: i64,
+    references_hold: bool,
+) -> LineEvent {
+    LineEvent {
+        event_id: id.into(),
+        tap_in_ref: journey.into(),
+        station: station.into(),
+        at_ms: at,
+        kind: LineEventKind::Closed {
+            tap_out_ref: tap_out.into(),
+            fare: Rupiah(fare),
+            references_hold,
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_claims_the_open_journey_and_another_exit_is_refused_until_the_claim_expires() {
+    let c = cluster!();
+    let blm = store(&c, "BLM").await;
+    let asn = store(&c, "ASN").await;
+    blm.apply_event(&opened("BLM-1", "J1", "BLM", "pan-a", 1_000))
+        .await
+        .unwrap();
+
+    // An entry's lookup (no claim) sees the open journey and claims nothing.
+    let mut entry = exit_q("pan-a", "unused", 100_000);
+    entry.claim = None;
+    let a = blm.lookup(&entry).await.unwrap();
+    assert_eq!(open_ref(&a), Some("J1"));
+    assert_eq!(a.claimed_by, None);
+    assert_eq!(
+        c.psql("postgres", "SELECT count(claim_ref) FROM tapgate_journeys"),
+        "0"
+    );
+
+    // The first exit claims it.
+    let a = asn
+        .lookup(&exit_q("pan-a", "ASN-OUT-1", 100_000))
+        .await
+        .unwrap();
+    let open = a.open.clone().expect("open journey");
+    assert_eq!(open.tap_in_ref, "J1");
+    assert_eq!(open.entry_station, "BLM");
+    assert_eq!(open.pan_key, "pan-a");
+    assert_eq!(open.tap_in_reference_no.as_deref(), Some("REF-J1"));
+    assert_eq!(open.opened_at_ms, 1_000);
+    assert_eq!(a.claimed_by, None, "won");
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT claim_ref || ' ' || claim_expires_ms FROM tapgate_journeys"
+        ),
+        "ASN-OUT-1 110000"
+    );
+
+    // A second exit (another lane, another station) within the claim's life is refused.
+    let b = blm
+        .lookup(&exit_q("pan-a", "BLM-OUT-9", 105_000))
+        .await
+        .unwrap();
+    assert_eq!(open_ref(&b), Some("J1"));
+    assert_eq!(b.claimed_by.as_deref(), Some("ASN-OUT-1"));
+    // The same tap-out retrying (its answer was lost) re-claims, and extends the claim.
+    let a = asn
+        .lookup(&exit_q("pan-a", "ASN-OUT-1", 106_000))
+        .await
+        .unwrap();
+    assert_eq!(open_ref(&a), Some("J1"));
+    assert_eq!(a.claimed_by, None, "a retry of the claimant is not refused");
+    assert_eq!(
+        c.psql("postgres", "SELECT claim_expires_ms FROM tapgate_journeys"),
+        "116000"
+    );
+    // Expired: another exit takes it over.
+    let b = blm
+        .lookup(&exit_q("pan-a", "BLM-OUT-9", 116_000))
+        .await
+        .unwrap();
+    assert_eq!(open_ref(&b), Some("J1"));
+    assert_eq!(b.claimed_by, None, "an expired claim is taken over");
+    let a = asn
+        .lookup(&exit_q("pan-a", "ASN-OUT-1", 116_001))
+        .await
+        .unwrap();
+    assert_eq!(a.claimed_by.as_deref(), Some("BLM-OUT-9"));
+
+    // release_claim only clears the claim of its own tap-out.
+    asn.release_claim("J1", "ASN-OUT-1").await.unwrap();
+    assert_eq!(
+        c.psql("postgres", "SELECT claim_ref FROM tapgate_journeys"),
+        "BLM-OUT-9"
+    );
+    blm.release_claim("J1", "BLM-OUT-9").await.unwrap();
+    assert_eq!(
+        c.psql("postgres", "SELECT count(claim_ref) FROM tapgate_journeys"),
+        "0"
+    );
+    let a = asn
+        .lookup(&exit_q("pan-a", "ASN-OUT-2", 117_000))
+        .await
+        .unwrap();
+    assert_eq!(a.claimed_by, None, "released: free for the next exit");
+
+    // Closing clears the claim: by the conditional close ...
+    let out = closed_hold("ASN-C-2", "J1", "ASN", "ASN-OUT-2", 3_000, 117_500, true);
+    assert!(matches!(
+        asn.close_if_open(&out).await.unwrap(),
+        CloseOutcome::Closed(j) if j.references_hold == Some(true)
+    ));
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT count(*) FROM tapgate_journeys WHERE claim_ref IS NOT NULL \
+             OR claim_expires_ms IS NOT NULL"
+        ),
+        "0"
+    );
+    let a = blm
+        .lookup(&exit_q("pan-a", "BLM-OUT-10", 200_000))
+        .await
+        .unwrap();
+    assert_eq!(a.open, None, "closed: nothing left to claim");
+    assert_eq!(a.claimed_by, None);
+    // ... and by a replicated close.
+    blm.apply_event(&opened("BLM-2", "J2", "BLM", "pan-a", 150_000))
+        .await
+        .unwrap();
+    let a = asn
+        .lookup(&exit_q("pan-a", "ASN-OUT-3", 200_000))
+        .await
+        .unwrap();
+    assert_eq!(open_ref(&a), Some("J2"));
+    let rep = closed_hold("ASN-C-3", "J2", "ASN", "ASN-OUT-3", 3_000, 200_100, true);
+    assert_eq!(blm.apply_event(&rep).await.unwrap(), Applied::Changed);
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT count(*) FROM tapgate_journeys WHERE claim_ref IS NOT NULL \
+             OR claim_expires_ms IS NOT NULL"
+        ),
+        "0"
+    );
+    let j = blm.journey("J2").await.unwrap().unwrap();
+    assert_eq!(j.state, JourneyState::Closed);
+    assert_eq!(j.references_hold, Some(true));
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT references_hold FROM tapgate_journey_events WHERE event_id = 'ASN-C-3'"
+        ),
+        "t"
+    );
+
+    // Bad input is refused before any I/O.
+    let mut bad = exit_q("", "X", 1);
+    assert!(matches!(asn.lookup(&bad).await, Err(LineError::Invalid(_))));
+    bad = exit_q("pan-a", "", 1);
+    assert!(matches!(asn.lookup(&bad).await, Err(LineError::Invalid(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lookup_reports_a_recent_close_and_the_lines_view_of_the_local_journey() {
+    let c = cluster!();
+    let blm = store(&c, "BLM").await;
+    let asn = store(&c, "ASN").await;
+    // pan-a tapped in at BLM, and out at ASN at 50 000 (the tap-out referenced the hold).
+    blm.apply_event(&opened("BLM-1", "J1", "BLM", "pan-a", 1_000))
+        .await
+        .unwrap();
+    asn.apply_event(&closed_hold(
+        "ASN-1", "J1", "ASN", "OUT-1", 3_000, 50_000, true,
+    ))
+    .await
+    .unwrap();
+    // pan-b's journey was closed by the stale sweep: not a tap-out, no debounce.
+    blm.apply_event(&opened("BLM-2", "J2", "BLM", "pan-b", 1_000))
+        .await
+        .unwrap();
+    blm.apply_event(&policy(
+        "BLM-3",
+        "J2",
+        "BLM",
+        LineEventKind::StaleClosed {
+            fare: Some(Rupiah(14_000)),
+        },
+        50_000,
+    ))
+    .await
+    .unwrap();
+
+    // A second exit tap at another station 2 s later: the same tap (debounce line-wide).
+    let mut q = exit_q("pan-a", "TGK-OUT-1", 52_000);
+    q.local_tap_in_ref = Some("J1".into());
+    let a = blm.lookup(&q).await.unwrap();
+    assert_eq!(a.open, None);
+    assert_eq!(a.recent_close.as_deref(), Some("OUT-1"));
+    // BLM's journal still believes J1 open: the line says it was closed at ASN.
+    let local = a.local.expect("the line knows J1");
+    assert_eq!(local.tap_in_ref, "J1");
+    assert_eq!(local.state, JourneyState::Closed);
+    assert_eq!(local.closed_station.as_deref(), Some("ASN"));
+    assert_eq!(local.tap_out_ref.as_deref(), Some("OUT-1"));
+    assert_eq!(local.fare, Some(Rupiah(3_000)));
+    assert_eq!(local.references_hold, Some(true));
+    assert_eq!(local.entry_station.as_deref(), Some("BLM"));
+
+    // Exactly at the window's start it counts; a millisecond later it does not.
+    let mut q = exit_q("pan-a", "TGK-OUT-2", 0);
+    q.debounce_since_ms = 50_000;
+    assert_eq!(
+        blm.lookup(&q).await.unwrap().recent_close.as_deref(),
+        Some("OUT-1")
+    );
+    q.debounce_since_ms = 50_001;
+    assert_eq!(blm.lookup(&q).await.unwrap().recent_close, None);
+    // Another passenger's close, and a policy close, are no debounce.
+    let mut q = exit_q("pan-b", "TGK-OUT-3", 52_000);
+    q.local_tap_in_ref = Some("J2".into());
+    let a = blm.lookup(&q).await.unwrap();
+    assert_eq!(a.recent_close, None);
+    let l = a.local.expect("J2");
+    assert_eq!(l.state, JourneyState::StaleClosed);
+    assert_eq!(l.references_hold, None);
+    // A local journey the line does not know (its open not replicated yet).
+    let mut q = exit_q("pan-c", "TGK-OUT-4", 52_000);
+    q.local_tap_in_ref = Some("NOT-YET".into());
+    let a = blm.lookup(&q).await.unwrap();
+    assert_eq!(
+        a,
+        LookupAnswer {
+            open: None,
+            claimed_by: None,
+            recent_close: None,
+            local: None,
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_entry_exit_converges_on_its_entry_within_the_trip_window() {
+    let c = cluster!();
+    let s = store(&c, "ASN").await;
+    let hour = 3_600_000;
+    let exit_at = 10 * hour;
+    // pan-a: one entry per state, at various times before the exit.
+    for (i, at) in [
+        (1, exit_at - 3 * hour),
+        (2, exit_at - hour),
+        (3, exit_at + 1),
+    ] {
+        s.apply_event(&opened(
+            &format!("O{i}"),
+            &format!("A{i}"),
+            "BLM",
+            "pan-a",
+            at,
+        ))
+        .await
+        .unwrap();
+    }
+    // Another passenger's entry, newer and in the window: never matched.
+    s.apply_event(&opened("OB", "B1", "BLM", "pan-b", exit_at - 10))
+        .await
+        .unwrap();
+    let max_trip = 2 * hour;
+    // A3 opened after the exit, A1 before the window: A2 is the one.
+    let j = s
+        .entry_for_unknown_exit("pan-a", exit_at, max_trip)
+        .await
+        .unwrap()
+        .expect("entry in the window");
+    assert_eq!(j.tap_in_ref, "A2");
+    // The window's edges are in it.
+    let j = s
+        .entry_for_unknown_exit("pan-a", exit_at, 3 * hour)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(j.tap_in_ref, "A2", "the newest in the window");
+    assert_eq!(
+        s.entry_for_unknown_exit("pan-a", exit_at + 1, 0)
+            .await
+            .unwrap()
+            .map(|j| j.tap_in_ref)
+            .as_deref(),
+        Some("A3")
+    );
+    assert_eq!(
+        s.entry_for_unknown_exit("pan-z", exit_at, max_trip)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // States: STALE_CLOSED and RELEASED still match (no tap-out closed them); VOID and CLOSED
+    // do not.
+    let stale = |id: &str, j: &str| {
+        policy(
+            id,
+            j,
+            "BLM",
+            LineEventKind::StaleClosed {
+                fare: Some(Rupiah(14_000)),
+            },
+            exit_at + hour,
+        )
+    };
+    s.apply_event(&stale("S2", "A2")).await.unwrap();
+    let j = s
+        .entry_for_unknown_exit("pan-a", exit_at, max_trip)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (j.tap_in_ref.as_str(), j.state),
+        ("A2", JourneyState::StaleClosed)
+    );
+    s.apply_event(&opened("O4", "A4", "BLM", "pan-a", exit_at - hour / 2))
+        .await
+        .unwrap();
+    s.apply_event(&policy(
+        "R4",
+        "A4",
+        "BLM",
+        LineEventKind::Released,
+        exit_at + hour,
+    ))
+    .await
+    .unwrap();
+    let j = s
+        .entry_for_unknown_exit("pan-a", exit_at, max_trip)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (j.tap_in_ref.as_str(), j.state),
+        ("A4", JourneyState::Released)
+    );
+    s.apply_event(&opened("O5", "A5", "BLM", "pan-a", exit_at - hour / 4))
+        .await
+        .unwrap();
+    s.apply_event(&policy("V5", "A5", "BLM", LineEventKind::Void, exit_at))
+        .await
+        .unwrap();
+    s.apply_event(&opened("O6", "A6", "BLM", "pan-a", exit_at - hour / 8))
+        .await
+        .unwrap();
+    s.apply_event(&closed_hold(
+        "C6",
+        "A6",
+        "TGK",
+        "TGK-OUT",
+        3_000,
+        exit_at - 5,
+        true,
+    ))
+    .await
+    .unwrap();
+    let j = s
+        .entry_for_unknown_exit("pan-a", exit_at, max_trip)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        j.tap_in_ref, "A4",
+        "a void or tapped-out journey is never matched"
+    );
+
+    // The converge closes it: a Closed without the hold outranks RELEASED / STALE_CLOSED.
+    let conv = closed_hold(
+        "ASN-CONV-4",
+        "A4",
+        "ASN",
+        "ASN-OUT-U",
+        3_000,
+        exit_at,
+        false,
+    );
+    assert_eq!(s.apply_event(&conv).await.unwrap(), Applied::Changed);
+    let conv2 = closed_hold(
+        "ASN-CONV-2",
+        "A2",
+        "ASN",
+        "ASN-OUT-U",
+        3_000,
+        exit_at,
+        false,
+    );
+    assert_eq!(s.apply_event(&conv2).await.unwrap(), Applied::Changed);
+    let j = s.journey("A2").await.unwrap().unwrap();
+    assert_eq!(j.state, JourneyState::Closed);
+    assert_eq!(j.references_hold, Some(false));
+    assert_eq!(j.tap_out_ref.as_deref(), Some("ASN-OUT-U"));
+    assert_eq!(j.fare, Some(Rupiah(3_000)));
+    // A second close with another tap-out: NoChange, the first close stays.
+    let other = closed_hold("TGK-X", "A2", "TGK", "TGK-OUT-X", 5_000, exit_at + 5, true);
+    assert_eq!(s.apply_event(&other).await.unwrap(), Applied::NoChange);
+    let j = s.journey("A2").await.unwrap().unwrap();
+    assert_eq!(j.tap_out_ref.as_deref(), Some("ASN-OUT-U"));
+    assert_eq!(j.references_hold, Some(false));
+    assert_eq!(j.fare, Some(Rupiah(3_000)));
+    // Nothing left to match for this exit.
+    assert_eq!(
+        s.entry_for_unknown_exit("pan-a", exit_at, max_trip)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Retention drops the closed journeys with all their events (claims live on the rows).
+    let pruned = s.prune(i64::MAX, 1_000).await.unwrap();
+    assert_eq!(pruned, 4, "A2, A4, A5 and A6 were closed");
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT string_agg(tap_in_ref, ',' ORDER BY tap_in_ref) FROM tapgate_journeys"
+        ),
+        "A1,A3,B1"
+    );
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT count(*) FROM tapgate_journey_events e WHERE NOT EXISTS \
+             (SELECT 1 FROM tapgate_journeys j WHERE j.tap_in_ref = e.tap_in_ref)"
+        ),
+        "0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_events_is_one_transaction_with_one_by_one_semantics_and_replays_as_duplicates()
+{
+    let c = cluster!();
+    let s = store(&c, "BLM").await;
+    let batch = vec![
+        // Close before open, within the batch: the open then fills in the entry.
+        closed_hold("C1", "J1", "ASN", "OUT-1", 3_000, 5_000, true),
+        opened("O1", "J1", "BLM", "pan-a", 1_000),
+        opened("O2", "J2", "BLM", "pan-b", 2_000),
+        // The same event twice in one batch: the second is a duplicate.
+        opened("O2", "J2", "BLM", "pan-b", 2_000),
+        // A second close of J1 by another tap-out: recorded, no change.
+        closed_hold("C1b", "J1", "TGK", "OUT-9", 9_000, 6_000, true),
+        opened("O3", "J3", "BLM", "pan-c", 3_000),
+        policy(
+            "S3",
+            "J3",
+            "BLM",
+            LineEventKind::StaleClosed { fare: None },
+            9_000,
+        ),
+        closed_hold("C3", "J3", "ASN", "OUT-3", 3_000, 8_000, false),
+    ];
+    let got = s.apply_events(&batch).await.unwrap();
+    use Applied::*;
+    assert_eq!(
+        got,
+        vec![Changed, Changed, Changed, Duplicate, NoChange, Changed, Changed, Changed]
+    );
+    // The same outcome one by one on a second line database.
+    c.create_db("other");
+    let mut st = settings(&c, "BLM");
+    st.url = c.url("other");
+    let one = LineStore::open(&st, &key(1)).await.unwrap();
+    let mut by_one = Vec::new();
+    for e in &batch {
+        by_one.push(one.apply_event(e).await.unwrap());
+    }
+    assert_eq!(got, by_one);
+    let dump = "SELECT string_agg(concat_ws('|', tap_in_ref, pan_key, entry_station, \
+                opened_at_ms, state, closed_station, tap_out_ref, fare, closed_at_ms, \
+                references_hold), ';' ORDER BY tap_in_ref) FROM tapgate_journeys";
+    assert_eq!(c.psql("postgres", dump), c.psql("other", dump));
+    let j1 = s.journey("J1").await.unwrap().unwrap();
+    assert_eq!(j1.state, JourneyState::Closed);
+    assert_eq!(j1.tap_out_ref.as_deref(), Some("OUT-1"));
+    assert_eq!(j1.pan_key.as_deref(), Some("pan-a"));
+    assert_eq!(j1.references_hold, Some(true));
+
+    // Replayed (the replicator lost the commit's answer): all duplicates, nothing changes.
+    let before = c.psql("postgres", dump);
+    let again = s.apply_events(&batch).await.unwrap();
+    assert_eq!(again, vec![Duplicate; batch.len()]);
+    assert_eq!(c.psql("postgres", dump), before);
+    assert_eq!(
+        c.psql("postgres", "SELECT count(*) FROM tapgate_journey_events"),
+        "7"
+    );
+    assert_eq!(s.apply_events(&[]).await.unwrap(), vec![]);
+
+    // All or nothing: an event the database refuses (a trigger standing in for any error)
+    // rolls the whole batch back.
+    c.psql(
+        "postgres",
+        "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN IF NEW.event_id = 'BOOM' THEN RAISE EXCEPTION 'boom'; END IF; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER boom BEFORE INSERT ON tapgate_journey_events \
+         FOR EACH ROW EXECUTE FUNCTION boom()",
+    );
+    let bad = vec![
+        opened("O7", "J7", "BLM", "pan-g", 1_000),
+        opened("BOOM", "J8", "BLM", "pan-h", 1_000),
+        opened("O9", "J9", "BLM", "pan-i", 1_000),
+    ];
+    assert!(s.apply_events(&bad).await.is_err());
+    assert_eq!(
+        c.psql("postgres", dump),
+        before,
+        "nothing of the batch stayed"
+    );
+    // An event refused before any I/O refuses the batch.
+    let mut empty = opened("O10", "J10", "BLM", "pan-j", 1);
+    empty.tap_in_ref.clear();
+    assert!(matches!(
+        s.apply_events(&[opened("O11", "J11", "BLM", "pan-k", 1), empty])
+            .await,
+        Err(LineError::Invalid(_))
+    ));
+    assert_eq!(c.psql("postgres", dump), before);
+
+    // journeys(): the known ones among the refs, in one query.
+    let mut got = s
+        .journeys(&["J3".into(), "J1".into(), "nope".into()])
+        .await
+        .unwrap();
+    got.sort_by(|a, b| a.tap_in_ref.cmp(&b.tap_in_ref));
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], j1);
+    assert_eq!(got[1].tap_in_ref, "J3");
+    assert_eq!(got[1].state, JourneyState::Closed);
+    assert_eq!(got[1].references_hold, Some(false));
+    assert_eq!(s.journeys(&[]).await.unwrap(), vec![]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_exits_claiming_one_journey_from_two_connections_exactly_one_wins() {
+    let c = cluster!();
+    let a = store(&c, "ASN").await;
+    let b = store(&c, "TGK").await;
+    let mut wins = [0u32; 2];
+    for round in 0..50 {
+        let pan = format!("pan-{round}");
+        let journey = format!("J{round}");
+        a.apply_event(&opened(&format!("O{round}"), &journey, "BLM", &pan, 1_000))
+            .await
+            .unwrap();
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let mut tasks = Vec::new();
+        for (st, claim) in [(a.clone(), "ASN-OUT"), (b.clone(), "TGK-OUT")] {
+            let (barrier, pan) = (barrier.clone(), pan.clone());
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                st.lookup(&exit_q(&pan, claim, 100_000)).await.unwrap()
+            }));
+        }
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(t.await.unwrap());
+        }
+        for a in &answers {
+            assert_eq!(open_ref(a), Some(journey.as_str()), "round {round}");
+        }
+        let won: Vec<usize> = (0..2)
+            .filter(|&i| answers[i].claimed_by.is_none())
+            .collect();
+        assert_eq!(won.len(), 1, "round {round}: exactly one wins: {answers:?}");
+        let (w, l) = (won[0], 1 - won[0]);
+        let winner = ["ASN-OUT", "TGK-OUT"][w];
+        assert_eq!(
+            answers[l].claimed_by.as_deref(),
+            Some(winner),
+            "round {round}: the loser is told who holds it"
+        );
+        assert_eq!(
+            c.psql(
+                "postgres",
+                &format!("SELECT claim_ref FROM tapgate_journeys WHERE tap_in_ref = '{journey}'")
+            ),
+            winner
+        );
+        wins[w] += 1;
+    }
+    println!("claims won: ASN {} TGK {}", wins[0], wins[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_database_times_out_the_exit_lookup_within_its_budget_pool_wait_included() {
+    let mut c = cluster!();
+    let mut st = settings(&c, "ASN");
+    st.lookup_timeout_ms = 200;
+    st.pool_size = 1;
+    let s = LineStore::open(&st, &key(1)).await.unwrap();
+    s.apply_event(&opened("BLM-1", "J1", "BLM", "pan-a", 1_000))
+        .await
+        .unwrap();
+    assert!(s.lookup(&exit_q("pan-a", "OUT-0", 5_000)).await.is_ok());
+
+    c.freeze();
+    for i in 0..3 {
+        let t = Instant::now();
+        let e = s
+            .lookup(&exit_q("pan-a", &format!("OUT-{i}"), 5_000))
+            .await
+            .unwrap_err();
+        let took = t.elapsed();
+        assert!(
+            matches!(
+                e,
+                LineError::Timeout {
+                    what: "lookup",
+                    after_ms: 200
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(e.class(), ErrorClass::Degrade);
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_millis(200 + 300),
+            "{took:?}"
+        );
+    }
+    // The pool's only connection is busy in a background call on the hung server: the
+    // lookup's wait for it counts against the same budget.
+    let bg = s.clone();
+    let busy = tokio::spawn(async move { bg.journeys(&["J1".into()]).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t = Instant::now();
+    let e = s
+        .lookup(&exit_q("pan-a", "OUT-9", 5_000))
+        .await
+        .unwrap_err();
+    let took = t.elapsed();
+    assert!(
+        matches!(e, LineError::Timeout { what: "lookup", .. }),
+        "{e}"
+    );
+    assert!(took < Duration::from_millis(200 + 300), "{took:?}");
+
+    c.thaw();
+    let _ = busy.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match s.lookup(&exit_q("pan-a", "OUT-0", 6_000)).await {
+            Ok(a) => {
+                assert_eq!(open_ref(&a), Some("J1"));
+                break;
+            }
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("not back after thaw: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_database_at_schema_1_is_migrated_to_2_keeping_its_journeys() {
+    let c = cluster!();
+    c.psql(
+        "postgres",
+        &format!(
+            "BEGIN; {VERSION_TABLE}; {} \
+             INSERT INTO tapgate_schema VALUES (1, 0, 'old'); \
+             INSERT INTO tapgate_journeys (tap_in_ref, pan_key, entry_station, opened_at_ms, \
+               state, updated_at_ms) VALUES ('OLD-1', 'pan-a', 'BLM', 1000, 'OPEN', 1000); \
+             INSERT INTO tapgate_journeys (tap_in_ref, pan_key, entry_station, opened_at_ms, \
+               state, closed_station, tap_out_ref, fare, closed_at_ms, updated_at_ms) \
+               VALUES ('OLD-2', 'pan-b', 'BLM', 1000, 'CLOSED', 'ASN', 'OUT', 3000, 2000, 2000); \
+             COMMIT",
+            MIGRATIONS[0]
+        ),
+    );
+    let s = LineStore::connect(&settings(&c, "ASN")).unwrap();
+    let m = s.migrate().await.unwrap();
+    assert_eq!((m.from, m.to), (1, SCHEMA_VERSION));
+    let old = s.journey("OLD-2").await.unwrap().unwrap();
+    assert_eq!(old.state, JourneyState::Closed);
+    assert_eq!(
+        old.references_hold, None,
+        "closed before the column existed"
+    );
+    let a = s.lookup(&exit_q("pan-a", "OUT-1", 5_000)).await.unwrap();
+    assert_eq!(open_ref(&a), Some("OLD-1"));
+    assert_eq!(a.claimed_by, None);
 }

@@ -10,7 +10,7 @@
 //! |---|---|
 //! | `settings.rs` | [`LineSettings`], and the checked connection (no password in the URL, TLS off this machine) |
 //! | `schema.rs` | the versioned migrations |
-//! | `store.rs` | [`LineStore`]: migrate, join, apply, find, close, sweep, prune |
+//! | `store.rs` | [`LineStore`]: migrate, join, apply, look up and claim, find, close, converge, prune |
 //! | `model.rs` | events, journeys, outcomes |
 //! | `fingerprint.rs` | [`KeyFingerprint`]: one passenger key per line, checked without holding it |
 //! | `error.rs` | [`LineError`] and its [`ErrorClass`]: degrade and retry, or fatal |
@@ -25,7 +25,8 @@ mod store;
 pub use error::{sqlstate_class, ErrorClass, LineError, SqlClass};
 pub use fingerprint::KeyFingerprint;
 pub use model::{
-    Applied, CloseOutcome, LineEvent, LineEventKind, LineJourney, Migrated, OpenJourney,
+    Applied, CloseOutcome, LineEvent, LineEventKind, LineJourney, LookupAnswer, LookupQuery,
+    Migrated, OpenJourney,
 };
 pub use settings::{
     connection, Connection, LineSettings, DEFAULT_BACKGROUND_TIMEOUT_MS,

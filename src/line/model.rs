@@ -37,6 +37,10 @@ pub enum LineEventKind {
         tap_out_ref: String,
         /// The fare charged.
         fare: Rupiah,
+        /// Whether the tap-out referenced the tap-in hold (`tapInPartnerReferenceNo`), so the
+        /// aggregator finalized it. `false`: a plain charge (the exit did not know the entry,
+        /// or the converge closed it later); the entry station then releases its hold.
+        references_hold: bool,
     },
     /// Closed by the stale sweep or anti-passback at the maximum fare (`None`: not known yet).
     StaleClosed {
@@ -123,6 +127,46 @@ pub struct LineJourney {
     pub fare: Option<Rupiah>,
     /// When it was closed, Unix milliseconds.
     pub closed_at_ms: Option<i64>,
+    /// For a journey closed by a tap-out: whether the tap-out referenced the tap-in hold.
+    /// `None` for the other states (and for closes recorded before schema version 2).
+    pub references_hold: Option<bool>,
+}
+
+/// What the exit (or entry) asks the line in one round trip ([`super::LineStore::lookup`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LookupQuery {
+    /// Keyed hash of the PAN.
+    pub pan_key: String,
+    /// Exit: `Some(the tap-out's partnerReferenceNo)` to claim the passenger's open journey
+    /// for this tap-out (only if unclaimed, or claimed by this same ref, or the other claim
+    /// expired). Entry: `None` (no claim).
+    pub claim: Option<String>,
+    /// The journey the station's local journal believes open for this passenger, to learn
+    /// how the line sees it (it may have been closed at another station).
+    pub local_tap_in_ref: Option<String>,
+    /// Now, Unix milliseconds (the station's clock).
+    pub now_ms: i64,
+    /// How long a claim lives (`now_ms + claim_ms` is its expiry).
+    pub claim_ms: i64,
+    /// A journey of this passenger closed by a tap-out (state `CLOSED`) at or after this
+    /// time is reported in [`LookupAnswer::recent_close`] (the line-wide debounce of exits).
+    pub debounce_since_ms: i64,
+}
+
+/// What the line answered to a [`LookupQuery`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LookupAnswer {
+    /// The passenger's open journey on the line (the newest), claimed by the query's `claim`
+    /// when one was asked and won.
+    pub open: Option<OpenJourney>,
+    /// The open journey is claimed by ANOTHER live exit claim: that tap-out's ref (`open` is
+    /// then `Some` too). The claim was not taken.
+    pub claimed_by: Option<String>,
+    /// The `tap_out_ref` of a journey of this passenger closed by a tap-out since
+    /// `debounce_since_ms` (the newest; it may be the asking tap-out's own ref on a retry).
+    pub recent_close: Option<String>,
+    /// The line's view of `local_tap_in_ref` (`None`: the line does not know it).
+    pub local: Option<LineJourney>,
 }
 
 /// What [`super::LineStore::close_if_open`] did.

@@ -1,8 +1,10 @@
 //! The line store: journeys shared by every station of a line, in PostgreSQL.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -11,7 +13,8 @@ use tokio_postgres::Row;
 use super::error::LineError;
 use super::fingerprint::KeyFingerprint;
 use super::model::{
-    Applied, CloseOutcome, LineEvent, LineEventKind, LineJourney, Migrated, OpenJourney,
+    Applied, CloseOutcome, LineEvent, LineEventKind, LineJourney, LookupAnswer, LookupQuery,
+    Migrated, OpenJourney,
 };
 use super::schema::{MIGRATIONS, MIGRATION_LOCK, SCHEMA_VERSION, VERSION_TABLE};
 use super::settings::{connection, LineSettings};
@@ -25,7 +28,7 @@ const MIGRATE_TIMEOUT: Duration = Duration::from_secs(120);
 macro_rules! journey_columns {
     () => {
         "tap_in_ref, pan_key, entry_station, tap_in_reference_no, opened_at_ms, state, \
-         closed_station, tap_out_ref, fare, closed_at_ms"
+         closed_station, tap_out_ref, fare, closed_at_ms, references_hold"
     };
 }
 
@@ -197,57 +200,175 @@ impl LineStore {
     /// an `Opened` that comes after a close fills in the entry without reopening.
     pub async fn apply_event(&self, ev: &LineEvent) -> Result<Applied, LineError> {
         const WHAT: &str = "apply_event";
-        check_event(ev)?;
+        let row = EventRow::new(ev, now_ms())?;
         let fut = async {
             let client = self.client(WHAT).await?;
-            let now = now_ms();
-            let row = match &ev.kind {
-                LineEventKind::Opened {
-                    pan_key,
-                    tap_in_reference_no,
-                } => {
-                    query_one(
-                        &client,
-                        WHAT,
-                        APPLY_OPENED,
-                        &[
-                            &ev.event_id,
-                            &ev.tap_in_ref,
-                            &ev.station,
-                            &ev.at_ms,
-                            pan_key,
-                            tap_in_reference_no,
-                            &now,
-                        ],
-                    )
-                    .await?
-                }
-                kind => {
-                    let (reference, fare) = close_fields(kind)?;
-                    query_one(
-                        &client,
-                        WHAT,
-                        APPLY_CLOSE,
-                        &[
-                            &ev.event_id,
-                            &ev.tap_in_ref,
-                            &kind.as_str(),
-                            &ev.station,
-                            &ev.at_ms,
-                            &reference,
-                            &fare,
-                            &now,
-                        ],
-                    )
-                    .await?
-                }
+            let r = query_one(&client, WHAT, row.sql(), &row.params()).await?;
+            Ok(applied_from_row(&r))
+        };
+        self.bounded(WHAT, self.settings.background_timeout(), fut)
+            .await
+    }
+
+    /// Applies a batch of events in ONE transaction, with the same outcome as
+    /// [`LineStore::apply_event`] on each in order (a later event of the batch sees what the
+    /// earlier ones did; an event id twice in the batch is a `Duplicate` the second time).
+    /// The statements are pipelined: the batch costs about one round trip and one commit.
+    /// All or nothing: on an error nothing of the batch is recorded. Bounded by
+    /// `background_timeout_ms`.
+    pub async fn apply_events(&self, evs: &[LineEvent]) -> Result<Vec<Applied>, LineError> {
+        const WHAT: &str = "apply_events";
+        let now = now_ms();
+        let rows = evs
+            .iter()
+            .map(|e| EventRow::new(e, now))
+            .collect::<Result<Vec<_>, _>>()?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let fut = async {
+            let mut client = self.client(WHAT).await?;
+            let pg = |e: tokio_postgres::Error| LineError::from_pg(WHAT, &e);
+            let tx = client.transaction().await.map_err(pg)?;
+            // Prepared before the pipeline, so that every statement goes out in order on its
+            // first poll (a prepare would delay one behind the next).
+            let opened = tx.prepare_cached(APPLY_OPENED).await.map_err(pg)?;
+            let close = tx.prepare_cached(APPLY_CLOSE).await.map_err(pg)?;
+            let params: Vec<_> = rows.iter().map(EventRow::params).collect();
+            let futs: Vec<PgFuture<'_, Row>> = rows
+                .iter()
+                .zip(&params)
+                .map(|(r, p)| {
+                    let stmt = if r.opened { &opened } else { &close };
+                    Box::pin(tx.query_one(stmt, p)) as PgFuture<'_, Row>
+                })
+                .collect();
+            let results = join_in_order(futs).await.map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
+            Ok(results.iter().map(applied_from_row).collect())
+        };
+        self.bounded(WHAT, self.settings.background_timeout(), fut)
+            .await
+    }
+
+    /// The exit's (or entry's) question to the line, in ONE round trip (the
+    /// `tapgate_lookup` function): the passenger's newest open journey, claimed for
+    /// `q.claim` when asked and free; who else holds a live claim on it; a tap-out close of
+    /// this passenger since `q.debounce_since_ms`; and the line's view of the journey the
+    /// local journal believes open. Within `lookup_timeout_ms`, waiting for a pooled
+    /// connection included: past it, [`LineError::Timeout`] and the caller degrades.
+    pub async fn lookup(&self, q: &LookupQuery) -> Result<LookupAnswer, LineError> {
+        const WHAT: &str = "lookup";
+        if q.pan_key.is_empty() {
+            return Err(LineError::Invalid("pan_key is empty".into()));
+        }
+        if matches!(&q.claim, Some(c) if c.is_empty()) {
+            return Err(LineError::Invalid("claim is empty".into()));
+        }
+        let fut = async {
+            let client = self.client(WHAT).await?;
+            let row = query_one(
+                &client,
+                WHAT,
+                LOOKUP,
+                &[
+                    &q.pan_key,
+                    &q.claim,
+                    &q.local_tap_in_ref,
+                    &q.now_ms,
+                    &q.claim_ms,
+                    &q.debounce_since_ms,
+                ],
+            )
+            .await?;
+            let open_ref: Option<String> = decode(&row, 0)?;
+            let open = match open_ref {
+                Some(tap_in_ref) => Some(OpenJourney {
+                    tap_in_ref,
+                    pan_key: decode::<Option<String>>(&row, 1)?
+                        .unwrap_or_else(|| q.pan_key.clone()),
+                    entry_station: decode::<Option<String>>(&row, 2)?.unwrap_or_default(),
+                    tap_in_reference_no: decode(&row, 3)?,
+                    opened_at_ms: decode::<Option<i64>>(&row, 4)?.unwrap_or(0),
+                }),
+                None => None,
             };
-            let (recorded, changed): (i64, i64) = (row.get(0), row.get(1));
-            Ok(match (recorded, changed) {
-                (0, _) => Applied::Duplicate,
-                (_, 0) => Applied::NoChange,
-                _ => Applied::Changed,
+            let local_ref: Option<String> = decode(&row, LOOKUP_LOCAL)?;
+            let local = match local_ref {
+                Some(_) => Some(journey_at(&row, LOOKUP_LOCAL)?),
+                None => None,
+            };
+            Ok(LookupAnswer {
+                open,
+                claimed_by: decode(&row, 5)?,
+                recent_close: decode(&row, 6)?,
+                local,
             })
+        };
+        self.bounded(WHAT, self.settings.lookup_timeout(), fut)
+            .await
+    }
+
+    /// Gives up an exit's claim (the tap-out failed or was declined), so that another exit
+    /// need not wait for it to expire. Clears it only if it is still `claim`'s. Bounded by
+    /// `background_timeout_ms`.
+    pub async fn release_claim(&self, tap_in_ref: &str, claim: &str) -> Result<(), LineError> {
+        const WHAT: &str = "release_claim";
+        let fut = async {
+            let client = self.client(WHAT).await?;
+            let pg = |e: tokio_postgres::Error| LineError::from_pg(WHAT, &e);
+            let stmt = client.prepare_cached(RELEASE_CLAIM).await.map_err(pg)?;
+            client
+                .execute(&stmt, &[&tap_in_ref, &claim])
+                .await
+                .map_err(pg)?;
+            Ok(())
+        };
+        self.bounded(WHAT, self.settings.background_timeout(), fut)
+            .await
+    }
+
+    /// The journeys the line knows among `refs` (tap-in refs), in one query; those it does
+    /// not know are left out. Bounded by `background_timeout_ms`.
+    pub async fn journeys(&self, refs: &[String]) -> Result<Vec<LineJourney>, LineError> {
+        const WHAT: &str = "journeys";
+        if refs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let fut = async {
+            let client = self.client(WHAT).await?;
+            let pg = |e: tokio_postgres::Error| LineError::from_pg(WHAT, &e);
+            let stmt = client.prepare_cached(JOURNEYS).await.map_err(pg)?;
+            let rows = client.query(&stmt, &[&refs]).await.map_err(pg)?;
+            rows.iter().map(journey_from_row).collect()
+        };
+        self.bounded(WHAT, self.settings.background_timeout(), fut)
+            .await
+    }
+
+    /// The converge of an exit that did not know its entry: the newest journey of `pan_key`
+    /// opened in `[exit_at_ms - max_trip_ms, exit_at_ms]` that no tap-out closed (state
+    /// `OPEN`, `STALE_CLOSED` or `RELEASED`; a `VOID` tap-in was never paid). The caller
+    /// then closes it with a `Closed { references_hold: false, .. }` event, which outranks a
+    /// policy close. Bounded by `background_timeout_ms`.
+    pub async fn entry_for_unknown_exit(
+        &self,
+        pan_key: &str,
+        exit_at_ms: i64,
+        max_trip_ms: i64,
+    ) -> Result<Option<LineJourney>, LineError> {
+        const WHAT: &str = "entry_for_unknown_exit";
+        let since = exit_at_ms.saturating_sub(max_trip_ms.max(0));
+        let fut = async {
+            let client = self.client(WHAT).await?;
+            let row = query_opt(
+                &client,
+                WHAT,
+                ENTRY_FOR_UNKNOWN_EXIT,
+                &[&pan_key, &since, &exit_at_ms],
+            )
+            .await?;
+            row.map(|r| journey_from_row(&r)).transpose()
         };
         self.bounded(WHAT, self.settings.background_timeout(), fut)
             .await
@@ -274,26 +395,15 @@ impl LineStore {
     /// answer reports `Closed` again. Bounded by `lookup_timeout_ms`.
     pub async fn close_if_open(&self, ev: &LineEvent) -> Result<CloseOutcome, LineError> {
         const WHAT: &str = "close_if_open";
-        check_event(ev)?;
-        let (reference, fare) = close_fields(&ev.kind)?;
+        let row = EventRow::new(ev, now_ms())?;
+        if row.opened {
+            return Err(LineError::Invalid(
+                "an opened event does not close a journey".into(),
+            ));
+        }
         let fut = async {
             let client = self.client(WHAT).await?;
-            let won = query_opt(
-                &client,
-                WHAT,
-                CLOSE_IF_OPEN,
-                &[
-                    &ev.event_id,
-                    &ev.tap_in_ref,
-                    &ev.kind.as_str(),
-                    &ev.station,
-                    &ev.at_ms,
-                    &reference,
-                    &fare,
-                    &now_ms(),
-                ],
-            )
-            .await?;
+            let won = query_opt(&client, WHAT, CLOSE_IF_OPEN, &row.params()).await?;
             if let Some(row) = won {
                 return Ok(CloseOutcome::Closed(journey_from_row(&row)?));
             }
@@ -464,8 +574,129 @@ fn check_event(ev: &LineEvent) -> Result<(), LineError> {
     Ok(())
 }
 
-/// The tap-out reference and fare of a closing event.
-fn close_fields(kind: &LineEventKind) -> Result<(Option<&str>, Option<i64>), LineError> {
+/// One event as the parameters of its statement ([`APPLY_OPENED`] or [`APPLY_CLOSE`], whose
+/// parameters [`CLOSE_IF_OPEN`] shares).
+struct EventRow<'a> {
+    ev: &'a LineEvent,
+    opened: bool,
+    pan_key: Option<&'a str>,
+    tap_in_reference_no: Option<&'a str>,
+    reference: Option<&'a str>,
+    fare: Option<i64>,
+    references_hold: Option<bool>,
+    kind: &'static str,
+    now: i64,
+}
+
+impl<'a> EventRow<'a> {
+    fn new(ev: &'a LineEvent, now: i64) -> Result<EventRow<'a>, LineError> {
+        check_event(ev)?;
+        let mut row = EventRow {
+            ev,
+            opened: false,
+            pan_key: None,
+            tap_in_reference_no: None,
+            reference: None,
+            fare: None,
+            references_hold: None,
+            kind: ev.kind.as_str(),
+            now,
+        };
+        if let LineEventKind::Opened {
+            pan_key,
+            tap_in_reference_no,
+        } = &ev.kind
+        {
+            row.opened = true;
+            row.pan_key = Some(pan_key);
+            row.tap_in_reference_no = tap_in_reference_no.as_deref();
+        } else {
+            (row.reference, row.fare, row.references_hold) = close_fields(&ev.kind)?;
+        }
+        Ok(row)
+    }
+
+    fn sql(&self) -> &'static str {
+        if self.opened {
+            APPLY_OPENED
+        } else {
+            APPLY_CLOSE
+        }
+    }
+
+    fn params(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+        let ev = self.ev;
+        if self.opened {
+            vec![
+                &ev.event_id,
+                &ev.tap_in_ref,
+                &ev.station,
+                &ev.at_ms,
+                &self.pan_key,
+                &self.tap_in_reference_no,
+                &self.now,
+            ]
+        } else {
+            vec![
+                &ev.event_id,
+                &ev.tap_in_ref,
+                &self.kind,
+                &ev.station,
+                &ev.at_ms,
+                &self.reference,
+                &self.fare,
+                &self.now,
+                &self.references_hold,
+            ]
+        }
+    }
+}
+
+fn applied_from_row(row: &Row) -> Applied {
+    let (recorded, changed): (i64, i64) = (row.get(0), row.get(1));
+    match (recorded, changed) {
+        (0, _) => Applied::Duplicate,
+        (_, 0) => Applied::NoChange,
+        _ => Applied::Changed,
+    }
+}
+
+/// A boxed query future of the pipeline in [`LineStore::apply_events`].
+type PgFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, tokio_postgres::Error>> + Send + 'a>>;
+
+/// Polls every future, in order, until all are done: each query is sent on its first poll,
+/// so they leave in order and the server answers them in order (a pipeline). The first
+/// error, in order, ends it.
+async fn join_in_order<T>(mut futs: Vec<PgFuture<'_, T>>) -> Result<Vec<T>, tokio_postgres::Error> {
+    let mut out: Vec<Option<T>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in futs.iter_mut().zip(out.iter_mut()) {
+            if slot.is_some() {
+                continue;
+            }
+            match f.as_mut().poll(cx) {
+                Poll::Ready(Ok(v)) => *slot = Some(v),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => pending = true,
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    })
+    .await?;
+    Ok(out.into_iter().flatten().collect())
+}
+
+/// The tap-out reference, fare and whether the tap-out referenced the hold, of a closing
+/// event.
+#[allow(clippy::type_complexity)]
+fn close_fields(
+    kind: &LineEventKind,
+) -> Result<(Option<&str>, Option<i64>, Option<bool>), LineError> {
     let fare = |f: Rupiah| {
         i64::try_from(f.0).map_err(|_| LineError::Invalid(format!("fare {f} is too large")))
     };
@@ -478,9 +709,14 @@ fn close_fields(kind: &LineEventKind) -> Result<(Option<&str>, Option<i64>), Lin
         LineEventKind::Closed {
             tap_out_ref,
             fare: f,
-        } => (Some(tap_out_ref.as_str()), Some(fare(*f)?)),
-        LineEventKind::StaleClosed { fare: f } => (None, f.map(fare).transpose()?),
-        LineEventKind::Void | LineEventKind::Released => (None, None),
+            references_hold,
+        } => (
+            Some(tap_out_ref.as_str()),
+            Some(fare(*f)?),
+            Some(*references_hold),
+        ),
+        LineEventKind::StaleClosed { fare: f } => (None, f.map(fare).transpose()?, None),
+        LineEventKind::Void | LineEventKind::Released => (None, None, None),
     })
 }
 
@@ -518,21 +754,27 @@ fn open_from_row(r: &Row) -> Result<OpenJourney, LineError> {
     })
 }
 
-const JOURNEY_COLUMN_COUNT: usize = 10;
+const JOURNEY_COLUMN_COUNT: usize = 11;
 
 fn journey_from_row(r: &Row) -> Result<LineJourney, LineError> {
-    let fare: Option<i64> = decode(r, 8)?;
+    journey_at(r, 0)
+}
+
+/// The journey whose [`journey_columns`] start at column `at`.
+fn journey_at(r: &Row, at: usize) -> Result<LineJourney, LineError> {
+    let fare: Option<i64> = decode(r, at + 8)?;
     Ok(LineJourney {
-        tap_in_ref: decode(r, 0)?,
-        pan_key: decode(r, 1)?,
-        entry_station: decode(r, 2)?,
-        tap_in_reference_no: decode(r, 3)?,
-        opened_at_ms: decode(r, 4)?,
-        state: state_of(decode(r, 5)?)?,
-        closed_station: decode(r, 6)?,
-        tap_out_ref: decode(r, 7)?,
+        tap_in_ref: decode(r, at)?,
+        pan_key: decode(r, at + 1)?,
+        entry_station: decode(r, at + 2)?,
+        tap_in_reference_no: decode(r, at + 3)?,
+        opened_at_ms: decode(r, at + 4)?,
+        state: state_of(decode(r, at + 5)?)?,
+        closed_station: decode(r, at + 6)?,
+        tap_out_ref: decode(r, at + 7)?,
         fare: fare.map(|f| Rupiah(f.max(0) as u64)),
-        closed_at_ms: decode(r, 9)?,
+        closed_at_ms: decode(r, at + 9)?,
+        references_hold: decode(r, at + 10)?,
     })
 }
 
@@ -564,27 +806,32 @@ WITH ev AS (
 SELECT (SELECT count(*) FROM ev), (SELECT count(*) FROM j)";
 
 /// `$1` event id, `$2` tap-in ref, `$3` kind (= the state it closes to), `$4` station,
-/// `$5` at, `$6` tap-out ref, `$7` fare, `$8` now. Records the event unless seen; moves the
-/// journey to the closing state if that is forward, or creates it closed. Returns (events
-/// recorded, journeys changed).
+/// `$5` at, `$6` tap-out ref, `$7` fare, `$8` now, `$9` references hold. Records the event
+/// unless seen; moves the journey to the closing state if that is forward (clearing any
+/// exit's claim), or creates it closed. Returns (events recorded, journeys changed).
 const APPLY_CLOSE: &str = "
 WITH ev AS (
     INSERT INTO tapgate_journey_events
-        (event_id, tap_in_ref, kind, station, at_ms, reference, fare, applied_at_ms)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        (event_id, tap_in_ref, kind, station, at_ms, reference, fare, applied_at_ms,
+         references_hold)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
     ON CONFLICT (event_id) DO NOTHING
     RETURNING 1
 ), j AS (
     INSERT INTO tapgate_journeys AS j
-        (tap_in_ref, state, closed_station, tap_out_ref, fare, closed_at_ms, updated_at_ms)
-    SELECT $2, $3, $4, $6, $7, $5, $8 WHERE EXISTS (SELECT 1 FROM ev)
+        (tap_in_ref, state, closed_station, tap_out_ref, fare, closed_at_ms, updated_at_ms,
+         references_hold)
+    SELECT $2, $3, $4, $6, $7, $5, $8, $9 WHERE EXISTS (SELECT 1 FROM ev)
     ON CONFLICT (tap_in_ref) DO UPDATE SET
         state = EXCLUDED.state,
         closed_station = EXCLUDED.closed_station,
         tap_out_ref = EXCLUDED.tap_out_ref,
         fare = EXCLUDED.fare,
         closed_at_ms = EXCLUDED.closed_at_ms,
-        updated_at_ms = EXCLUDED.updated_at_ms
+        updated_at_ms = EXCLUDED.updated_at_ms,
+        references_hold = EXCLUDED.references_hold,
+        claim_ref = NULL,
+        claim_expires_ms = NULL
     WHERE tapgate_journey_rank(j.state) < tapgate_journey_rank(EXCLUDED.state)
     RETURNING 1
 )
@@ -592,22 +839,25 @@ SELECT (SELECT count(*) FROM ev), (SELECT count(*) FROM j)";
 
 /// Same parameters as [`APPLY_CLOSE`]. The conditional close: returns the journey when this
 /// statement closed it, no row otherwise.
-const CLOSE_IF_OPEN: &str = "
+const CLOSE_IF_OPEN: &str = concat!(
+    "
 WITH c AS (
     UPDATE tapgate_journeys SET
         state = $3, closed_station = $4, tap_out_ref = $6, fare = $7, closed_at_ms = $5,
-        updated_at_ms = $8
+        updated_at_ms = $8, references_hold = $9, claim_ref = NULL, claim_expires_ms = NULL
     WHERE tap_in_ref = $2 AND state = 'OPEN'
     RETURNING *
 ), ev AS (
     INSERT INTO tapgate_journey_events
-        (event_id, tap_in_ref, kind, station, at_ms, reference, fare, applied_at_ms)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8 FROM c
+        (event_id, tap_in_ref, kind, station, at_ms, reference, fare, applied_at_ms,
+         references_hold)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM c
     ON CONFLICT (event_id) DO NOTHING
 )
-SELECT tap_in_ref, pan_key, entry_station, tap_in_reference_no, opened_at_ms, state,
-       closed_station, tap_out_ref, fare, closed_at_ms
-FROM c";
+SELECT ",
+    journey_columns!(),
+    " FROM c"
+);
 
 const FIND_OPEN: &str = "
 SELECT tap_in_ref, pan_key, entry_station, tap_in_reference_no, opened_at_ms
@@ -630,6 +880,34 @@ const JOURNEY_AND_EVENT: &str = concat!(
     ", EXISTS (SELECT 1 FROM tapgate_journey_events WHERE event_id = $2) \
      FROM tapgate_journeys WHERE tap_in_ref = $1"
 );
+
+/// `$1` tap-in refs.
+const JOURNEYS: &str = concat!(
+    "SELECT ",
+    journey_columns!(),
+    " FROM tapgate_journeys WHERE tap_in_ref = ANY($1)"
+);
+
+/// `$1` pan key, `$2` opened at or after, `$3` opened at or before.
+const ENTRY_FOR_UNKNOWN_EXIT: &str = concat!(
+    "SELECT ",
+    journey_columns!(),
+    " FROM tapgate_journeys \
+     WHERE pan_key = $1 AND opened_at_ms BETWEEN $2 AND $3 \
+       AND state IN ('OPEN', 'STALE_CLOSED', 'RELEASED') AND tap_out_ref IS NULL \
+     ORDER BY opened_at_ms DESC LIMIT 1"
+);
+
+/// See `tapgate_lookup` in the schema (migration 2): `$1` pan key, `$2` claim, `$3` local
+/// tap-in ref, `$4` now, `$5` claim lifetime, `$6` debounce since. One row; the local
+/// journey's [`journey_columns`] start at [`LOOKUP_LOCAL`].
+const LOOKUP: &str = "SELECT * FROM tapgate_lookup($1, $2, $3, $4, $5, $6)";
+const LOOKUP_LOCAL: usize = 7;
+
+/// `$1` tap-in ref, `$2` claim.
+const RELEASE_CLAIM: &str = "
+UPDATE tapgate_journeys SET claim_ref = NULL, claim_expires_ms = NULL
+WHERE tap_in_ref = $1 AND claim_ref = $2";
 
 /// `$1` closed before, `$2` batch.
 const PRUNE: &str = "
@@ -715,6 +993,7 @@ mod tests {
         let huge = LineEventKind::Closed {
             tap_out_ref: "O".into(),
             fare: Rupiah(u64::MAX),
+            references_hold: true,
         };
         assert!(matches!(close_fields(&huge), Err(LineError::Invalid(_))));
         assert_eq!(
@@ -722,8 +1001,11 @@ mod tests {
                 fare: Some(Rupiah(14_000))
             })
             .unwrap(),
-            (None, Some(14_000))
+            (None, Some(14_000), None)
         );
-        assert_eq!(close_fields(&LineEventKind::Void).unwrap(), (None, None));
+        assert_eq!(
+            close_fields(&LineEventKind::Void).unwrap(),
+            (None, None, None)
+        );
     }
 }
