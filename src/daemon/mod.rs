@@ -3,6 +3,7 @@
 
 pub mod gate;
 pub mod lane;
+pub mod line;
 pub mod logging;
 pub mod metrics;
 pub mod reconcile;

@@ -600,6 +600,8 @@ struct LineTables {
     budget: Option<Duration>,
     queries: Vec<super::LineQuery>,
     released: Vec<(String, String)>,
+    states: HashMap<String, crate::flow::LineState>,
+    down: bool,
 }
 
 impl FakeLine {
@@ -622,6 +624,16 @@ impl FakeLine {
         let mut t = self.lock();
         t.delay = delay;
         t.budget = Some(budget);
+    }
+
+    /// The line holds this journey in this state (for [`super::LinePort::states`]).
+    pub fn set_state(&self, s: crate::flow::LineState) {
+        self.lock().states.insert(s.tap_in_ref.clone(), s);
+    }
+
+    /// The line's background calls fail (`true`) or answer (`false`).
+    pub fn set_down(&self, down: bool) {
+        self.lock().down = down;
     }
 
     /// The lookups made, in order.
@@ -660,6 +672,19 @@ impl super::LinePort for FakeLine {
     fn release_claim(&self, tap_in_ref: String, claim: String) -> PortFuture<'_, ()> {
         Box::pin(async move {
             self.lock().released.push((tap_in_ref, claim));
+        })
+    }
+
+    fn states(
+        &self,
+        refs: Vec<String>,
+    ) -> PortFuture<'_, Result<Vec<crate::flow::LineState>, String>> {
+        Box::pin(async move {
+            let t = self.lock();
+            if t.down {
+                return Err("the line is down".into());
+            }
+            Ok(refs.iter().filter_map(|r| t.states.get(r).cloned()).collect())
         })
     }
 }

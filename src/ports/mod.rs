@@ -49,6 +49,11 @@ pub trait LinePort: Send + Sync + 'static {
     fn lookup(&self, q: LineQuery) -> PortFuture<'_, LineView>;
     /// Gives back an exit claim this tap did not use (best effort).
     fn release_claim(&self, tap_in_ref: String, claim: String) -> PortFuture<'_, ()>;
+    /// How the line sees these journeys (those it knows), within the background budget.
+    fn states(
+        &self,
+        refs: Vec<String>,
+    ) -> PortFuture<'_, Result<Vec<crate::flow::LineState>, String>>;
 }
 
 /// Open journeys past their time, each with its tap-in operation (`None`: missing or damaged).
