@@ -188,3 +188,52 @@ async fn anti_passback_is_line_wide() {
     assert_eq!(evs[0].kind, JourneyEventKind::StaleClosed { fare: None });
     let _ = (Direction::In, OpState::Succeeded);
 }
+
+/// The stale sweep asks the line first: a journey that ended at another station is closed
+/// as the line has it (its hold released when that exit did not finalize it), never at the
+/// maximum fare; while the line cannot answer, nothing is closed.
+#[tokio::test(start_paused = true)]
+async fn the_stale_sweep_never_charges_the_maximum_for_a_journey_closed_elsewhere() {
+    let rig = Rig::on_line("max_trip_minutes = 1");
+    let line = rig.line.clone().unwrap();
+    let (ended_elsewhere, id1) = rig.seed_journey(PAN_A, "BLM", HOLD, 1).await;
+    let (still_open, id2) = rig.seed_journey(PAN_B, "BLM", HOLD, 2).await;
+    sleep_ms(61_000).await;
+
+    line.set_down(true);
+    assert_eq!(rig.reconciler().close_stale_journeys().await.unwrap(), 0);
+    assert!(rig
+        .journal
+        .journeys()
+        .iter()
+        .all(|j| j.state == JourneyState::Open));
+
+    line.set_down(false);
+    line.set_state(LineState {
+        tap_in_ref: ended_elsewhere.clone(),
+        state: JourneyState::Closed,
+        fare: Some(Rupiah(MAX_FARE)),
+        references_hold: Some(false),
+    });
+    line.set_state(LineState {
+        tap_in_ref: still_open.clone(),
+        state: JourneyState::Open,
+        fare: None,
+        references_hold: None,
+    });
+    assert_eq!(rig.reconciler().close_stale_journeys().await.unwrap(), 2);
+    let js = rig.journal.journeys();
+    let j1 = js.iter().find(|j| j.id == id1).unwrap();
+    assert_eq!((j1.state, j1.fare), (JourneyState::Closed, Some(Rupiah(MAX_FARE))));
+    let hold = rig.journal.op(&ended_elsewhere).unwrap();
+    assert_eq!(
+        (hold.state, hold.refund_amount),
+        (OpState::RefundPending, Some(Rupiah(HOLD)))
+    );
+    let j2 = js.iter().find(|j| j.id == id2).unwrap();
+    assert_eq!(
+        (j2.state, j2.fare),
+        (JourneyState::StaleClosed, Some(Rupiah(HOLD)))
+    );
+    assert_eq!(rig.journal.op(&still_open).unwrap().state, OpState::Succeeded);
+}

@@ -221,6 +221,8 @@ pub struct Reconciler {
     station: Arc<StationCore>,
     /// The SQLite journal, for start-up recovery; `None` over fakes.
     journal: Option<JournalHandle>,
+    /// The line's background work (outbox, follower, converge), on a line.
+    line: Option<Arc<crate::daemon::line::LineLink>>,
 }
 
 /// What one pass did.
@@ -243,6 +245,7 @@ impl Reconciler {
     pub fn new(station: Arc<Station>) -> Self {
         Reconciler {
             journal: Some(station.journal.clone()),
+            line: station.line.clone(),
             station: station.core(),
         }
     }
@@ -253,6 +256,7 @@ impl Reconciler {
         Reconciler {
             station,
             journal: None,
+            line: None,
         }
     }
 
@@ -318,11 +322,20 @@ impl Reconciler {
     /// One pass: holds without a journey sent to refund, the due operations, then the stale
     /// journeys.
     pub async fn pass(&self) -> Result<PassStats, crate::journal::JournalError> {
+        self.line_round().await;
         let orphans = self.refund_holds_without_journey().await?;
         let mut stats = self.pass_operations().await?;
         stats.holds_without_journey = orphans;
         self.close_stale_journeys().await?;
         Ok(stats)
+    }
+
+    /// On a line: sends the outbox, closes journeys that ended elsewhere, converges
+    /// unknown-entry exits (each part logs its own failure).
+    pub async fn line_round(&self) {
+        if let (Some(line), Some(journal)) = (&self.line, &self.journal) {
+            line.round(&self.station, journal).await;
+        }
     }
 
     /// Sends every successful hold that belongs to no journey to refund: nothing would ever
@@ -470,13 +483,44 @@ impl Reconciler {
         let max_trip = i64::try_from(st.config.policy.max_trip_minutes.saturating_mul(60_000))
             .unwrap_or(i64::MAX);
         let policy = st.config.policy.stale_journey;
-        let mut closed = 0;
-        for (jy, tap_in) in st
+        let stale = st
             .ports
             .journeys
             .stale(now.saturating_sub(max_trip))
-            .await?
-        {
+            .await?;
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        // On a line, a journey may have ended at another station: the line is asked first,
+        // and while it cannot answer no journey is closed at the maximum fare.
+        let on_line = match &st.ports.line {
+            None => Vec::new(),
+            Some(line) => {
+                let refs = stale.iter().map(|(j, _)| j.tap_in_ref.clone()).collect();
+                match line.states(refs).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(target: "tapgate::line", error = %e, stale = stale.len(),
+                            "stale journeys left open: the line cannot say whether they ended \
+                             at another station");
+                        return Ok(0);
+                    }
+                }
+            }
+        };
+        let mut closed = 0;
+        for (jy, tap_in) in stale {
+            let elsewhere = on_line
+                .iter()
+                .find(|s| s.tap_in_ref == jy.tap_in_ref)
+                .and_then(|s| s.elsewhere_close(jy.id));
+            if let Some(c) = elsewhere {
+                st.ports.journeys.close_elsewhere(c, now).await?;
+                tracing::info!(target: "tapgate::line", journey = jy.id,
+                    tap_in = %jy.tap_in_ref, "stale journey had ended at another station");
+                closed += 1;
+                continue;
+            }
             let Some((state, fare)) = stale_close(tap_in.as_ref(), policy) else {
                 continue;
             };

@@ -230,6 +230,8 @@ pub struct Station {
     pub journal: JournalHandle,
     /// The aggregator.
     pub aggregator: Arc<Aggregator>,
+    /// The line, when the station belongs to one.
+    pub line: Option<Arc<crate::daemon::line::LineLink>>,
 }
 
 impl std::ops::Deref for Station {
@@ -265,7 +267,7 @@ impl Station {
         aggregator: Aggregator,
         clock: Arc<dyn Clock>,
         passenger_key: PassengerKey,
-        line: Option<Arc<dyn crate::ports::LinePort>>,
+        line: Option<Arc<crate::daemon::line::LineLink>>,
     ) -> Arc<Station> {
         let journal = JournalHandle::new(journal);
         let aggregator = Arc::new(aggregator);
@@ -273,12 +275,15 @@ impl Station {
             payments: aggregator.clone(),
             journeys: Arc::new(journal.clone()),
             ops: Arc::new(journal.clone()),
-            line,
+            line: line
+                .clone()
+                .map(|l| l as Arc<dyn crate::ports::LinePort>),
         };
         Arc::new(Station {
             core: StationCore::new(config, clock, passenger_key, ports),
             journal,
             aggregator,
+            line,
         })
     }
 

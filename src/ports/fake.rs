@@ -365,6 +365,46 @@ impl JourneyStore for MemJournal {
             t.close(close, None, at_ms)
         })
     }
+
+    fn close_elsewhere(
+        &self,
+        c: crate::journal::ElsewhereClose,
+        at_ms: i64,
+    ) -> PortFuture<'_, Result<(), JournalError>> {
+        Box::pin(async move {
+            let tap_in = {
+                let mut t = self.lock();
+                t.check(JournalCall::Other)?;
+                let close = JourneyClose {
+                    id: c.id,
+                    state: c.state,
+                    fare: c.fare,
+                };
+                t.close(close, None, at_ms)?;
+                t.journeys
+                    .iter()
+                    .find(|j| j.id == c.id)
+                    .map(|j| j.tap_in_ref.clone())
+            };
+            let Some(tap_in) = tap_in.filter(|_| c.release_hold) else {
+                return Ok(());
+            };
+            let Some(op) = self.op(&tap_in) else {
+                return Ok(());
+            };
+            if !matches!(op.state, OpState::Succeeded | OpState::Attention) {
+                return Ok(());
+            }
+            let t = Transition {
+                refund_amount: Some(op.amount),
+                reason: Some("journey closed elsewhere without this hold: released".into()),
+                next_attempt_at_ms: Some(at_ms),
+                line_correction: true,
+                ..Transition::new(OpState::RefundPending, at_ms)
+            };
+            self.record(tap_in, vec![t]).await.map(|_| ())
+        })
+    }
 }
 
 impl OpJournal for MemJournal {

@@ -99,6 +99,13 @@ pub trait JourneyStore: Send + Sync + 'static {
     fn stale(&self, older_than_ms: i64) -> PortFuture<'_, Result<StaleJourneys, JournalError>>;
     /// Closes a journey that no tap-out closed.
     fn close(&self, close: JourneyClose, at_ms: i64) -> PortFuture<'_, Result<(), JournalError>>;
+    /// Closes a journey the line says ended at another station (see
+    /// [`crate::journal::ElsewhereClose`]).
+    fn close_elsewhere(
+        &self,
+        close: crate::journal::ElsewhereClose,
+        at_ms: i64,
+    ) -> PortFuture<'_, Result<(), JournalError>>;
 }
 
 /// The journal of fare operations, as the executor and the reconciler write it.

@@ -95,6 +95,14 @@ impl JourneyStore for JournalHandle {
     fn close(&self, close: JourneyClose, at_ms: i64) -> PortFuture<'_, Result<(), JournalError>> {
         Box::pin(self.run(move |j| j.close_journey(close.id, close.state, None, close.fare, at_ms)))
     }
+
+    fn close_elsewhere(
+        &self,
+        close: crate::journal::ElsewhereClose,
+        at_ms: i64,
+    ) -> PortFuture<'_, Result<(), JournalError>> {
+        Box::pin(self.run(move |j| j.close_elsewhere(&close, at_ms)))
+    }
 }
 
 impl OpJournal for JournalHandle {
