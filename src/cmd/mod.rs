@@ -7,6 +7,7 @@ pub mod audit;
 pub mod demo;
 pub mod doctor;
 pub mod journal;
+pub mod journeys;
 #[cfg(feature = "sim")]
 pub mod sim_settings;
 
