@@ -116,9 +116,9 @@ async fn migrate(
             println!("line schema migrated from version {} to {}", m.from, m.to);
             Ok(ExitCode::SUCCESS)
         }
-        Err(e @ (LineError::NotMigrated { .. } | LineError::Auth(_))) if !by_hand => bail!(
-            "{e} (connect as the schema's owner with --url URL and --password-file FILE)"
-        ),
+        Err(e @ (LineError::NotMigrated { .. } | LineError::Auth(_))) if !by_hand => {
+            bail!("{e} (connect as the schema's owner with --url URL and --password-file FILE)")
+        }
         Err(e) => Err(e.into()),
     }
 }
