@@ -72,6 +72,18 @@ pub fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
                 "  passenger key {}",
                 cfg.journal.passenger_key_path().display()
             );
+            match cfg.journeys.line_settings(&cfg.station.id) {
+                None => println!("  journeys local (this station only)"),
+                Some(s) => {
+                    println!("  journeys line database {}", s.url);
+                    if let Some(p) = &s.password_file {
+                        println!("  line database password {}", p.display());
+                    }
+                    if let Some(p) = &s.ca_file {
+                        println!("  line database CA {}", p.display());
+                    }
+                }
+            }
             if cfg.station.bench {
                 println!("  bench rig: lanes with the recording relay drive no gate");
             }
