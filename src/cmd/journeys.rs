@@ -158,7 +158,15 @@ async fn probe(settings: &LineSettings) -> Result<Probe, LineError> {
                     after_ms: settings.connect_timeout_ms,
                 })
             }
-            Ok(r) => r.map_err(|e| LineError::from_pg(WHAT, &e))?,
+            Ok(r) => r.map_err(|e| match LineError::from_pg(WHAT, &e) {
+                // The driver's "error connecting to server" alone hides the cause a
+                // technician needs (refused, no route, name not known): add its sources.
+                LineError::Unavailable { what, .. } => LineError::Unavailable {
+                    what,
+                    detail: with_sources(&e),
+                },
+                other => other,
+            })?,
         };
     let connect_ms = started.elapsed().as_millis();
     // The connection task ends when the client is dropped.
@@ -200,6 +208,21 @@ async fn probe(settings: &LineSettings) -> Result<Probe, LineError> {
         connect_ms,
         line_key,
     })
+}
+
+/// An error and its sources, `: `-separated.
+fn with_sources(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cur = s.source();
+    }
+    text
 }
 
 fn check(name: &str, status: Status, detail: String) -> Check {
