@@ -442,6 +442,33 @@ async fn line_database_checks_against_a_real_postgresql() {
         pg.psql("postgres", "SELECT count(*) FROM tapgate_line"),
         "0"
     );
+    // As another role or database (the schema's owner): --url, its password only from
+    // --password-file; a password written into --url is refused and never echoed.
+    pg.create_db("line2");
+    let pw = pg.password_file();
+    let pw = pw.to_str().unwrap();
+    let (code, stdout, stderr) = journeys(&["migrate", "--url", &pg.url("line2")], &cfg);
+    assert_eq!(
+        code, 1,
+        "without --password-file no password is sent: {stdout}{stderr}"
+    );
+    let (code, stdout, stderr) = journeys(
+        &["migrate", "--url", &pg.url("line2"), "--password-file", pw],
+        &cfg,
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("migrated from version 0 to {SCHEMA_VERSION}")),
+        "{stdout}"
+    );
+    let with_pw = pg.url("line2").replace("tapgate@", "tapgate:hunter2@");
+    let (code, stdout, stderr) = journeys(&["migrate", "--url", &with_pw], &cfg);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("carries a password"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2") && !stdout.contains("hunter2"),
+        "{stderr}"
+    );
     let (code, stdout, _) = journeys(&["status"], &cfg);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("WARN  passenger key"), "{stdout}");
