@@ -68,13 +68,17 @@ enum Command {
     /// Read the payment journal (list, show, attention, export) while the daemon runs, or hand
     /// an ATTENTION operation back to the reconciler (retry).
     Journal(cmd::journal::JournalArgs),
+    /// The line database of line-wide journeys ([journeys] store = "postgres"): apply its
+    /// schema migrations by hand (migrate), or check this gate against it (status).
+    Journeys(cmd::journeys::JourneysArgs),
     /// Run the daemon: lanes, reconciler, metrics; under systemd with Type=notify.
     Run {
         /// The station config.
         #[arg(long)]
         config: PathBuf,
     },
-    /// Check this gate: config, pcscd and readers, GPIO, journal and disk, clock, aggregator.
+    /// Check this gate: config, pcscd and readers, GPIO, journal and disk, the line database
+    /// (with [journeys] store = "postgres"), clock, aggregator.
     /// Prints PASS/WARN/FAIL lines; exit 1 on any FAIL. Moves no money.
     Doctor {
         /// The station config.
@@ -131,6 +135,8 @@ fn main() -> ExitCode {
         #[cfg(feature = "sim")]
         Command::Demo { .. } => "warn",
         Command::Doctor { .. } => "warn",
+        // Its own lines say everything; the pool's reconnection logs would only repeat them.
+        Command::Journeys(_) => "warn",
         _ => "info",
     };
     tapgate::daemon::logging::init(cli.log_format, level);
@@ -153,6 +159,7 @@ fn main() -> ExitCode {
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::Journal(args) => cmd::journal::run(args),
+            Command::Journeys(args) => cmd::journeys::run(args).await,
             Command::Doctor { config } => cmd::doctor::run(&config).await,
             Command::Readers { watch } => cmd::readers(watch).await,
             Command::RelayPulse { config, lane, ms } => cmd::relay_pulse(&config, &lane, ms).await,

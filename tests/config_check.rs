@@ -594,3 +594,195 @@ fn check_config_builds_the_aggregator_client_as_run_does() {
         "{err}"
     );
 }
+
+/// `[journeys]` through the real binary: a line gate's config is accepted with its files in
+/// place (and the files it will use printed); each mistake a person makes writing one is
+/// refused by `check-config` and by `run`, naming file, line and key, and a password written
+/// into the url is never echoed.
+#[test]
+fn journeys_mistakes_are_refused_naming_file_line_and_key() {
+    let good = "\n[journeys]\nstore = \"postgres\"\n\
+                url = \"postgresql://tapgate@127.0.0.1:5432/tapgate\"\n\
+                password_file = \"line-db-password\"\n\
+                ca_file = \"line-ca.pem\"\n\
+                lookup_timeout_ms = 50\n";
+    let setup = |dir: &Path, toml: &str| {
+        let path = station(dir, SIM, &[]);
+        let mut t = std::fs::read_to_string(&path).unwrap();
+        t.push_str(toml);
+        std::fs::write(&path, t).unwrap();
+        std::fs::write(dir.join("line-db-password"), "pw\n").unwrap();
+        std::fs::write(dir.join("line-ca.pem"), "not read by check-config\n").unwrap();
+        path
+    };
+
+    // The control: accepted, and the resolved files shown; the line's passenger key not
+    // installed yet is a warning (a line gate never generates it).
+    let dir = tempfile::tempdir().unwrap();
+    let path = setup(dir.path(), good);
+    let out = check_config(&path);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("warning")
+            && stderr.contains("passenger.key")
+            && stderr.contains("line credential"),
+        "{stderr}"
+    );
+    std::fs::write(dir.path().join("passenger.key"), [7u8; 32]).unwrap();
+    let out = check_config(&path);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("passenger"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("journeys line database postgresql://tapgate@127.0.0.1:5432/tapgate"),
+        "{stdout}"
+    );
+    let beside = dir.path().canonicalize().unwrap();
+    assert!(
+        stdout.contains(&format!(
+            "line database password {}",
+            beside.join("line-db-password").display()
+        )),
+        "{stdout}"
+    );
+
+    struct Case {
+        what: &'static str,
+        old: &'static str,
+        new: &'static str,
+        key: &'static str,
+        at: &'static str,
+        remove: Option<&'static str>,
+    }
+    let case = |what, old, new, key, at| Case {
+        what,
+        old,
+        new,
+        key,
+        at,
+        remove: None,
+    };
+    let cases = [
+        case(
+            "postgres without url",
+            "url = \"postgresql://tapgate@127.0.0.1:5432/tapgate\"\n",
+            "",
+            "journeys.url",
+            "[journeys]",
+        ),
+        case(
+            "a password in the url",
+            "postgresql://tapgate@127.0.0.1",
+            "postgresql://tapgate:hunter2@127.0.0.1",
+            "journeys.url",
+            "url =",
+        ),
+        case(
+            "an unknown key",
+            "lookup_timeout_ms = 50\n",
+            "lookup_timeout_ms = 50\nlookup_timout_ms = 50\n",
+            "journeys.lookup_timout_ms",
+            "lookup_timout_ms",
+        ),
+        case(
+            "a lookup budget of seconds",
+            "lookup_timeout_ms = 50",
+            "lookup_timeout_ms = 3000",
+            "journeys.lookup_timeout_ms",
+            "lookup_timeout_ms",
+        ),
+        case(
+            "a zero connect budget",
+            "lookup_timeout_ms = 50",
+            "lookup_timeout_ms = 50\nconnect_timeout_ms = 0",
+            "journeys.connect_timeout_ms",
+            "connect_timeout_ms",
+        ),
+        case(
+            "postgres keys under store = local",
+            "store = \"postgres\"",
+            "store = \"local\"",
+            "journeys.url",
+            "url =",
+        ),
+        Case {
+            remove: Some("line-db-password"),
+            ..case(
+                "password_file missing",
+                "",
+                "",
+                "journeys.password_file",
+                "password_file",
+            )
+        },
+        Case {
+            remove: Some("line-ca.pem"),
+            ..case("ca_file missing", "", "", "journeys.ca_file", "ca_file")
+        },
+    ];
+    let mut failures = Vec::new();
+    for c in &cases {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = if c.old.is_empty() {
+            good.to_string()
+        } else {
+            assert!(good.contains(c.old), "{}: edit does not apply", c.what);
+            good.replacen(c.old, c.new, 1)
+        };
+        let path = setup(dir.path(), &toml);
+        if let Some(f) = c.remove {
+            std::fs::remove_file(dir.path().join(f)).unwrap();
+        }
+        let want = format!("{}:{}:", path.display(), line_of(&path, c.at, 0));
+        let want_key = format!("key `{}`", c.key);
+        let out = check_config(&path);
+        let err = text(&out.stderr);
+        if out.status.code() != Some(1)
+            || !err.contains(&want)
+            || !err.contains(&want_key)
+            || err.contains("hunter2")
+        {
+            failures.push(format!(
+                "{}: check-config exit {:?}, want {want}…{want_key}, got: {}{err}",
+                c.what,
+                out.status.code(),
+                text(&out.stdout)
+            ));
+            continue;
+        }
+        if let Some(f) = c.remove {
+            if !err.contains(f) || !err.contains("does not exist") {
+                failures.push(format!("{}: the missing file is not named: {err}", c.what));
+            }
+        }
+        match run_until_exit(&path, Duration::from_secs(10)) {
+            None => failures.push(format!("{}: run started with it", c.what)),
+            Some(out) => {
+                let err = text(&out.stderr);
+                if out.status.success()
+                    || !err.contains(&want)
+                    || !err.contains(&want_key)
+                    || err.contains("hunter2")
+                {
+                    failures.push(format!(
+                        "{}: run exit {:?}, want {want}…{want_key}, got: {err}",
+                        c.what,
+                        out.status.code()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases wrong:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}

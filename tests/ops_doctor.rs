@@ -1,8 +1,12 @@
 //! `tapgate doctor` as a technician runs it: the real binary, a config with secret files, the
-//! simulator over loopback. Every line must tell the truth about this machine.
+//! simulator over loopback, a throwaway PostgreSQL for the line checks (tests/support/pg.rs;
+//! `TAPGATE_SKIP_PG=1` skips those, saying so). Every line must tell the truth about this
+//! machine.
 
 mod common;
 mod journal_common;
+#[path = "support/pg.rs"]
+mod pg;
 #[allow(dead_code)] // the shared pcscd helper has more than this test uses
 mod support;
 
@@ -345,4 +349,265 @@ async fn readers_through_a_real_pcscd() {
     assert_eq!(code, 1, "{out}");
     assert_eq!(line(&lines, "pcscd").0, "FAIL", "{out}");
     assert_eq!(line(&lines, "reader in-1").0, "FAIL", "{out}");
+}
+
+/// `tapgate journeys ARGS --config CONFIG`: (exit code, stdout, stderr).
+fn journeys(args: &[&str], config: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tapgate"))
+        .arg("journeys")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .expect("run tapgate journeys");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write_key(dir: &Path, key: &[u8; 32]) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let p = dir.join("passenger.key");
+    std::fs::write(&p, key).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// The line checks against a real PostgreSQL, through the real binary: a fresh database
+/// (reachable, schema missing: migrate), `tapgate journeys migrate`, a gate of the line
+/// joined (every line PASS), this gate's key not the line's (FAIL, with what to do), the key
+/// file missing, a schema newer than this build, a hung server (FAIL within
+/// connect_timeout_ms) and a stopped one (FAIL). Neither the doctor nor `journeys status`
+/// nor `migrate` ever registers a key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_database_checks_against_a_real_postgresql() {
+    use tapgate::line::schema::SCHEMA_VERSION;
+    use tapgate::line::{KeyFingerprint, LineStore};
+    let Some(mut pg) = pg::PgCluster::start(false) else {
+        return;
+    };
+    let sim = common::start_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let line_key = [7u8; 32];
+    write_key(dir.path(), &line_key);
+    let url = pg.url("postgres");
+    let journeys_toml = format!(
+        "[journeys]\nstore = \"postgres\"\nurl = \"{url}\"\npassword_file = {:?}\n\
+         connect_timeout_ms = 3000\n",
+        pg.password_file()
+    );
+    let cfg = common::station_config(dir.path(), &sim.base_url(), "", &journeys_toml);
+    secure(dir.path());
+    let ours = KeyFingerprint::of_key(&line_key);
+    let no_line_table = || pg.psql("postgres", "SELECT to_regclass('tapgate_line') IS NULL");
+
+    // A fresh database: reachable, no tables yet; nothing to compare the key with.
+    let (code, lines, out) = run_doctor_blocking(cfg.clone()).await.unwrap();
+    let db = line(&lines, "line database");
+    assert_eq!(db.0, "PASS", "{out}");
+    assert!(db.2.contains(&url) && db.2.contains("answered in"), "{out}");
+    let schema = line(&lines, "line schema");
+    assert_eq!(schema.0, "WARN", "{out}");
+    assert!(
+        schema.2.contains(&format!(
+            "run `tapgate journeys migrate --config {}`",
+            cfg.display()
+        )),
+        "{out}"
+    );
+    let key = line(&lines, "passenger key");
+    assert_eq!(key.0, "WARN", "{out}");
+    assert!(
+        key.2.contains(&ours.short()) && key.2.contains("no key yet"),
+        "{out}"
+    );
+    let any_fail = lines.iter().any(|(s, _, _)| s == "FAIL");
+    assert_eq!(code, if any_fail { 1 } else { 0 }, "{out}");
+    assert_eq!(no_line_table(), "t", "the doctor created tables");
+
+    // Migrating by hand: from 0 to this build's version, then nothing to do; no key
+    // registered.
+    let (code, stdout, stderr) = journeys(&["migrate"], &cfg);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("migrated from version 0 to {SCHEMA_VERSION}")),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = journeys(&["migrate"], &cfg);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("nothing to do"), "{stdout}");
+    assert_eq!(
+        pg.psql("postgres", "SELECT count(*) FROM tapgate_line"),
+        "0"
+    );
+    // As another role or database (the schema's owner): --url, its password only from
+    // --password-file; a password written into --url is refused and never echoed.
+    pg.create_db("line2");
+    let pw = pg.password_file();
+    let pw = pw.to_str().unwrap();
+    let (code, stdout, stderr) = journeys(&["migrate", "--url", &pg.url("line2")], &cfg);
+    assert_eq!(
+        code, 1,
+        "without --password-file no password is sent: {stdout}{stderr}"
+    );
+    let (code, stdout, stderr) = journeys(
+        &["migrate", "--url", &pg.url("line2"), "--password-file", pw],
+        &cfg,
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("migrated from version 0 to {SCHEMA_VERSION}")),
+        "{stdout}"
+    );
+    let with_pw = pg.url("line2").replace("tapgate@", "tapgate:hunter2@");
+    let (code, stdout, stderr) = journeys(&["migrate", "--url", &with_pw], &cfg);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("carries a password"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2") && !stdout.contains("hunter2"),
+        "{stderr}"
+    );
+    let (code, stdout, _) = journeys(&["status"], &cfg);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("WARN  passenger key"), "{stdout}");
+    assert_eq!(
+        pg.psql("postgres", "SELECT count(*) FROM tapgate_line"),
+        "0"
+    );
+
+    // Another station's gate joins the line with the line's key: every line passes.
+    let first = LineStore::open(&pg.settings("postgres", "BLM"), &ours)
+        .await
+        .expect("the first gate joins");
+    drop(first);
+    let (_, lines, out) = run_doctor_blocking(cfg.clone()).await.unwrap();
+    assert_eq!(line(&lines, "line database").0, "PASS", "{out}");
+    let schema = line(&lines, "line schema");
+    assert_eq!(schema.0, "PASS", "{out}");
+    assert!(
+        schema.2.contains(&format!("version {SCHEMA_VERSION}")),
+        "{out}"
+    );
+    let key = line(&lines, "passenger key");
+    assert_eq!(key.0, "PASS", "{out}");
+    assert!(
+        key.2.contains(&ours.short()) && key.2.contains("registered by station BLM"),
+        "{out}"
+    );
+    let (code, stdout, _) = journeys(&["status"], &cfg);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("journeys status: 0 FAIL, 0 WARN, 3 PASS"),
+        "{stdout}"
+    );
+
+    // This gate's key is not the line's: FAIL, saying what to do; exit 1.
+    let other = [8u8; 32];
+    write_key(dir.path(), &other);
+    let (code, lines, out) = run_doctor_blocking(cfg.clone()).await.unwrap();
+    let key = line(&lines, "passenger key");
+    assert_eq!(key.0, "FAIL", "{out}");
+    assert!(
+        key.2.contains(&KeyFingerprint::of_key(&other).short())
+            && key.2.contains(&ours.short())
+            && key.2.contains("not the line's")
+            && key.2.contains("copy the line's key file"),
+        "{out}"
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains(&hex_of(&other)), "the doctor printed the key");
+    let (code, stdout, _) = journeys(&["status"], &cfg);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("FAIL  passenger key"), "{stdout}");
+    // The line's key is still the first gate's.
+    assert_eq!(
+        pg.psql("postgres", "SELECT key_fingerprint FROM tapgate_line"),
+        ours.as_hex()
+    );
+
+    // No key file at all: a line gate never makes one up.
+    std::fs::remove_file(dir.path().join("passenger.key")).unwrap();
+    let (code, lines, out) = run_doctor_blocking(cfg.clone()).await.unwrap();
+    let key = line(&lines, "passenger key");
+    assert_eq!(key.0, "FAIL", "{out}");
+    assert!(key.2.contains("never generated"), "{out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        !dir.path().join("passenger.key").exists(),
+        "the doctor created a key"
+    );
+    write_key(dir.path(), &line_key);
+
+    // A schema newer than this build: FAIL, upgrade this gate.
+    pg.psql(
+        "postgres",
+        "INSERT INTO tapgate_schema VALUES (999, 0, 'a newer tapgate')",
+    );
+    let (code, lines, out) = run_doctor_blocking(cfg.clone()).await.unwrap();
+    let schema = line(&lines, "line schema");
+    assert_eq!(schema.0, "FAIL", "{out}");
+    assert!(
+        schema.2.contains("version 999") && schema.2.contains("upgrade tapgate"),
+        "{out}"
+    );
+    assert_eq!(code, 1, "{out}");
+    pg.psql("postgres", "DELETE FROM tapgate_schema WHERE version = 999");
+
+    // A hung server (accepts TCP, never answers): FAIL within connect_timeout_ms.
+    pg.freeze();
+    let started = std::time::Instant::now();
+    let (code, lines, out) = run_doctor_blocking(cfg.clone()).await.unwrap();
+    let took = started.elapsed();
+    pg.thaw();
+    let db = line(&lines, "line database");
+    assert_eq!(db.0, "FAIL", "{out}");
+    assert!(db.2.contains("no connection within 3000 ms"), "{out}");
+    assert_eq!(line(&lines, "passenger key").0, "WARN", "{out}");
+    assert!(lines.iter().all(|(_, n, _)| n != "line schema"), "{out}");
+    assert_eq!(code, 1, "{out}");
+    // The whole doctor, the aggregator's checks included: bounded by the connect budget.
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}\n{out}");
+
+    // The database stopped: FAIL, and what the gate does meanwhile.
+    pg.stop();
+    let (code, lines, out) = run_doctor_blocking(cfg.clone()).await.unwrap();
+    let db = line(&lines, "line database");
+    assert_eq!(db.0, "FAIL", "{out}");
+    assert!(
+        db.2.contains("unreachable")
+            && db.2.contains("Connection refused")
+            && db.2.contains("unknown-entry fare"),
+        "{out}"
+    );
+    assert_eq!(code, 1, "{out}");
+    let (code, stdout, _) = journeys(&["status"], &cfg);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("FAIL  line database"), "{stdout}");
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// With `store = "local"` (the default) there is no line database: the doctor says so in one
+/// line, and `journeys migrate` / `status` refuse with what to set.
+#[test]
+fn a_local_store_has_no_line_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::station_config(dir.path(), "http://127.0.0.1:9", "", "");
+    for sub in ["migrate", "status"] {
+        let (code, stdout, stderr) = journeys(&[sub], &cfg);
+        assert_eq!(code, 1, "{sub}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("store is \"local\"") && stderr.contains("store = \"postgres\""),
+            "{sub}: {stderr}"
+        );
+    }
+    let (_, lines, out) = doctor(&cfg);
+    let j = line(&lines, "journeys");
+    assert_eq!(j.0, "PASS", "{out}");
+    assert!(j.2.contains("this station only"), "{out}");
+    assert!(lines.iter().all(|(_, n, _)| n != "line database"), "{out}");
 }

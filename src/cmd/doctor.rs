@@ -5,7 +5,8 @@
 //! money: towards the aggregator it asks for an access token and queries the status of a
 //! reference that does not exist (`TGDOCTOR…`), which proves the client secret's signatures are
 //! accepted. It never creates the journal: run by root, it would leave a file the service user
-//! cannot write.
+//! cannot write. With `[journeys] store = "postgres"` it connects to the line database and
+//! reads its schema version and passenger-key fingerprint; it never registers a key.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -68,8 +69,14 @@ const AGGREGATOR_TIMEOUT: Duration = Duration::from_secs(15);
 /// `tapgate doctor`: runs every check, prints the list, exit 1 on any FAIL.
 pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let checks = checks(config).await;
+    Ok(report(&checks, "doctor"))
+}
+
+/// Prints checks as `STATUS  name  detail` lines and a `{title}: n FAIL, n WARN, n PASS`
+/// summary; exit 1 when any failed.
+pub fn report(checks: &[Check], title: &str) -> ExitCode {
     let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
-    for c in &checks {
+    for c in checks {
         println!(
             "{}  {:width$}  {}",
             c.status.as_str(),
@@ -81,16 +88,16 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let count = |s| checks.iter().filter(|c| c.status == s).count();
     let failed = count(Status::Fail);
     println!(
-        "doctor: {} FAIL, {} WARN, {} PASS",
+        "{title}: {} FAIL, {} WARN, {} PASS",
         failed,
         count(Status::Warn),
         count(Status::Pass)
     );
-    Ok(if failed == 0 {
+    if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    })
+    }
 }
 
 /// Runs every check against the config at `path`, in the order printed.
@@ -123,6 +130,7 @@ pub async fn checks(path: &Path) -> Vec<Check> {
     out.push(gpio(&cfg, Path::new("/dev")));
     out.extend(gpio_lines(&cfg));
     out.extend(journal(&cfg));
+    out.extend(crate::cmd::journeys::line_checks(&cfg, path).await);
     out.push(clock());
     out.extend(aggregator(&cfg, path).await);
     out

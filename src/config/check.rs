@@ -20,7 +20,8 @@ impl Config {
         self.check_journal()?;
         self.check_aggregator()?;
         self.check_metrics()?;
-        self.check_reconciler()
+        self.check_reconciler()?;
+        self.check_journeys()
     }
 
     fn check_station(&self) -> Result<(), (String, String)> {
@@ -273,6 +274,69 @@ impl Config {
             r.not_found_after_seconds,
             0..=604_800,
         )?;
+        Ok(())
+    }
+}
+
+impl Config {
+    fn check_journeys(&self) -> Result<(), (String, String)> {
+        let j = &self.journeys;
+        let k = |key: &str| format!("journeys.{key}");
+        if !j.is_line() {
+            if let Some(key) = j.postgres_keys_written().next() {
+                return Err((
+                    k(key),
+                    "is only used with store = \"postgres\": add store = \"postgres\" to                      [journeys] to match journeys line-wide, or remove the key (store                      \"local\", the default, matches them at this station only)"
+                        .into(),
+                ));
+            }
+            return Ok(());
+        }
+        let Some(url) = &j.url else {
+            return Err((
+                k("url"),
+                "store = \"postgres\" needs url: the line database, e.g.                  url = \"postgresql://tapgate@line1-db.example:5432/tapgate\" (no password in                  it: that goes in password_file)"
+                    .into(),
+            ));
+        };
+        if let Some(p) = &j.password_file {
+            path_value(&k("password_file"), p)?;
+        }
+        if let Some(p) = &j.ca_file {
+            path_value(&k("ca_file"), p)?;
+        }
+        in_range(&k("lookup_timeout_ms"), j.lookup_timeout_ms, 1..=1_000)?;
+        in_range(
+            &k("background_timeout_ms"),
+            j.background_timeout_ms,
+            1..=600_000,
+        )?;
+        in_range(&k("connect_timeout_ms"), j.connect_timeout_ms, 1..=60_000)?;
+        in_range(&k("pool_size"), j.pool_size as u64, 1..=32)?;
+        in_range(
+            &k("replicate_interval_ms"),
+            j.replicate_interval_ms,
+            MIN_RECONCILER_INTERVAL_MS..=60_000,
+        )?;
+        if let Some(days) = j.retain_days {
+            in_range(&k("retain_days"), days.into(), 1..=3_650)?;
+        }
+        in_range(&k("converge_hours"), j.converge_hours, 1..=720)?;
+        // The line store's own rules (no password in the url, a user and a host, TLS to
+        // anything off this machine), with files left out: they are checked at load. Its
+        // messages name the option, never echo the url (which may carry a password).
+        let mut settings = j
+            .line_settings(&self.station.id)
+            .unwrap_or_else(|| crate::line::LineSettings::new(url.clone(), &self.station.id));
+        settings.password_file = None;
+        settings.ca_file = None;
+        if let Err(e) = crate::line::connection(&settings) {
+            let message = match e {
+                crate::line::LineError::Config(m) => m,
+                other => other.to_string(),
+            };
+            return Err((k("url"), message));
+        }
         Ok(())
     }
 }

@@ -96,6 +96,13 @@ impl Config {
         let a = &mut self.aggregator;
         a.client_secret_file = resolve_secret_path(&a.client_secret_file, base);
         a.private_key_file = resolve_secret_path(&a.private_key_file, base);
+        let j = &mut self.journeys;
+        if let Some(p) = &j.password_file {
+            j.password_file = Some(resolve_secret_path(p, base));
+        }
+        if let Some(p) = &j.ca_file {
+            j.ca_file = Some(beside(p));
+        }
     }
 
     /// Checks against the file system what opening would trip on later (paths resolved).
@@ -125,6 +132,40 @@ impl Config {
                 "journal.passenger_key_file".into(),
                 format!("{} is a directory, not a key file", key.display()),
             ));
+        }
+        self.check_journeys_files()
+    }
+
+    /// With a line database, its password and CA files must be there at start: without them
+    /// the gate could never reach the line, and would only say so at the first tap-out.
+    fn check_journeys_files(&self) -> Result<(), (String, String)> {
+        let j = &self.journeys;
+        if !j.is_line() {
+            return Ok(());
+        }
+        for (key, path, what) in [
+            (
+                "journeys.password_file",
+                &j.password_file,
+                "the line database's password (under systemd: LoadCredential=, relative paths \
+                 resolve under $CREDENTIALS_DIRECTORY)",
+            ),
+            (
+                "journeys.ca_file",
+                &j.ca_file,
+                "the CA certificate(s) of the line database (PEM)",
+            ),
+        ] {
+            let Some(p) = path else { continue };
+            let problem = match std::fs::metadata(p) {
+                Ok(m) if m.is_dir() => "is a directory, not a file holding".to_string(),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    "does not exist: install the file holding".to_string()
+                }
+                Err(e) => format!("cannot be looked at ({e}): it must hold"),
+            };
+            return Err((key.into(), format!("{} {problem} {what}", p.display())));
         }
         Ok(())
     }

@@ -134,6 +134,194 @@ pub struct Config {
     /// `[[input]]`: gate inputs on GPIO lines (passage sensors, emergency, door, fault).
     #[serde(rename = "input", default)]
     pub inputs: Vec<crate::relay::inputs::GpioInputSpec>,
+    /// `[journeys]`: where journeys are matched: this station only, or the whole line.
+    #[serde(default)]
+    pub journeys: JourneysConfig,
+}
+
+/// `[journeys] store`: where a tap-out looks for its tap-in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JourneyStoreKind {
+    /// This station's journal only (the default; needs no server).
+    #[default]
+    Local,
+    /// The line's PostgreSQL database, shared by every station of the line.
+    Postgres,
+}
+
+impl JourneyStoreKind {
+    /// The spelling in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JourneyStoreKind::Local => "local",
+            JourneyStoreKind::Postgres => "postgres",
+        }
+    }
+}
+
+/// `[journeys]`: line-wide journeys. With `store = "local"` (the default) every other key is
+/// refused (see [`JOURNEYS_POSTGRES_ONLY`]): a line database configured but not switched on
+/// would leave the station an island without a word.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(from = "JourneysToml")]
+pub struct JourneysConfig {
+    /// `local` or `postgres`.
+    pub store: JourneyStoreKind,
+    /// The line database, a libpq URL or key=value string without a password
+    /// (`postgresql://tapgate@line1-db.example:5432/tapgate`). Required with postgres.
+    pub url: Option<String>,
+    /// File holding the database password. Relative paths resolve like the aggregator's
+    /// secrets: under `$CREDENTIALS_DIRECTORY` when set, else beside the config file.
+    pub password_file: Option<PathBuf>,
+    /// PEM file of the CA the database's certificate must chain to; relative paths beside the
+    /// config file. Absent: the public web roots bundled in tapgate.
+    pub ca_file: Option<PathBuf>,
+    /// Budget of the exit's lookup on the tap path, milliseconds (pool wait included).
+    pub lookup_timeout_ms: u64,
+    /// Budget of the background calls (replication, stale-sweep checks, pruning), ms.
+    pub background_timeout_ms: u64,
+    /// Budget of opening one connection (TCP, TLS, authentication), ms.
+    pub connect_timeout_ms: u64,
+    /// Connections kept to the line database.
+    pub pool_size: usize,
+    /// How often the outbox is pushed to the line database when idle, ms.
+    pub replicate_interval_ms: u64,
+    /// Closed journeys older than this many days are pruned from the line tables by the
+    /// daemon. Absent: the line tables keep everything.
+    pub retain_days: Option<u32>,
+    /// How long an exit whose entry was unknown keeps being matched against entries that
+    /// reach the line late (hours).
+    pub converge_hours: u64,
+    /// The keys written in the file (for refusing postgres-only keys under `local`).
+    written: Vec<&'static str>,
+}
+
+/// The `[journeys]` keys that only mean something with `store = "postgres"`.
+pub const JOURNEYS_POSTGRES_ONLY: &[&str] = &[
+    "url",
+    "password_file",
+    "ca_file",
+    "lookup_timeout_ms",
+    "background_timeout_ms",
+    "connect_timeout_ms",
+    "pool_size",
+    "replicate_interval_ms",
+    "retain_days",
+    "converge_hours",
+];
+
+/// Default `[journeys] replicate_interval_ms`.
+pub const DEFAULT_REPLICATE_INTERVAL_MS: u64 = 200;
+/// Default `[journeys] converge_hours`.
+pub const DEFAULT_CONVERGE_HOURS: u64 = 24;
+
+impl Default for JourneysConfig {
+    fn default() -> Self {
+        JourneysToml::default().into()
+    }
+}
+
+/// The TOML shape of [`JourneysConfig`]: every key optional, so that the config knows which
+/// were written.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JourneysToml {
+    #[serde(default)]
+    store: JourneyStoreKind,
+    url: Option<String>,
+    password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    lookup_timeout_ms: Option<u64>,
+    background_timeout_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+    pool_size: Option<usize>,
+    replicate_interval_ms: Option<u64>,
+    retain_days: Option<u32>,
+    converge_hours: Option<u64>,
+}
+
+impl From<JourneysToml> for JourneysConfig {
+    fn from(t: JourneysToml) -> Self {
+        use crate::line::{
+            DEFAULT_BACKGROUND_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_LOOKUP_TIMEOUT_MS,
+            DEFAULT_POOL_SIZE,
+        };
+        let written = [
+            ("url", t.url.is_some()),
+            ("password_file", t.password_file.is_some()),
+            ("ca_file", t.ca_file.is_some()),
+            ("lookup_timeout_ms", t.lookup_timeout_ms.is_some()),
+            ("background_timeout_ms", t.background_timeout_ms.is_some()),
+            ("connect_timeout_ms", t.connect_timeout_ms.is_some()),
+            ("pool_size", t.pool_size.is_some()),
+            ("replicate_interval_ms", t.replicate_interval_ms.is_some()),
+            ("retain_days", t.retain_days.is_some()),
+            ("converge_hours", t.converge_hours.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect();
+        JourneysConfig {
+            store: t.store,
+            url: t.url,
+            password_file: t.password_file,
+            ca_file: t.ca_file,
+            lookup_timeout_ms: t.lookup_timeout_ms.unwrap_or(DEFAULT_LOOKUP_TIMEOUT_MS),
+            background_timeout_ms: t
+                .background_timeout_ms
+                .unwrap_or(DEFAULT_BACKGROUND_TIMEOUT_MS),
+            connect_timeout_ms: t.connect_timeout_ms.unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS),
+            pool_size: t.pool_size.unwrap_or(DEFAULT_POOL_SIZE),
+            replicate_interval_ms: t
+                .replicate_interval_ms
+                .unwrap_or(DEFAULT_REPLICATE_INTERVAL_MS),
+            retain_days: t.retain_days,
+            converge_hours: t.converge_hours.unwrap_or(DEFAULT_CONVERGE_HOURS),
+            written,
+        }
+    }
+}
+
+impl JourneysConfig {
+    /// Whether journeys are matched line-wide (`store = "postgres"`).
+    pub fn is_line(&self) -> bool {
+        self.store == JourneyStoreKind::Postgres
+    }
+
+    /// The line store's settings for station `station_id`; `None` with `store = "local"`.
+    /// Paths are as resolved by [`Config::load`] (as written after [`Config::parse`]).
+    pub fn line_settings(&self, station_id: &str) -> Option<crate::line::LineSettings> {
+        if !self.is_line() {
+            return None;
+        }
+        // `url` is required with postgres (checked); an empty one is refused by the line
+        // store's own check, never taken for "local".
+        let mut s =
+            crate::line::LineSettings::new(self.url.clone().unwrap_or_default(), station_id);
+        s.password_file = self.password_file.clone();
+        s.ca_file = self.ca_file.clone();
+        s.lookup_timeout_ms = self.lookup_timeout_ms;
+        s.background_timeout_ms = self.background_timeout_ms;
+        s.connect_timeout_ms = self.connect_timeout_ms;
+        s.pool_size = self.pool_size;
+        Some(s)
+    }
+
+    /// How often the replicator pushes the outbox when idle.
+    pub fn replicate_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.replicate_interval_ms)
+    }
+
+    /// How long an unknown-entry exit keeps being matched against late entries.
+    pub fn converge_window(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.converge_hours * 3600)
+    }
+
+    /// The postgres-only keys written in the file (the first one refuses a `local` store).
+    fn postgres_keys_written(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.written.iter().copied()
+    }
 }
 
 /// `[reconciler]`.
@@ -466,5 +654,12 @@ impl Config {
     /// The lane called `name`.
     pub fn lane(&self, name: &str) -> Option<&LaneConfig> {
         self.lanes.iter().find(|l| l.name == name)
+    }
+
+    /// Whether the passenger key file must already exist (never be generated): on a line
+    /// (`[journeys] store = "postgres"`) the key is a line credential, the same file at every
+    /// gate, and a gate that made up its own would match no journey of any other station.
+    pub fn passenger_key_must_exist(&self) -> bool {
+        self.journeys.is_line()
     }
 }

@@ -932,3 +932,281 @@ fn indonesian_zones_resolve_from_the_bundled_database() {
         "{e}"
     );
 }
+
+/// The annotated example's `[journeys]` block, uncommented: the postgres example as documented.
+fn example_with_line() -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for l in EXAMPLE.lines() {
+        if l == "# [journeys]" {
+            inside = true;
+        } else if l.starts_with("# ----") {
+            inside = false;
+        }
+        let is_key = l
+            .strip_prefix("# ")
+            .and_then(|r| r.split_once(" = "))
+            .is_some_and(|(k, _)| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        if inside && (l == "# [journeys]" || is_key) {
+            out.push_str(&l[2..]);
+        } else {
+            out.push_str(l);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn journeys_are_local_by_default() {
+    let c = parse(EXAMPLE).expect("example");
+    assert_eq!(c.journeys.store, JourneyStoreKind::Local);
+    assert!(c.journeys.line_settings("DKA").is_none());
+    assert!(!c.passenger_key_must_exist());
+    let j = JourneysConfig::default();
+    assert_eq!(j.store, JourneyStoreKind::Local);
+    assert_eq!(
+        (
+            j.lookup_timeout_ms,
+            j.background_timeout_ms,
+            j.connect_timeout_ms,
+            j.pool_size,
+            j.replicate_interval_ms,
+            j.retain_days,
+            j.converge_hours
+        ),
+        (50, 5000, 3000, 4, 200, None, 24)
+    );
+    // An empty section is the same.
+    let c = parse(&format!("{EXAMPLE}\n[journeys]\n")).expect("empty [journeys]");
+    assert!(c.journeys.line_settings("DKA").is_none());
+    let c = parse(&format!("{EXAMPLE}\n[journeys]\nstore = \"local\"\n")).expect("local");
+    assert_eq!(c.journeys.store, JourneyStoreKind::Local);
+}
+
+#[test]
+fn the_documented_postgres_example_parses_and_maps_onto_the_line_settings() {
+    let text = example_with_line();
+    assert!(
+        text.contains("\n[journeys]\nstore = \"postgres\"\n"),
+        "{text}"
+    );
+    let mut c = parse(&text).expect("the documented [journeys] example");
+    assert!(c.passenger_key_must_exist());
+    c.resolve_paths(Path::new("/etc/tapgate"));
+    let s = c.journeys.line_settings("DKA").expect("postgres");
+    assert_eq!(
+        s.url,
+        "postgresql://tapgate-dka@line1-db.example:5432/tapgate"
+    );
+    assert_eq!(s.station, "DKA");
+    // A secret: beside the config (no $CREDENTIALS_DIRECTORY in the unit tests' environment
+    // unless the runner sets one).
+    let expected_pw = resolve_secret_path(Path::new("line-db-password"), Path::new("/etc/tapgate"));
+    assert_eq!(s.password_file, Some(expected_pw));
+    assert_eq!(
+        s.ca_file,
+        Some(PathBuf::from("/etc/tapgate/line-db-ca.pem"))
+    );
+    assert_eq!(
+        (
+            s.lookup_timeout_ms,
+            s.background_timeout_ms,
+            s.connect_timeout_ms,
+            s.pool_size
+        ),
+        (50, 5000, 3000, 4)
+    );
+    assert_eq!(c.journeys.retain_days, Some(90));
+    assert_eq!(c.journeys.converge_window().as_secs(), 24 * 3600);
+    assert_eq!(c.journeys.replicate_interval().as_millis(), 200);
+    // A relative CA file is beside the config, not under the credentials directory.
+    let mut c = parse(&text.replace(
+        "ca_file = \"/etc/tapgate/line-db-ca.pem\"",
+        "ca_file = \"ca.pem\"",
+    ))
+    .expect("relative ca_file");
+    c.resolve_paths(Path::new("/srv/conf"));
+    assert_eq!(c.journeys.ca_file, Some(PathBuf::from("/srv/conf/ca.pem")));
+}
+
+/// Each bad `[journeys]`: the key named, at its line (or its table's, for a missing key).
+#[test]
+fn bad_journeys_keys_are_named_with_their_line() {
+    let line = example_with_line();
+    let url = "url = \"postgresql://tapgate-dka@line1-db.example:5432/tapgate\"";
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // (old, new, key, the line's start)
+        (&format!("{url}\n"), "", "journeys.url", "[journeys]"),
+        (
+            url,
+            "url = \"postgresql://tapgate-dka:hunter2@line1-db.example/tapgate\"",
+            "journeys.url",
+            "url =",
+        ),
+        (
+            url,
+            "url = \"host=line1-db.example user=tapgate password=hunter2 dbname=tapgate\"",
+            "journeys.url",
+            "url =",
+        ),
+        (
+            url,
+            "url = \"postgresql://tapgate@line1-db.example/tapgate?sslmode=disable\"",
+            "journeys.url",
+            "url =",
+        ),
+        (
+            url,
+            "url = \"postgresql://line1-db.example/tapgate\"",
+            "journeys.url",
+            "url =",
+        ),
+        (
+            "\nstore = \"postgres\"",
+            "\nstore = \"mysql\"",
+            "journeys.store",
+            "store =",
+        ),
+        (
+            "lookup_timeout_ms = 50",
+            "lookup_timeout_ms = 50\nlookup_timeout = 50",
+            "journeys.lookup_timeout",
+            "lookup_timeout =",
+        ),
+        (
+            "lookup_timeout_ms = 50",
+            "lookup_timeout_ms = 0",
+            "journeys.lookup_timeout_ms",
+            "lookup_timeout_ms =",
+        ),
+        (
+            "lookup_timeout_ms = 50",
+            "lookup_timeout_ms = 5000",
+            "journeys.lookup_timeout_ms",
+            "lookup_timeout_ms =",
+        ),
+        (
+            "lookup_timeout_ms = 50",
+            "lookup_timeout_ms = \"50ms\"",
+            "journeys.lookup_timeout_ms",
+            "lookup_timeout_ms =",
+        ),
+        (
+            "background_timeout_ms = 5000",
+            "background_timeout_ms = 0",
+            "journeys.background_timeout_ms",
+            "background_timeout_ms =",
+        ),
+        (
+            "connect_timeout_ms = 3000\n# Conn",
+            "connect_timeout_ms = -1\n# Conn",
+            "journeys.connect_timeout_ms",
+            "connect_timeout_ms = -1",
+        ),
+        (
+            "connect_timeout_ms = 3000\n# Conn",
+            "connect_timeout_ms = 0\n# Conn",
+            "journeys.connect_timeout_ms",
+            "connect_timeout_ms = 0",
+        ),
+        (
+            "pool_size = 4",
+            "pool_size = 0",
+            "journeys.pool_size",
+            "pool_size =",
+        ),
+        (
+            "pool_size = 4",
+            "pool_size = 33",
+            "journeys.pool_size",
+            "pool_size =",
+        ),
+        (
+            "replicate_interval_ms = 200",
+            "replicate_interval_ms = 1",
+            "journeys.replicate_interval_ms",
+            "replicate_interval_ms =",
+        ),
+        (
+            "retain_days = 90\n# How",
+            "retain_days = 0\n# How",
+            "journeys.retain_days",
+            "retain_days = 0",
+        ),
+        (
+            "converge_hours = 24",
+            "converge_hours = 0",
+            "journeys.converge_hours",
+            "converge_hours =",
+        ),
+        (
+            "converge_hours = 24",
+            "converge_hours = 721",
+            "journeys.converge_hours",
+            "converge_hours =",
+        ),
+        (
+            "password_file = \"line-db-password\"",
+            "password_file = \"\"",
+            "journeys.password_file",
+            "password_file =",
+        ),
+        // With store = "local", a postgres-only key is refused, named.
+        (
+            "\nstore = \"postgres\"",
+            "\nstore = \"local\"",
+            "journeys.url",
+            "url =",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (old, new, key, at) in cases {
+        assert!(line.contains(old), "edit {old:?} does not apply");
+        let text = line.replacen(old, new, 1);
+        let want_line = nth_line_of(&text, at, 0);
+        match parse(&text) {
+            Ok(_) => failures.push(format!("{new:?}: accepted")),
+            Err(e) => {
+                let shown = e.to_string();
+                if e.key.as_deref() != Some(key)
+                    || e.line != want_line
+                    || !shown.starts_with(&format!("station.toml:{}:", want_line.unwrap_or(0)))
+                    || shown.contains("hunter2")
+                {
+                    failures.push(format!("{new:?}: want {key} at {want_line:?}, got {shown}"));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} wrong:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn a_local_store_refuses_each_postgres_only_key_with_what_to_do() {
+    for key in JOURNEYS_POSTGRES_ONLY {
+        let value = match *key {
+            "url" => "\"postgresql://tapgate@127.0.0.1/tapgate\"",
+            "password_file" | "ca_file" => "\"x\"",
+            _ => "5",
+        };
+        let text = format!("{EXAMPLE}\n[journeys]\n{key} = {value}\n");
+        let e = parse(&text).expect_err(key);
+        assert_eq!(
+            e.key.as_deref(),
+            Some(format!("journeys.{key}").as_str()),
+            "{e}"
+        );
+        assert!(
+            e.message.contains("only used with store = \"postgres\""),
+            "{e}"
+        );
+        assert_eq!(e.line, Some(text.lines().count()), "{e}");
+    }
+}
