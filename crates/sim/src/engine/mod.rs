@@ -69,7 +69,7 @@ pub struct SimStats {
     /// Queries and refunds naming a payment the simulator does not know.
     pub not_found: u64,
     /// Refunds refused for another reason (payment pending, `partnerRefundNo` reused for
-    /// another refund).
+    /// another refund, a hold a tap-out already finalized).
     pub refund_rejections: u64,
     /// Body fields the simulator does not know (a typo in an optional field is otherwise
     /// silent). Not a rejection.
@@ -239,6 +239,11 @@ impl Engine {
 
     pub(crate) fn ledger(&self) -> Vec<LedgerEntry> {
         self.ledger.snapshot(self.now().timestamp())
+    }
+
+    /// The passenger key of `pan` ([`LedgerEntry::passenger`]).
+    pub(crate) fn passenger_key(&self, pan: &str) -> String {
+        self.ledger.passenger_key(pan)
     }
 
     pub(crate) fn stats(&self) -> SimStats {
