@@ -571,4 +571,75 @@ mod tests {
         assert!(!l.consume_qr("hQVDUFYx"));
         assert!(l.consume_qr("hQVDUFYy"));
     }
+
+    #[test]
+    fn passenger_keys_are_stable_per_pan_and_salted_per_simulator() {
+        let l = Ledger::default();
+        let a = l.passenger_key("9360000211219862952");
+        assert_eq!(a, l.passenger_key("9360000211219862952"));
+        assert_eq!(a.len(), 16);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()), "{a}");
+        assert_ne!(a, l.passenger_key("9360000211219862953"));
+        // Another simulator, another salt: the key is no plain hash of the PAN.
+        assert_ne!(a, Ledger::default().passenger_key("9360000211219862952"));
+        let unsalted: String = Sha256::digest(b"9360000211219862952")
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_ne!(a, unsalted);
+    }
+
+    #[test]
+    fn hold_state_follows_tap_type_status_and_finalization() {
+        let t0 = Timestamp::UNIX_EPOCH;
+        let mut p = payment("IN-1", Some("R1"));
+        assert_eq!(p.hold(t0), (HoldState::NotHold, 0));
+        p.tap.tap_type = Some("IN".into());
+        assert_eq!(p.hold(t0), (HoldState::Open, 14000));
+        p.pending_until = Some(Timestamp::from_second(10).unwrap());
+        assert_eq!(p.hold(t0).0, HoldState::Pending);
+        p.pending_until = None;
+        p.decline_code = Some("4036014".into());
+        assert_eq!(p.hold(t0), (HoldState::NotHold, 0));
+        p.decline_code = None;
+
+        let mut l = Ledger::default();
+        l.insert(p);
+        let out = |r: Option<&str>| TapInfo {
+            tap_type: Some("OUT".into()),
+            tap_in_partner_reference_no: r.map(Into::into),
+            ..TapInfo::default()
+        };
+        assert_eq!(l.finalize_hold(&out(None), "OUT-0", t0), None);
+        // An IN payment naming a tap-in is a hold, not a tap-out: it finalizes nothing.
+        let mut not_out = out(Some("IN-1"));
+        not_out.tap_type = Some("IN".into());
+        assert_eq!(l.finalize_hold(&not_out, "IN-9", t0), None);
+        assert_eq!(
+            l.finalize_hold(&out(Some("IN-1")), "OUT-1", t0),
+            Some(HoldReference::Finalized {
+                hold: "IN-1".into()
+            })
+        );
+        let snap = l.snapshot(t0);
+        assert_eq!(
+            (snap[0].hold.clone(), snap[0].held, snap[0].charged()),
+            (HoldState::Finalized { by: "OUT-1".into() }, 0, 0)
+        );
+        // The per-payment view is today's: paid, nothing refunded.
+        assert_eq!(snap[0].net_charged(), 14000);
+        assert!(matches!(
+            l.finalize_hold(&out(Some("IN-1")), "OUT-2", t0),
+            Some(HoldReference::Unmatched { .. })
+        ));
+
+        let mut l = Ledger::default();
+        let mut p = payment("IN-2", Some("R2"));
+        p.tap.tap_type = Some("IN".into());
+        l.insert(p);
+        l.add_refund("R2", "RF1", 14000, String::new(), None)
+            .unwrap();
+        assert_eq!(l.snapshot(t0)[0].hold, HoldState::Released);
+    }
 }

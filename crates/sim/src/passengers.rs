@@ -94,3 +94,99 @@ pub fn summarize_passengers(entries: &[LedgerEntry]) -> Passengers {
     out.totals.passengers = out.passengers.len() as u64;
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{HoldReference, PaymentStatus, TapInfo};
+
+    fn entry(passenger: &str, amount: u64, status: PaymentStatus, tap: &str) -> LedgerEntry {
+        LedgerEntry {
+            partner_reference_no: format!("{passenger}-{amount}"),
+            reference_no: None,
+            external_id: "1".into(),
+            masked_pan: format!("{passenger}*****"),
+            nns: "93600002".into(),
+            amount,
+            status,
+            decline_code: None,
+            transaction_date: String::new(),
+            tap: TapInfo {
+                tap_type: (!tap.is_empty()).then(|| tap.to_string()),
+                ..TapInfo::default()
+            },
+            refunds: vec![],
+            refunded: 0,
+            fault: None,
+            passenger: passenger.into(),
+            hold: HoldState::NotHold,
+            held: 0,
+            hold_reference: None,
+        }
+    }
+
+    #[test]
+    fn net_charge_counts_charges_and_their_refunds_never_holds() {
+        use PaymentStatus::*;
+        let open = LedgerEntry {
+            hold: HoldState::Open,
+            held: 5000,
+            refunded: 4000,
+            ..entry("a", 9000, PartiallyRefunded, "IN")
+        };
+        let finalized = LedgerEntry {
+            hold: HoldState::Finalized {
+                by: "a-3000".into(),
+            },
+            ..entry("a", 9001, Succeeded, "IN")
+        };
+        let tap_out = LedgerEntry {
+            hold_reference: Some(HoldReference::Finalized {
+                hold: "a-9001".into(),
+            }),
+            ..entry("a", 3000, Succeeded, "OUT")
+        };
+        let released = LedgerEntry {
+            hold: HoldState::Released,
+            refunded: 7000,
+            ..entry("b", 7000, Refunded, "IN")
+        };
+        let part_refunded = LedgerEntry {
+            refunded: 2000,
+            ..entry("b", 14000, PartiallyRefunded, "OUT")
+        };
+        let entries = vec![
+            open,
+            entry("b", 5000, Succeeded, ""),
+            finalized,
+            tap_out,
+            released,
+            part_refunded,
+            entry("b", 3000, Declined, "OUT"),
+            entry("b", 3001, Pending, "OUT"),
+            entry("c", 9000, Declined, "IN"),
+        ];
+        let s = summarize_passengers(&entries);
+        let row = |k: &str| {
+            let p = s.get(k).unwrap();
+            (p.net_charged, p.held, p.holds_open, p.payments)
+        };
+        assert_eq!(row("a"), (3000, 5000, 1, 3));
+        assert_eq!(row("b"), (5000 + 12000, 0, 0, 5));
+        assert_eq!(row("c"), (0, 0, 0, 1));
+        let order: Vec<&str> = s.passengers.iter().map(|p| p.passenger.as_str()).collect();
+        assert_eq!(order, ["a", "b", "c"]);
+        assert_eq!(s.passengers[0].masked_pan, "a*****");
+        assert_eq!(
+            s.totals,
+            PassengerTotals {
+                passengers: 3,
+                payments: 9,
+                net_charged: 20000,
+                held: 5000,
+                holds_open: 1,
+            }
+        );
+        assert_eq!(summarize_passengers(&[]), Passengers::default());
+    }
+}
