@@ -11,8 +11,8 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use tapgate::clock::{Clock, ManualClock, SystemClock};
 use tapgate::sim::{
-    jakarta, Fault, FaultMix, LedgerEntry, PaymentStatus, RefundReplay, Service, SimConfig,
-    SimHandle, SimStats, Simulator,
+    jakarta, Fault, FaultMix, HoldState, LedgerEntry, Passengers, PaymentStatus, RefundReplay,
+    Service, SimConfig, SimHandle, SimStats, Simulator,
 };
 use tapgate::snap::sign::{self, RsaSigner};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -235,6 +235,13 @@ impl Client {
     ) -> Result<Answer, reqwest::Error> {
         let body = self.payment_body(partner_ref, &self.qr(pan), value);
         self.call(Service::Payment, &body).await
+    }
+
+    /// A payment whose `additionalInfo` is `info` (the tap markers).
+    async fn tap(&self, partner_ref: &str, pan: &str, value: &str, info: Value) -> Answer {
+        let mut body = self.payment_body(partner_ref, &self.qr(pan), value);
+        body["additionalInfo"] = info;
+        self.call(Service::Payment, &body).await.unwrap()
     }
 
     async fn query(&self, partner_ref: &str) -> Answer {
@@ -1111,5 +1118,120 @@ async fn system_clock_config_accepts_wita_timestamps() {
         "2006000"
     );
     assert!(c.ts().ends_with("+08:00"));
+    assert_clean(&sim.stats());
+}
+
+/// The ledger's per-passenger view over HTTP, as another process (a line-wide test) reads it.
+async fn passengers_over_http(sim: &SimHandle) -> (Value, Passengers) {
+    let text = reqwest::get(format!("{}/sim/ledger/passengers", sim.base_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let raw: Value = serde_json::from_str(&text).unwrap();
+    (raw, serde_json::from_str(&text).unwrap())
+}
+
+#[tokio::test]
+async fn holds_finalized_or_released_leave_each_passenger_paying_the_tap_out() {
+    let (sim, c) = start(SimConfig::demo()).await;
+    let ok = |a: &Answer| {
+        assert_eq!(a.code().get(..3), Some("200"), "{}", a.text);
+        a.json()["referenceNo"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    // A journey whose tap-out names its tap-in: the hold is finalized at the tap-out amount.
+    let in1 = ok(&c
+        .tap(
+            "BLM-IN-1",
+            PAN_BRI,
+            "9000.00",
+            json!({"tapType": "IN", "stationId": "BLM"}),
+        )
+        .await);
+    ok(&c
+        .tap(
+            "ASN-OUT-1",
+            PAN_BRI,
+            "3000.00",
+            json!({"tapType": "OUT", "stationId": "ASN",
+                   "tapInPartnerReferenceNo": "BLM-IN-1", "tapInReferenceNo": in1}),
+        )
+        .await);
+    assert_eq!(
+        sim.entry("BLM-IN-1").unwrap().hold,
+        HoldState::Finalized {
+            by: "ASN-OUT-1".into()
+        }
+    );
+    // The hold still queries as paid; it can no longer be refunded.
+    assert_eq!(
+        c.query("BLM-IN-1").await.json()["latestTransactionStatus"],
+        "00"
+    );
+    let a = c.refund(&in1, "RBLM-IN-1", "9000.00").await.unwrap();
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (403, "4038015"),
+        "{}",
+        a.text
+    );
+    assert_eq!(sim.entry("BLM-IN-1").unwrap().refunded, 0);
+
+    // A journey whose exit did not know the entry: a plain charge, the hold left standing
+    // until its station releases it.
+    let in2 = ok(&c
+        .tap(
+            "BLM-IN-2",
+            PAN_GOPAY,
+            "9000.00",
+            json!({"tapType": "IN", "stationId": "BLM"}),
+        )
+        .await);
+    ok(&c
+        .tap(
+            "ASN-OUT-2",
+            PAN_GOPAY,
+            "14000.00",
+            json!({"tapType": "OUT", "stationId": "ASN"}),
+        )
+        .await);
+    let (_, mid) = passengers_over_http(&sim).await;
+    assert_eq!((mid.totals.holds_open, mid.totals.held), (1, 9000));
+    let a = c.refund(&in2, "RBLM-IN-2", "9000.00").await.unwrap();
+    assert_eq!(a.code(), "2008000", "{}", a.text);
+
+    let (raw, over_http) = passengers_over_http(&sim).await;
+    assert_eq!(over_http, sim.passengers());
+    let bri = sim.passenger(PAN_BRI).unwrap();
+    let gopay = sim.passenger(PAN_GOPAY).unwrap();
+    assert_eq!(
+        (bri.net_charged, bri.held, bri.holds_open, bri.payments),
+        (3000, 0, 0, 2)
+    );
+    assert_eq!(
+        (
+            gopay.net_charged,
+            gopay.held,
+            gopay.holds_open,
+            gopay.payments
+        ),
+        (14000, 0, 0, 2)
+    );
+    assert_eq!(over_http.get(&bri.passenger), Some(&bri));
+    assert_eq!(over_http.get(&gopay.passenger), Some(&gopay));
+    assert_eq!(bri.masked_pan, "93600002*******2952");
+    assert_eq!(raw["totals"]["holds_open"], 0);
+    assert_eq!(raw["totals"]["held"], 0);
+    assert_eq!(raw["totals"]["net_charged"], 17000);
+    assert_eq!(raw["passengers"][0]["net_charged"], 3000);
+    let text = raw.to_string();
+    assert!(
+        !text.contains(PAN_BRI) && !text.contains(PAN_GOPAY),
+        "{text}"
+    );
     assert_clean(&sim.stats());
 }

@@ -1,7 +1,14 @@
 //! The simulator's truth: every payment it recorded, by `partnerReferenceNo`, with its refunds.
 //!
 //! Full PANs live in this memory only (to match declines); everything that leaves it, the
-//! [`LedgerEntry`] snapshots and the `/sim/ledger` JSON, carries the masked PAN and the NNS.
+//! [`LedgerEntry`] snapshots and the `/sim/ledger` JSON, carries the masked PAN, the NNS and a
+//! passenger key (a salted hash whose salt never leaves the process).
+//!
+//! Holds, as the aggregator's sequence describes them: a tap-in (`tapType` `IN`) that succeeds
+//! reserves its amount and charges nothing; a tap-out (`OUT`) naming an open hold
+//! (`tapInPartnerReferenceNo`, `tapInReferenceNo`) finalizes it: the tap-out's amount is
+//! charged and the hold is released. A refund of an open hold releases that part of it; a hold
+//! already finalized can no longer be refunded. Every other payment is a plain charge.
 
 use std::collections::{HashMap, HashSet};
 
@@ -62,6 +69,49 @@ pub struct TapInfo {
     pub tap_in_reference_no: Option<String>,
 }
 
+/// Where a payment stands in the hold model.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum HoldState {
+    /// Not a hold: a tap-out, a payment without `tapType`, or a declined tap-in (it reserved
+    /// nothing).
+    NotHold,
+    /// A tap-in the aggregator has not settled yet (query answers `03`): nothing reserved yet;
+    /// it opens by itself when the pending time ends.
+    Pending,
+    /// Money reserved, not charged; [`LedgerEntry::held`] says how much is still reserved.
+    Open,
+    /// The tap-out `by` (its `partnerReferenceNo`) named this hold: the tap-out's amount was
+    /// charged and this hold released. It can no longer be refunded.
+    Finalized {
+        /// The finalizing tap-out's `partnerReferenceNo`.
+        by: String,
+    },
+    /// Refunded in full before any tap-out named it: nothing reserved, nothing charged.
+    Released,
+}
+
+/// What a tap-out's reference to a tap-in came to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum HoldReference {
+    /// It finalized the open hold `hold` (the tap-in's `partnerReferenceNo`).
+    Finalized {
+        /// The hold's `partnerReferenceNo`.
+        hold: String,
+    },
+    /// It named `named`, which is no open hold: the tap-out is a plain charge and nothing was
+    /// released. `why` says what `named` was.
+    Unmatched {
+        /// The reference the tap-out carried (`tapInPartnerReferenceNo`, else
+        /// `tapInReferenceNo`).
+        named: String,
+        /// Why it did not match: unknown, not a tap-in, still pending, declined, released, or
+        /// already finalized (by which tap-out).
+        why: String,
+    },
+}
+
 /// One refund recorded against a payment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefundEntry {
@@ -106,6 +156,16 @@ pub struct LedgerEntry {
     pub refunded: u64,
     /// The fault that hid the payment's answer from the client, if any.
     pub fault: Option<String>,
+    /// The passenger: a key derived from the PAN, the same for every payment of one PAN in
+    /// this simulator and meaningless outside it (the PAN cannot be recovered from it).
+    pub passenger: String,
+    /// Where the payment stands as a hold ([`HoldState::NotHold`] for charges).
+    pub hold: HoldState,
+    /// Rupiah this payment holds now: amount minus refunded for an open hold, else 0.
+    pub held: u64,
+    /// For a tap-out that named a tap-in: whether it finalized that hold. `None` when it named
+    /// none, for every other payment, and for a declined tap-out (it finalized nothing).
+    pub hold_reference: Option<HoldReference>,
 }
 
 impl LedgerEntry {
@@ -119,6 +179,26 @@ impl LedgerEntry {
             PaymentStatus::Pending | PaymentStatus::Declined => 0,
         }
     }
+
+    /// Whether the payment is a tap-in (`tapType` `IN`): a hold, never a charge.
+    pub fn is_tap_in(&self) -> bool {
+        is_tap_in(&self.tap)
+    }
+
+    /// What this payment adds to its passenger's net charge: [`LedgerEntry::net_charged`] for
+    /// a charge (tap-out or plain payment), 0 for a tap-in, which only ever reserves money
+    /// (its tap-out carries the charge, its refunds are releases).
+    pub fn charged(&self) -> u64 {
+        if self.is_tap_in() {
+            0
+        } else {
+            self.net_charged()
+        }
+    }
+}
+
+fn is_tap_in(tap: &TapInfo) -> bool {
+    tap.tap_type.as_deref() == Some("IN")
 }
 
 /// First 8 and last 4 digits kept, the rest replaced by `*`.
@@ -150,6 +230,10 @@ pub(crate) struct Payment {
     pub(crate) tap: TapInfo,
     pub(crate) refunds: Vec<RefundEntry>,
     pub(crate) fault: Option<String>,
+    /// For a tap-in: the tap-out that finalized it.
+    pub(crate) finalized_by: Option<String>,
+    /// For a tap-out that named a tap-in: what came of it.
+    pub(crate) hold_reference: Option<HoldReference>,
 }
 
 impl Payment {
@@ -179,7 +263,30 @@ impl Payment {
         self.pending_until.unwrap_or(self.created)
     }
 
-    pub(crate) fn snapshot(&self, now: Timestamp) -> LedgerEntry {
+    pub(crate) fn is_tap_in(&self) -> bool {
+        is_tap_in(&self.tap)
+    }
+
+    /// The hold state and the rupiah held now.
+    pub(crate) fn hold(&self, now: Timestamp) -> (HoldState, u64) {
+        if !self.is_tap_in() {
+            return (HoldState::NotHold, 0);
+        }
+        if let Some(by) = &self.finalized_by {
+            return (HoldState::Finalized { by: by.clone() }, 0);
+        }
+        match self.status(now) {
+            PaymentStatus::Declined => (HoldState::NotHold, 0),
+            PaymentStatus::Pending => (HoldState::Pending, 0),
+            PaymentStatus::Refunded => (HoldState::Released, 0),
+            PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded => {
+                (HoldState::Open, self.amount.saturating_sub(self.refunded()))
+            }
+        }
+    }
+
+    pub(crate) fn snapshot(&self, now: Timestamp, passenger: String) -> LedgerEntry {
+        let (hold, held) = self.hold(now);
         LedgerEntry {
             partner_reference_no: self.partner_reference_no.clone(),
             reference_no: self.reference_no.clone(),
@@ -194,6 +301,10 @@ impl Payment {
             refunds: self.refunds.clone(),
             refunded: self.refunded(),
             fault: self.fault.clone(),
+            passenger,
+            hold,
+            held,
+            hold_reference: self.hold_reference.clone(),
         }
     }
 }
@@ -207,7 +318,7 @@ pub(crate) struct RefundKey {
 }
 
 /// All payments and the indexes over them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Ledger {
     payments: Vec<Payment>,
     by_partner_ref: HashMap<String, usize>,
@@ -218,6 +329,23 @@ pub(crate) struct Ledger {
     /// and the text itself is never kept.
     used_qr: HashSet<[u8; 32]>,
     seq: u64,
+    /// Salt of the passenger keys: random per simulator and never shown, so a key cannot be
+    /// turned back into a PAN by hashing the few million PANs its masked form leaves open.
+    passenger_salt: [u8; 32],
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger {
+            payments: Vec::new(),
+            by_partner_ref: HashMap::new(),
+            by_reference: HashMap::new(),
+            refunds: HashMap::new(),
+            used_qr: HashSet::new(),
+            seq: 0,
+            passenger_salt: rand::random(),
+        }
+    }
 }
 
 impl Ledger {
@@ -255,15 +383,69 @@ impl Ledger {
         partner_ref: Option<&str>,
         reference: Option<&str>,
     ) -> Option<&Payment> {
+        self.payments.get(self.index(partner_ref, reference)?)
+    }
+
+    /// The payment named by either reference (both must agree when both are given).
+    fn index(&self, partner_ref: Option<&str>, reference: Option<&str>) -> Option<usize> {
         let a = partner_ref.map(|r| self.by_partner_ref.get(r));
         let b = reference.map(|r| self.by_reference.get(r));
-        let i = match (a, b) {
-            (Some(Some(a)), Some(Some(b))) if a == b => *a,
-            (Some(Some(a)), None) => *a,
-            (None, Some(Some(b))) => *b,
-            _ => return None,
+        match (a, b) {
+            (Some(Some(a)), Some(Some(b))) if a == b => Some(*a),
+            (Some(Some(a)), None) => Some(*a),
+            (None, Some(Some(b))) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The key of `pan` in this simulator: 16 hex digits of SHA-256(salt, PAN).
+    pub(crate) fn passenger_key(&self, pan: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(self.passenger_salt);
+        h.update(pan.as_bytes());
+        h.finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// A tap-out about to be recorded (and not declined) as `by`: when its `tap` markers
+    /// name a tap-in whose hold is open now, that hold is finalized by it. `None` when the
+    /// payment is no tap-out or names no tap-in; otherwise what came of the reference.
+    pub(crate) fn finalize_hold(
+        &mut self,
+        tap: &TapInfo,
+        by: &str,
+        now: Timestamp,
+    ) -> Option<HoldReference> {
+        if tap.tap_type.as_deref() != Some("OUT") {
+            return None;
+        }
+        let partner = tap.tap_in_partner_reference_no.as_deref();
+        let reference = tap.tap_in_reference_no.as_deref();
+        let named = partner.or(reference)?.to_string();
+        let unmatched = |why: String| Some(HoldReference::Unmatched { named, why });
+        let Some(i) = self.index(partner, reference) else {
+            return unmatched("no payment with that reference".into());
         };
-        self.payments.get(i)
+        let p = self.payments.get_mut(i)?;
+        if !p.is_tap_in() {
+            return unmatched("not a tap-in".into());
+        }
+        match p.hold(now).0 {
+            HoldState::Open => {}
+            HoldState::Finalized { by: earlier } => {
+                return unmatched(format!("hold already finalized by {earlier}"))
+            }
+            HoldState::Released => return unmatched("hold already released".into()),
+            HoldState::Pending => return unmatched("hold still pending".into()),
+            HoldState::NotHold => return unmatched("tap-in was declined".into()),
+        }
+        p.finalized_by = Some(by.to_string());
+        Some(HoldReference::Finalized {
+            hold: p.partner_reference_no.clone(),
+        })
     }
 
     /// The refund already recorded under `partner_refund_no`, with what it was asked for.
@@ -309,7 +491,10 @@ impl Ledger {
     }
 
     pub(crate) fn snapshot(&self, now: Timestamp) -> Vec<LedgerEntry> {
-        self.payments.iter().map(|p| p.snapshot(now)).collect()
+        self.payments
+            .iter()
+            .map(|p| p.snapshot(now, self.passenger_key(&p.pan)))
+            .collect()
     }
 }
 
@@ -331,6 +516,8 @@ mod tests {
             tap: TapInfo::default(),
             refunds: vec![],
             fault: None,
+            finalized_by: None,
+            hold_reference: None,
         }
     }
 
@@ -383,5 +570,76 @@ mod tests {
         assert!(l.consume_qr("hQVDUFYx"));
         assert!(!l.consume_qr("hQVDUFYx"));
         assert!(l.consume_qr("hQVDUFYy"));
+    }
+
+    #[test]
+    fn passenger_keys_are_stable_per_pan_and_salted_per_simulator() {
+        let l = Ledger::default();
+        let a = l.passenger_key("9360000211219862952");
+        assert_eq!(a, l.passenger_key("9360000211219862952"));
+        assert_eq!(a.len(), 16);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()), "{a}");
+        assert_ne!(a, l.passenger_key("9360000211219862953"));
+        // Another simulator, another salt: the key is no plain hash of the PAN.
+        assert_ne!(a, Ledger::default().passenger_key("9360000211219862952"));
+        let unsalted: String = Sha256::digest(b"9360000211219862952")
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_ne!(a, unsalted);
+    }
+
+    #[test]
+    fn hold_state_follows_tap_type_status_and_finalization() {
+        let t0 = Timestamp::UNIX_EPOCH;
+        let mut p = payment("IN-1", Some("R1"));
+        assert_eq!(p.hold(t0), (HoldState::NotHold, 0));
+        p.tap.tap_type = Some("IN".into());
+        assert_eq!(p.hold(t0), (HoldState::Open, 14000));
+        p.pending_until = Some(Timestamp::from_second(10).unwrap());
+        assert_eq!(p.hold(t0).0, HoldState::Pending);
+        p.pending_until = None;
+        p.decline_code = Some("4036014".into());
+        assert_eq!(p.hold(t0), (HoldState::NotHold, 0));
+        p.decline_code = None;
+
+        let mut l = Ledger::default();
+        l.insert(p);
+        let out = |r: Option<&str>| TapInfo {
+            tap_type: Some("OUT".into()),
+            tap_in_partner_reference_no: r.map(Into::into),
+            ..TapInfo::default()
+        };
+        assert_eq!(l.finalize_hold(&out(None), "OUT-0", t0), None);
+        // An IN payment naming a tap-in is a hold, not a tap-out: it finalizes nothing.
+        let mut not_out = out(Some("IN-1"));
+        not_out.tap_type = Some("IN".into());
+        assert_eq!(l.finalize_hold(&not_out, "IN-9", t0), None);
+        assert_eq!(
+            l.finalize_hold(&out(Some("IN-1")), "OUT-1", t0),
+            Some(HoldReference::Finalized {
+                hold: "IN-1".into()
+            })
+        );
+        let snap = l.snapshot(t0);
+        assert_eq!(
+            (snap[0].hold.clone(), snap[0].held, snap[0].charged()),
+            (HoldState::Finalized { by: "OUT-1".into() }, 0, 0)
+        );
+        // The per-payment view is today's: paid, nothing refunded.
+        assert_eq!(snap[0].net_charged(), 14000);
+        assert!(matches!(
+            l.finalize_hold(&out(Some("IN-1")), "OUT-2", t0),
+            Some(HoldReference::Unmatched { .. })
+        ));
+
+        let mut l = Ledger::default();
+        let mut p = payment("IN-2", Some("R2"));
+        p.tap.tap_type = Some("IN".into());
+        l.insert(p);
+        l.add_refund("R2", "RF1", 14000, String::new(), None)
+            .unwrap();
+        assert_eq!(l.snapshot(t0)[0].hold, HoldState::Released);
     }
 }

@@ -11,7 +11,9 @@
 //! - Payment, query, refund: the mandatory headers, the bearer token, the HMAC-SHA512 over the
 //!   raw body bytes as received, `X-EXTERNAL-ID` (digits, ≤36, once a day), the body fields,
 //!   amounts (`"14000.00"`, IDR), the merchant, a decodable single-use `qrContent`.
-//! - A [ledger](LedgerEntry) of every payment and refund: idempotent refunds, query statuses.
+//! - A [ledger](LedgerEntry) of every payment and refund: idempotent refunds, query statuses,
+//!   holds (a tap-in reserves, a tap-out naming it finalizes it, a refund releases it) and
+//!   [what each passenger paid](summarize_passengers).
 //! - [Faults](Fault): delays, 500/504/202, dropped connections and cut bodies, applied or not,
 //!   queued one-shot or drawn from a seeded [`FaultMix`].
 //!
@@ -20,6 +22,7 @@
 //! | method and path | body | answer |
 //! |---|---|---|
 //! | `GET /sim/ledger` | | `[LedgerEntry]` |
+//! | `GET /sim/ledger/passengers` | | [`Passengers`]: net charge and open holds per passenger |
 //! | `GET /sim/stats` | | `SimStats` |
 //! | `POST /sim/decline` | `{"pan":"9360…","code":"4036014"}` (empty code lifts it) | 204 |
 //! | `POST /sim/faults` | `{"fault":{"kind":"drop","applied":true},"service":"payment","count":2}` | 204 |
@@ -34,6 +37,7 @@
 mod engine;
 mod faults;
 mod ledger;
+mod passengers;
 mod qr;
 mod server;
 pub mod vphone;
@@ -47,7 +51,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use engine::{Note, SimStats};
 pub use faults::{Fault, FaultMix, Service, WeightedFault};
-pub use ledger::{mask_pan, LedgerEntry, PaymentStatus, RefundEntry, TapInfo};
+pub use ledger::{
+    mask_pan, HoldReference, HoldState, LedgerEntry, PaymentStatus, RefundEntry, TapInfo,
+};
+pub use passengers::{summarize_passengers, Passenger, PassengerTotals, Passengers};
 
 use crate::clock::{Clock, SystemClock};
 use engine::Engine;
@@ -271,6 +278,20 @@ impl SimHandle {
         self.ledger()
             .into_iter()
             .find(|e| e.partner_reference_no == partner_reference_no)
+    }
+
+    /// Each passenger's net charge and open holds, as of now.
+    pub fn passengers(&self) -> Passengers {
+        summarize_passengers(&self.ledger())
+    }
+
+    /// The passenger who paid with `pan`, if any payment of theirs is recorded.
+    pub fn passenger(&self, pan: &str) -> Option<Passenger> {
+        let key = self.shared.lock().passenger_key(pan);
+        self.passengers()
+            .passengers
+            .into_iter()
+            .find(|p| p.passenger == key)
     }
 
     /// Counters of requests and rejections.

@@ -82,6 +82,7 @@ async fn serve_connection(stream: TcpStream, app: Router) {
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/sim/ledger", get(ledger))
+        .route("/sim/ledger/passengers", get(passengers))
         .route("/sim/stats", get(stats))
         .route("/sim/decline", post(decline))
         .route("/sim/faults", post(push_faults).delete(clear_faults))
@@ -93,6 +94,11 @@ fn router(shared: Arc<Shared>) -> Router {
 
 async fn ledger(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     Json(shared.lock().ledger())
+}
+
+async fn passengers(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let entries = shared.lock().ledger();
+    Json(super::summarize_passengers(&entries))
 }
 
 async fn stats(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

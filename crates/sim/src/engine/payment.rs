@@ -93,7 +93,7 @@ impl Engine {
     }
 
     /// Writes the payment to the ledger: declined when its PAN is, pending for a while when
-    /// the call is answered with a 202.
+    /// the call is answered with a 202. A tap-out naming an open hold finalizes it.
     fn record_payment(
         &mut self,
         p: PaymentFields<'_>,
@@ -111,6 +111,13 @@ impl Engine {
                 .unwrap_or(Timestamp::MAX)
         });
         let reference_no = decline_code.is_none().then(|| self.ledger.new_reference());
+        // A declined tap-out finalizes nothing: the hold it named stays open.
+        let hold_reference = if decline_code.is_none() {
+            self.ledger
+                .finalize_hold(&p.tap, p.partner_reference_no, now.timestamp())
+        } else {
+            None
+        };
         let transaction_date = sign::timestamp(now);
         self.ledger.insert(Payment {
             partner_reference_no: p.partner_reference_no.to_string(),
@@ -125,6 +132,8 @@ impl Engine {
             tap: p.tap,
             refunds: vec![],
             fault: fault.map(|f| f.name().to_string()),
+            finalized_by: None,
+            hold_reference,
         });
         Recorded {
             partner_reference_no: p.partner_reference_no.to_string(),

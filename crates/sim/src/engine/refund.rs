@@ -1,4 +1,5 @@
-//! The `qr-cpm-refund` endpoint (service 80): idempotent refunds.
+//! The `qr-cpm-refund` endpoint (service 80): idempotent refunds. A refund of an open hold
+//! releases it (in part or whole); a hold finalized by a tap-out is refused (`4038015`).
 
 use jiff::Zoned;
 use serde_json::{json, Map, Value};
@@ -101,7 +102,8 @@ impl Engine {
         Ok(Some(reply))
     }
 
-    /// The payment exists, is final and paid, and has at least the amount left to refund.
+    /// The payment exists, is final and paid, is not a hold a tap-out finalized, and has at
+    /// least the amount left to refund.
     fn check_refundable(&self, f: &RefundFields<'_>, now: &Zoned) -> Result<(), Reject> {
         let Some(p) = self.ledger.get(f.partner, Some(f.reference)) else {
             return Err(reject(
@@ -132,6 +134,16 @@ impl Engine {
                 ));
             }
             _ => {}
+        }
+        if let Some(by) = &p.finalized_by {
+            // The tap-out charged its fare and released the hold: nothing is left to release.
+            return Err(reject(
+                Kind::Refund,
+                403,
+                "15",
+                "Transaction Not Permitted",
+                format!("hold already finalized by tap-out {by}"),
+            ));
         }
         if f.amount == 0 || p.refunded().saturating_add(f.amount) > p.amount {
             return Err(reject(
