@@ -147,6 +147,7 @@ pub async fn tap(config: &Path, lane_name: &str, arg: &str) -> anyhow::Result<Ex
         }
         Err(e) => return Err(e.into()),
     };
+    crate::daemon::join_line(&station).await?;
     Reconciler::new(station.clone()).recover_pending().await?;
     let relay = crate::daemon::relay_from_config(&lane_cfg)?;
     let lane = Lane::new(lane_cfg, station.clone(), relay);
@@ -154,6 +155,13 @@ pub async fn tap(config: &Path, lane_name: &str, arg: &str) -> anyhow::Result<Ex
     println!("{}", serde_json::to_string(&report)?);
     // A reply still on its way after the deadline is journaled before exiting.
     station.drain().await;
+    // The line learns of this tap now, not at the next run of some other process.
+    if let Some(line) = &station.line {
+        if let Err(e) = line.replicate(&station.journal, station.now_ms()).await {
+            tracing::warn!(target: "tapgate::line", error = %e,
+                "line events not sent; the next tap, reconcile or daemon sends them");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -161,7 +169,8 @@ pub async fn tap(config: &Path, lane_name: &str, arg: &str) -> anyhow::Result<Ex
 pub async fn reconcile(config: &Path, max_seconds: u64) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(config)?;
     let station = crate::daemon::station_from_config(cfg, config)?;
-    let rec = Reconciler::new(station);
+    crate::daemon::join_line(&station).await?;
+    let rec = Reconciler::new(station.clone());
     let recovered = rec.recover_pending().await?;
     if recovered > 0 {
         tracing::warn!(
@@ -172,6 +181,8 @@ pub async fn reconcile(config: &Path, max_seconds: u64) -> anyhow::Result<ExitCo
     let left = rec
         .run_until_settled(Duration::from_secs(max_seconds))
         .await?;
+    // What the passes changed on the line (journeys closed, refunds owed) goes out now.
+    rec.line_round().await;
     println!("{{\"not_final\":{left}}}");
     Ok(if left == 0 {
         ExitCode::SUCCESS

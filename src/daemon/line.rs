@@ -259,8 +259,9 @@ impl LineLink {
         }
     }
 
-    /// The daemon's loop: the outbox every `replicate_every` (backing off to 30 s while the
-    /// line is away), the reconcilers every 10th round, retention hourly; until `stop`.
+    /// The daemon's replicator: the outbox every `replicate_every` (backing off to 30 s while
+    /// the line is away) and retention hourly, until `stop`. The reconciler runs the rest of
+    /// the line's work ([`LineLink::round`]) with its passes.
     pub async fn run(
         self: Arc<Self>,
         core: Arc<StationCore>,
@@ -268,30 +269,23 @@ impl LineLink {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut failures: u32 = 0;
-        let mut round: u64 = 0;
-        let mut last_prune = tokio::time::Instant::now();
+        let mut last_prune: Option<tokio::time::Instant> = None;
         loop {
             let now = core.now_ms();
-            let ok = if round % 10 == 0 {
-                self.round(&core, &journal).await;
-                true
-            } else {
-                match self.replicate(&journal, now).await {
-                    Ok(_) => true,
-                    Err(e) => {
-                        if matches!(failures, 0 | 10 | 100) {
-                            tracing::warn!(target: "tapgate::line", error = %e,
-                                "line events not sent; retried with backoff");
-                        }
-                        false
+            match self.replicate(&journal, now).await {
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    if matches!(failures, 0 | 10 | 100) {
+                        tracing::warn!(target: "tapgate::line", error = %e, failures,
+                            "line events not sent; retried with backoff");
                     }
+                    failures = failures.saturating_add(1);
                 }
-            };
-            failures = if ok { 0 } else { failures.saturating_add(1) };
-            round = round.wrapping_add(1);
+            }
             if let Some(retain) = self.tasks.retain_ms {
-                if last_prune.elapsed() >= Duration::from_secs(3600) {
-                    last_prune = tokio::time::Instant::now();
+                let due = last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
+                if due && self.is_joined() {
+                    last_prune = Some(tokio::time::Instant::now());
                     match self.store.prune(now.saturating_sub(retain), 1000).await {
                         Ok(n) => tracing::info!(target: "tapgate::line", pruned = n,
                             "closed journeys pruned from the line"),

@@ -78,7 +78,12 @@ pub fn open_storage(cfg: &Config) -> Result<(Journal, PassengerKey), StartupErro
         cause,
     })?;
     let key_path = cfg.journal.passenger_key_path();
-    let key = PassengerKey::load_or_create(&key_path).map_err(|cause| StartupError::Secret {
+    let load = if cfg.passenger_key_must_exist() {
+        PassengerKey::load
+    } else {
+        PassengerKey::load_or_create
+    };
+    let key = load(&key_path).map_err(|cause| StartupError::Secret {
         what: "passenger key",
         path: key_path,
         cause,
@@ -90,8 +95,55 @@ pub fn open_storage(cfg: &Config) -> Result<(Journal, PassengerKey), StartupErro
 pub fn station_from_config(cfg: Config, config_path: &Path) -> Result<Arc<Station>, StartupError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new(cfg.time_zone()));
     let aggregator = aggregator_from_config(&cfg, config_path, clock.clone())?;
-    let (journal, key) = open_storage(&cfg)?;
-    Ok(Station::new(Arc::new(cfg), journal, aggregator, clock, key, None))
+    let (mut journal, key) = open_storage(&cfg)?;
+    let line = match cfg.journeys.line_settings(&cfg.station.id) {
+        None => None,
+        Some(settings) => {
+            let store = crate::line::LineStore::connect(&settings)
+                .map_err(|e| StartupError::Line(e.to_string()))?;
+            journal.set_line_station(Some(cfg.station.id.clone()));
+            let minutes = |m: u64| i64::try_from(m.saturating_mul(60_000)).unwrap_or(i64::MAX);
+            let tasks = crate::daemon::line::LineTasks {
+                replicate_every: std::time::Duration::from_millis(
+                    cfg.journeys.replicate_interval_ms,
+                ),
+                converge_ms: minutes(cfg.journeys.converge_hours.saturating_mul(60)),
+                max_trip_ms: minutes(cfg.policy.max_trip_minutes),
+                retain_ms: cfg
+                    .journeys
+                    .retain_days
+                    .map(|d| minutes(u64::from(d).saturating_mul(24 * 60))),
+            };
+            Some(Arc::new(crate::daemon::line::LineLink::new(
+                store,
+                cfg.station.id.clone(),
+                key.fingerprint(),
+                tasks,
+            )))
+        }
+    };
+    Ok(Station::new(Arc::new(cfg), journal, aggregator, clock, key, line))
+}
+
+/// Joins the station's line, if it has one: the schema brought up to date and the passenger
+/// key checked. A key that is not the line's (or any other fault retrying cannot fix) stops
+/// the start; a line database that is away only degrades the station (exits use what the
+/// station knows) until the replicator reaches it.
+pub async fn join_line(station: &Station) -> Result<(), StartupError> {
+    let Some(line) = &station.line else {
+        return Ok(());
+    };
+    match line.join().await {
+        Ok(()) => Ok(()),
+        Err(e) if e.class() == crate::line::ErrorClass::Fatal => {
+            Err(StartupError::Line(e.to_string()))
+        }
+        Err(e) => {
+            tracing::warn!(target: "tapgate::line", error = %e,
+                "line database not reachable: taps use what this station knows until it is");
+            Ok(())
+        }
+    }
 }
 
 /// The relay a lane's config asks for.

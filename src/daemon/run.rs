@@ -40,6 +40,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         "starting: journal and aggregator client",
     )]);
     let station = crate::daemon::station_from_config(cfg.clone(), config_path)?;
+    crate::daemon::join_line(&station).await?;
     recover_pending(&station).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let lanes = start_lanes(&cfg, &station)?;
@@ -167,6 +168,7 @@ struct Background {
     reconciler: JoinHandle<()>,
     token_keeper: JoinHandle<()>,
     retention: JoinHandle<()>,
+    replicator: Option<JoinHandle<()>>,
 }
 
 impl Background {
@@ -178,6 +180,9 @@ impl Background {
                 station.clone(),
                 stop_rx.clone(),
             )),
+            replicator: station.line.clone().map(|l| {
+                tokio::spawn(l.run(station.core(), station.journal.clone(), stop_rx.clone()))
+            }),
         }
     }
 
@@ -185,6 +190,9 @@ impl Background {
         let _ = self.reconciler.await;
         let _ = self.token_keeper.await;
         let _ = self.retention.await;
+        if let Some(r) = self.replicator {
+            let _ = r.await;
+        }
     }
 }
 

@@ -51,6 +51,10 @@ pub enum StartupError {
     /// The SNAP client could not be built.
     #[error("aggregator client: {0}")]
     Client(String),
+    /// The line's store cannot be used (settings, credentials, a passenger key that is not
+    /// the line's).
+    #[error("line: {0}")]
+    Line(String),
 }
 
 /// Hashes PANs into passenger keys with a per-installation secret, so the journal can link a
