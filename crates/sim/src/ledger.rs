@@ -81,8 +81,9 @@ pub enum HoldState {
     Pending,
     /// Money reserved, not charged; [`LedgerEntry::held`] says how much is still reserved.
     Open,
-    /// The tap-out `by` (its `partnerReferenceNo`) named this hold: the tap-out's amount was
-    /// charged and this hold released. It can no longer be refunded.
+    /// The tap-out `by` (its `partnerReferenceNo`) named this hold: the tap-out charges its
+    /// own amount (once it settles, if it was answered `202`) and this hold is released. It
+    /// can no longer be refunded.
     Finalized {
         /// The finalizing tap-out's `partnerReferenceNo`.
         by: String,
