@@ -81,8 +81,9 @@ pub enum HoldState {
     Pending,
     /// Money reserved, not charged; [`LedgerEntry::held`] says how much is still reserved.
     Open,
-    /// The tap-out `by` (its `partnerReferenceNo`) named this hold: the tap-out's amount was
-    /// charged and this hold released. It can no longer be refunded.
+    /// The tap-out `by` (its `partnerReferenceNo`) named this hold: the tap-out charges its
+    /// own amount (once it settles, if it was answered `202`) and this hold is released. It
+    /// can no longer be refunded.
     Finalized {
         /// The finalizing tap-out's `partnerReferenceNo`.
         by: String,
@@ -641,5 +642,27 @@ mod tests {
         l.add_refund("R2", "RF1", 14000, String::new(), None)
             .unwrap();
         assert_eq!(l.snapshot(t0)[0].hold, HoldState::Released);
+    }
+
+    #[test]
+    fn hold_fields_have_a_stable_json_shape() {
+        fn j(v: &impl Serialize) -> String {
+            serde_json::to_string(v).unwrap()
+        }
+        assert_eq!(j(&HoldState::NotHold), r#"{"state":"not_hold"}"#);
+        assert_eq!(j(&HoldState::Open), r#"{"state":"open"}"#);
+        assert_eq!(
+            j(&HoldState::Finalized { by: "O1".into() }),
+            r#"{"state":"finalized","by":"O1"}"#
+        );
+        assert_eq!(
+            j(&HoldReference::Unmatched {
+                named: "I1".into(),
+                why: "hold already released".into()
+            }),
+            r#"{"outcome":"unmatched","named":"I1","why":"hold already released"}"#
+        );
+        let back: HoldState = serde_json::from_str(r#"{"state":"finalized","by":"O1"}"#).unwrap();
+        assert_eq!(back, HoldState::Finalized { by: "O1".into() });
     }
 }
