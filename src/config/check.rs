@@ -306,6 +306,16 @@ impl Config {
             path_value(&k("ca_file"), p)?;
         }
         in_range(&k("lookup_timeout_ms"), j.lookup_timeout_ms, 1..=1_000)?;
+        if j.lookup_timeout_ms >= self.policy.decision_deadline_ms {
+            return Err((
+                k("lookup_timeout_ms"),
+                format!(
+                    "must be shorter than policy.decision_deadline_ms ({} ms): the exit's \
+                     lookup comes out of the gate's decision budget, before the payment",
+                    self.policy.decision_deadline_ms
+                ),
+            ));
+        }
         in_range(
             &k("background_timeout_ms"),
             j.background_timeout_ms,

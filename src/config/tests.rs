@@ -1189,6 +1189,19 @@ fn bad_journeys_keys_are_named_with_their_line() {
 }
 
 #[test]
+fn the_exit_lookup_fits_in_the_decision_deadline() {
+    let text = example_with_line()
+        .replace("decision_deadline_ms = 1500", "decision_deadline_ms = 400")
+        .replace("lookup_timeout_ms = 50", "lookup_timeout_ms = 400");
+    let e = parse(&text).expect_err("a lookup as long as the deadline");
+    assert_eq!(e.key.as_deref(), Some("journeys.lookup_timeout_ms"), "{e}");
+    assert_eq!(e.line, nth_line_of(&text, "lookup_timeout_ms =", 0), "{e}");
+    assert!(e.message.contains("decision_deadline_ms (400 ms)"), "{e}");
+    let ok = text.replace("lookup_timeout_ms = 400", "lookup_timeout_ms = 399");
+    assert!(parse(&ok).is_ok());
+}
+
+#[test]
 fn a_local_store_refuses_each_postgres_only_key_with_what_to_do() {
     for key in JOURNEYS_POSTGRES_ONLY {
         let value = match *key {
