@@ -334,10 +334,50 @@ pub async fn line_checks(cfg: &Config, config_path: &Path) -> Vec<Check> {
             ),
         ),
     });
-    // The replication lag check (`fn outbox_lag(cfg: &Config) -> Check`: the age of the
-    // oldest outbox row not yet on the line) belongs here, after the key, once the journal
-    // has its outbox.
+    out.push(outbox_lag(cfg));
     out
+}
+
+/// How far behind the line this gate's journal is: the journey events not yet sent and the
+/// age of the oldest. A minute is a database away for a while; an hour, exits elsewhere
+/// charged the unknown-entry fare for this station's entries (made right once sent).
+fn outbox_lag(cfg: &Config) -> Check {
+    let path = &cfg.journal.path;
+    let stats = crate::journal::Journal::open_read_only(path).and_then(|j| j.outbox_stats());
+    let s = match stats {
+        Ok(s) => s,
+        Err(e) => {
+            return check(
+                "line outbox",
+                Status::Warn,
+                format!("cannot read the journal's outbox ({e})"),
+            )
+        }
+    };
+    let now = jiff::Timestamp::now().as_millisecond();
+    let age_s = s
+        .oldest_at_ms
+        .map_or(0, |t| now.saturating_sub(t).max(0) / 1000);
+    let detail = format!(
+        "{} journey event(s) waiting to be sent to the line, the oldest {age_s} s old",
+        s.pending
+    );
+    let status = match age_s {
+        0..60 => Status::Pass,
+        60..3600 => Status::Warn,
+        _ => Status::Fail,
+    };
+    if status == Status::Pass {
+        return check("line outbox", status, detail);
+    }
+    check(
+        "line outbox",
+        status,
+        format!(
+            "{detail}: the daemon sends them once the line database answers (see the line \
+             database check); meanwhile exits at other stations do not see these entries"
+        ),
+    )
 }
 
 /// The key file missing or unreadable on a line gate.
