@@ -1,6 +1,8 @@
-//! `tapgate demo`: a handful of journeys at a Blok M gate pair against the built-in acquirer
-//! simulator, through the real pipeline (APDU exchange with a scripted phone, decoder, policy,
-//! SQLite journal, SNAP client over loopback HTTP, recording relay, reconciler).
+//! `tapgate demo`: a handful of journeys at a Blok M gate pair, and one exit at Bendungan
+//! Hilir, against the built-in acquirer simulator, through the real pipeline (APDU exchange
+//! with a scripted phone, decoder, policy, SQLite journal, SNAP client over loopback HTTP,
+//! recording relay, reconciler). The two stations share one embedded journal, which stands in
+//! for a line's database: an exit at one finds the entry made at the other.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use crate::config::Config;
 use crate::cpm::build::PayloadSpec;
 use crate::daemon::lane::{Lane, TapReport};
 use crate::daemon::reconcile::Reconciler;
+use crate::daemon::station::StationCore;
 use crate::daemon::{aggregator_with_secrets, open_storage, Station};
 use crate::fare::policy::TapOutcome;
 use crate::fare::{OpState, Rupiah};
@@ -128,6 +131,13 @@ fn script() -> Vec<Step> {
             "taps out at the same station",
         ),
         s(&JOKO, "out-1", Ready, Normal, "taps out, no tap-in known"),
+        s(
+            &BUDI,
+            "bnh-out-1",
+            Ready,
+            Normal,
+            "rides to Bendungan Hilir, taps out there",
+        ),
     ]
 }
 
@@ -142,12 +152,20 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         .await
         .context("starting the built-in aggregator simulator")?;
     let (cfg, station) = demo_station(&sim, &tmp, journal_path)?;
-    let relays: Vec<RecordingRelay> = cfg.lanes.iter().map(|_| RecordingRelay::new()).collect();
+    let other = second_station(&cfg, &station);
+    let relays: Vec<RecordingRelay> = cfg
+        .lanes
+        .iter()
+        .chain(&other.config.lanes)
+        .map(|_| RecordingRelay::new())
+        .collect();
     let lanes: Vec<Lane> = cfg
         .lanes
         .iter()
+        .map(|l| (l, station.core()))
+        .chain(other.config.lanes.iter().map(|l| (l, other.clone())))
         .zip(&relays)
-        .map(|(l, r)| Lane::new(l.clone(), station.clone(), Arc::new(r.clone())))
+        .map(|((l, core), r)| Lane::on_core(l.clone(), core, Arc::new(r.clone())))
         .collect();
 
     println!(
@@ -161,8 +179,20 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             .join(", "),
         sim.base_url()
     );
+    println!(
+        "        and {} ({}), lane {}, sharing the journal as stations of one line",
+        other.config.station.name,
+        other.config.station.id,
+        other
+            .config
+            .lanes
+            .iter()
+            .map(|l| format!("{} ({})", l.name, l.direction.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!();
-    println!(" #  lane   passenger  issuer PAN             outcome           amount    gate  ms");
+    println!(" #  lane       passenger  issuer PAN             outcome           amount    gate  ms");
     let reports = run_script(&sim, &lanes).await?;
 
     // Late replies land in the journal; then the reconciler settles what is owed.
@@ -175,6 +205,7 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     println!();
     print_taps(&reports, opened);
     let ok = print_audit(&sim, &rows, left);
+    print_passengers(&sim);
     println!(
         "late holds refunded: {}; demo took {} ms",
         rows.iter().filter(|r| r.state == OpState::Refunded).count(),
@@ -213,6 +244,55 @@ fn demo_station(
     Ok((cfg, station))
 }
 
+/// The line's second station: Bendungan Hilir, one exit lane, the same tariff, aggregator and
+/// journal as Blok M (its ports are Blok M's).
+fn second_station(cfg: &Config, blm: &Station) -> Arc<StationCore> {
+    let mut c = cfg.clone();
+    c.station.id = "BNH".into();
+    c.station.name = "Bendungan Hilir".into();
+    c.station.latitude = -6.2153;
+    c.station.longitude = 106.8184;
+    c.lanes = cfg
+        .lanes
+        .iter()
+        .filter(|l| l.direction == crate::fare::Direction::Out)
+        .take(1)
+        .map(|l| crate::config::LaneConfig {
+            name: "bnh-out-1".into(),
+            ..l.clone()
+        })
+        .collect();
+    StationCore::new(
+        Arc::new(c),
+        blm.clock.clone(),
+        blm.passenger_key.clone(),
+        blm.ports.clone(),
+    )
+}
+
+/// What each passenger paid in the end, from the simulator's ledger (holds finalized by a
+/// tap-out or released are not charges).
+fn print_passengers(sim: &SimHandle) {
+    let all = sim.passengers();
+    for who in [&SARI, &BUDI, &DEWI, &RINA, &JOKO] {
+        if let Some(p) = sim.passenger(who.pan) {
+            println!(
+                "  paid  {:<5} {}  net {:>9}  still held {:>8}",
+                who.name,
+                p.masked_pan,
+                Rupiah(p.net_charged).to_string(),
+                Rupiah(p.held).to_string()
+            );
+        }
+    }
+    println!(
+        "aggregator: {} passengers paid {} in all; {} hold(s) still open (journeys not ended yet)",
+        all.totals.passengers,
+        Rupiah(all.totals.net_charged),
+        all.totals.holds_open
+    );
+}
+
 /// Plays the demo's passengers, one line printed per tap.
 async fn run_script(sim: &SimHandle, lanes: &[Lane]) -> anyhow::Result<Vec<TapReport>> {
     let mut reports: Vec<TapReport> = Vec::new();
@@ -233,7 +313,7 @@ async fn run_script(sim: &SimHandle, lanes: &[Lane]) -> anyhow::Result<Vec<TapRe
         };
         let ms = t.elapsed().as_millis();
         println!(
-            "{:>2}  {:<6} {:<10} {:<22} {:<17} {:<9} {:<5} {:>3}   {}",
+            "{:>2}  {:<10} {:<10} {:<22} {:<17} {:<9} {:<5} {:>3}   {}",
             i + 1,
             report.lane,
             step.who.name,
