@@ -24,8 +24,14 @@ fn without_a_line_nothing_goes_to_the_outbox() {
     j.begin(&new_op("IN1", T0)).unwrap();
     succeed(&mut j, "IN1", T0);
     let id = j.open_journey("k1", "BLM", "IN1", T0).unwrap();
-    j.close_journey(id, JourneyState::StaleClosed, None, Some(Rupiah(14_000)), T0 + 1)
-        .unwrap();
+    j.close_journey(
+        id,
+        JourneyState::StaleClosed,
+        None,
+        Some(Rupiah(14_000)),
+        T0 + 1,
+    )
+    .unwrap();
     assert_eq!(j.outbox_stats().unwrap().pending, 0);
 }
 
@@ -83,9 +89,11 @@ fn a_journey_of_another_station_closes_on_the_line_only() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = line_journal(dir.path());
     j.begin(&settle_op("OUT1", T0)).unwrap();
-    j.close_on_line("TGASN-IN", "OUT1", Some(Rupiah(5000)), T0).unwrap();
+    j.close_on_line("TGASN-IN", "OUT1", Some(Rupiah(5000)), T0)
+        .unwrap();
     // The same close written twice (a retried settle) is one event.
-    j.close_on_line("TGASN-IN", "OUT1", Some(Rupiah(5000)), T0).unwrap();
+    j.close_on_line("TGASN-IN", "OUT1", Some(Rupiah(5000)), T0)
+        .unwrap();
     let rows = j.outbox_batch(10).unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].event.tap_in_ref, "TGASN-IN");
@@ -109,11 +117,17 @@ fn a_journey_closed_elsewhere_without_its_hold_closes_here_and_sends_the_hold_to
     };
     j.close_elsewhere(&close, T0 + 1000).unwrap();
     let jy = j.get_journey(id).unwrap().unwrap();
-    assert_eq!((jy.state, jy.fare), (JourneyState::Closed, Some(Rupiah(5000))));
+    assert_eq!(
+        (jy.state, jy.fare),
+        (JourneyState::Closed, Some(Rupiah(5000)))
+    );
     let hold = j.get("IN1").unwrap().unwrap();
     assert_eq!(hold.state, OpState::RefundPending);
     assert_eq!(hold.refund_amount, Some(Rupiah(14_000)));
-    assert!(j.outbox_batch(10).unwrap().is_empty(), "the line has it already");
+    assert!(
+        j.outbox_batch(10).unwrap().is_empty(),
+        "the line has it already"
+    );
     // Finalized by the exit elsewhere: the hold stands.
     j.begin(&new_op("IN2", T0 + 2000)).unwrap();
     succeed(&mut j, "IN2", T0 + 2000);
@@ -147,7 +161,10 @@ fn an_unknown_entry_exit_converges_with_a_partial_refund_once() {
         .unwrap();
     let due = j.unconverged_exits(0, 10).unwrap();
     assert_eq!(due.len(), 1);
-    assert!(j.unconverged_exits(T0 + 1, 10).unwrap().is_empty(), "past its horizon");
+    assert!(
+        j.unconverged_exits(T0 + 1, 10).unwrap().is_empty(),
+        "past its horizon"
+    );
     j.converge_exit("OUT1", "TGASN-IN", Some(Rupiah(6000)), T0 + 5000)
         .unwrap();
     let op = j.get("OUT1").unwrap().unwrap();

@@ -70,8 +70,7 @@ async fn an_exit_finds_an_entry_made_at_another_station_pays_that_fare_and_names
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_line_that_cannot_answer_in_time_degrades_to_the_unknown_entry_fare_marked_to_converge()
-{
+async fn a_line_that_cannot_answer_in_time_degrades_to_the_unknown_entry_fare_marked_to_converge() {
     let rig = Rig::on_line("");
     let line = rig.line.clone().unwrap();
     line.answer(open_on_line("LBB", "TGLBB-IN-1"));
@@ -81,10 +80,16 @@ async fn a_line_that_cannot_answer_in_time_degrades_to_the_unknown_entry_fare_ma
     assert_eq!(r.amount, Some(MAX_FARE));
     assert_eq!(r.fare_rule, Some("unknown_entry"));
     assert_eq!(rig.pay.payments()[0].tap_in, None);
-    assert_eq!(rig.journal.entry_unknown(), vec![r.partner_reference_no.unwrap()]);
+    assert_eq!(
+        rig.journal.entry_unknown(),
+        vec![r.partner_reference_no.unwrap()]
+    );
     // The lookup cost the budget, not the line's 500 ms.
     assert!(r.timings.line_us <= 60_000, "{}", r.timings.line_us);
-    assert_eq!(rig.counter("tapgate_line_lookups_degraded_total", &[("lane", "out-1")]), 1);
+    assert_eq!(
+        rig.counter("tapgate_line_lookups_degraded_total", &[("lane", "out-1")]),
+        1
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -115,14 +120,13 @@ async fn a_declined_exit_gives_its_claim_back_so_the_next_tap_is_not_a_duplicate
     let rig = Rig::on_line("");
     let line = rig.line.clone().unwrap();
     line.answer(open_on_line("LBB", "TGLBB-IN-1"));
-    rig.pay
-        .then_pay(tapgate::ports::fake::Answer::After(
-            Duration::from_millis(100),
-            PayOutcome::Declined {
-                response_code: "4036014".into(),
-                message: "Insufficient Funds".into(),
-            },
-        ));
+    rig.pay.then_pay(tapgate::ports::fake::Answer::After(
+        Duration::from_millis(100),
+        PayOutcome::Declined {
+            response_code: "4036014".into(),
+            message: "Insufficient Funds".into(),
+        },
+    ));
     let r = rig.tap("out-1", PAN_A).await;
     assert_eq!(r.outcome, TapOutcome::Declined, "{}", r.message);
     tokio::task::yield_now().await;
@@ -224,7 +228,10 @@ async fn the_stale_sweep_never_charges_the_maximum_for_a_journey_closed_elsewher
     assert_eq!(rig.reconciler().close_stale_journeys().await.unwrap(), 2);
     let js = rig.journal.journeys();
     let j1 = js.iter().find(|j| j.id == id1).unwrap();
-    assert_eq!((j1.state, j1.fare), (JourneyState::Closed, Some(Rupiah(MAX_FARE))));
+    assert_eq!(
+        (j1.state, j1.fare),
+        (JourneyState::Closed, Some(Rupiah(MAX_FARE)))
+    );
     let hold = rig.journal.op(&ended_elsewhere).unwrap();
     assert_eq!(
         (hold.state, hold.refund_amount),
@@ -235,5 +242,8 @@ async fn the_stale_sweep_never_charges_the_maximum_for_a_journey_closed_elsewher
         (j2.state, j2.fare),
         (JourneyState::StaleClosed, Some(Rupiah(HOLD)))
     );
-    assert_eq!(rig.journal.op(&still_open).unwrap().state, OpState::Succeeded);
+    assert_eq!(
+        rig.journal.op(&still_open).unwrap().state,
+        OpState::Succeeded
+    );
 }

@@ -349,7 +349,14 @@ async fn stale_journeys_close_at_the_held_fare() {
     let aggregator =
         tapgate::daemon::aggregator_from_config(&cfg, &path, dyn_clock.clone()).unwrap();
     let (journal, key) = tapgate::daemon::open_storage(&cfg).unwrap();
-    let station = Station::new(Arc::new(cfg.clone()), journal, aggregator, dyn_clock, key, None);
+    let station = Station::new(
+        Arc::new(cfg.clone()),
+        journal,
+        aggregator,
+        dyn_clock,
+        key,
+        None,
+    );
     let entry = Lane::new(
         cfg.lanes[0].clone(),
         station.clone(),

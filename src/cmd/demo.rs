@@ -192,7 +192,9 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             .join(", ")
     );
     println!();
-    println!(" #  lane       passenger  issuer PAN             outcome           amount    gate  ms");
+    println!(
+        " #  lane       passenger  issuer PAN             outcome           amount    gate  ms"
+    );
     let reports = run_script(&sim, &lanes).await?;
 
     // Late replies land in the journal; then the reconciler settles what is owed.

@@ -11,12 +11,12 @@ use crate::fare::policy::{Debouncer, TapOutcome};
 use crate::fare::Direction;
 use crate::flow::settle::late_reply_transitions;
 use crate::flow::{
-    Claim, Effect, LateReply, LineView, Notice, Reply, Settlement, Step, TapEnd, TapFlow,
-    TapInput, TapPayment, TapSettings,
+    Claim, Effect, LateReply, LineView, Notice, Reply, Settlement, Step, TapEnd, TapFlow, TapInput,
+    TapPayment, TapSettings,
 };
-use crate::ports::LineQuery;
 pub use crate::flow::{TapReport, Timings};
 use crate::nfc::{CardEvent, TapReadError};
+use crate::ports::LineQuery;
 use crate::relay::Relay;
 
 /// A gate lane.

@@ -168,7 +168,11 @@ impl LineLink {
     /// each found entry is closed on the line by that exit at the matrix fare, and the
     /// difference is refunded (the entry station releases its hold when it sees the close).
     /// Returns how many exits converged.
-    pub async fn converge(&self, core: &StationCore, journal: &JournalHandle) -> Result<usize, String> {
+    pub async fn converge(
+        &self,
+        core: &StationCore,
+        journal: &JournalHandle,
+    ) -> Result<usize, String> {
         self.join().await.map_err(|e| e.to_string())?;
         let now = core.now_ms();
         let since = now.saturating_sub(self.tasks.converge_ms);
@@ -255,7 +259,8 @@ impl LineLink {
                 .map_or(0.0, |t| (now.saturating_sub(t)).max(0) as f64 / 1000.0);
             core.metrics
                 .set("tapgate_line_outbox_pending", &[], s.pending as f64);
-            core.metrics.set("tapgate_line_outbox_lag_seconds", &[], lag);
+            core.metrics
+                .set("tapgate_line_outbox_lag_seconds", &[], lag);
         }
     }
 
@@ -283,7 +288,7 @@ impl LineLink {
                 }
             }
             if let Some(retain) = self.tasks.retain_ms {
-                let due = last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
+                let due = last_prune.map_or(true, |t| t.elapsed() >= Duration::from_secs(3600));
                 if due && self.is_joined() {
                     last_prune = Some(tokio::time::Instant::now());
                     match self.store.prune(now.saturating_sub(retain), 1000).await {
@@ -424,7 +429,10 @@ mod tests {
 
     #[test]
     fn an_overcharge_is_what_was_charged_over_the_fare() {
-        assert_eq!(overcharge(Rupiah(14_000), Rupiah(3_000)), Some(Rupiah(11_000)));
+        assert_eq!(
+            overcharge(Rupiah(14_000), Rupiah(3_000)),
+            Some(Rupiah(11_000))
+        );
         assert_eq!(overcharge(Rupiah(3_000), Rupiah(3_000)), None);
         assert_eq!(overcharge(Rupiah(2_000), Rupiah(3_000)), None);
     }

@@ -122,7 +122,14 @@ pub fn station_from_config(cfg: Config, config_path: &Path) -> Result<Arc<Statio
             )))
         }
     };
-    Ok(Station::new(Arc::new(cfg), journal, aggregator, clock, key, line))
+    Ok(Station::new(
+        Arc::new(cfg),
+        journal,
+        aggregator,
+        clock,
+        key,
+        line,
+    ))
 }
 
 /// Joins the station's line, if it has one: the schema brought up to date and the passenger

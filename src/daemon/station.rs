@@ -279,9 +279,7 @@ impl Station {
             payments: aggregator.clone(),
             journeys: Arc::new(journal.clone()),
             ops: Arc::new(journal.clone()),
-            line: line
-                .clone()
-                .map(|l| l as Arc<dyn crate::ports::LinePort>),
+            line: line.clone().map(|l| l as Arc<dyn crate::ports::LinePort>),
         };
         Arc::new(Station {
             core: StationCore::new(config, clock, passenger_key, ports),

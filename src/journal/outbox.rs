@@ -60,13 +60,13 @@ pub(super) fn outbox_insert(tx: &Connection, ev: &JourneyEvent) -> Result<(), Jo
         JourneyEventKind::StaleClosed { fare } => (None, None, *fare, None),
         JourneyEventKind::Void | JourneyEventKind::Released => (None, None, None, None),
     };
-    let fare = fare
-        .map(|f| i64::try_from(f.0))
-        .transpose()
-        .map_err(|_| JournalError::InvalidOp {
-            field: "fare",
-            why: "too large",
-        })?;
+    let fare =
+        fare.map(|f| i64::try_from(f.0))
+            .transpose()
+            .map_err(|_| JournalError::InvalidOp {
+                field: "fare",
+                why: "too large",
+            })?;
     tx.execute(
         "INSERT INTO line_outbox (event_id, tap_in_ref, kind, station, at_ms, pan_key, \
          tap_out_ref, fare, references_hold, created_at_ms) \
@@ -225,8 +225,7 @@ impl Journal {
             .collect::<Result<Vec<_>, _>>()
             .ctx("reading the outbox")?;
         let mut out = Vec::with_capacity(rows.len());
-        for (seq, id, tap_in, kind, station, at, pan, out_ref, fare, refs, created, rno, st) in
-            rows
+        for (seq, id, tap_in, kind, station, at, pan, out_ref, fare, refs, created, rno, st) in rows
         {
             let fare = fare.and_then(|f| u64::try_from(f).ok()).map(Rupiah);
             let corrupt = |detail: &str| JournalError::CorruptRow {
@@ -348,7 +347,11 @@ impl Journal {
 
     /// Open journeys with an id above `after_id`, in id order, at most `limit`: the follower
     /// compares them with the line.
-    pub fn open_journeys(&self, after_id: i64, limit: usize) -> Result<Vec<JourneyRow>, JournalError> {
+    pub fn open_journeys(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<JourneyRow>, JournalError> {
         let sql = format!(
             "SELECT {JOURNEY_COLUMNS} FROM journeys WHERE state = 'OPEN' AND id > ?1 \
              ORDER BY id LIMIT ?2"

@@ -15,9 +15,9 @@ use crate::fare::policy::TapOutcome;
 use crate::fare::{OpState, Rupiah};
 use crate::flow::{BeginTap, JourneyChange, Planned, TapPayment};
 use crate::journal::{
-    apply as apply_transition, validate_new, FoundJourney, JournalError, JourneyClose, JourneyRow,
-    JourneyEvent, JourneyEventKind, JourneyState, NewOp, OpRow, TapBlock, TapClaim, TapDecision, TapStart, Transition,
-    TransitionError,
+    apply as apply_transition, validate_new, FoundJourney, JournalError, JourneyClose,
+    JourneyEvent, JourneyEventKind, JourneyRow, JourneyState, NewOp, OpRow, TapBlock, TapClaim,
+    TapDecision, TapStart, Transition, TransitionError,
 };
 
 /// Which journal call a [`MemJournal`] fails.
@@ -724,7 +724,10 @@ impl super::LinePort for FakeLine {
             if t.down {
                 return Err("the line is down".into());
             }
-            Ok(refs.iter().filter_map(|r| t.states.get(r).cloned()).collect())
+            Ok(refs
+                .iter()
+                .filter_map(|r| t.states.get(r).cloned())
+                .collect())
         })
     }
 }

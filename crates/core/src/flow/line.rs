@@ -68,8 +68,7 @@ impl LineState {
             id,
             state: self.state,
             fare: self.fare,
-            release_hold: self.state == JourneyState::Closed
-                && self.references_hold == Some(false),
+            release_hold: self.state == JourneyState::Closed && self.references_hold == Some(false),
         })
     }
 }
@@ -80,7 +79,7 @@ pub enum Known {
     /// No open journey.
     None,
     /// Open in this station's journal (and not closed on the line).
-    Local(FoundJourney),
+    Local(Box<FoundJourney>),
     /// Open on the line, opened at another journal.
     Remote(LineEntry),
 }
@@ -116,14 +115,14 @@ pub fn merge(
     let answer = match line {
         None => {
             return Ok(Merged {
-                known: local.map_or(Known::None, Known::Local),
+                known: local.map_or(Known::None, |f| Known::Local(Box::new(f))),
                 closed_elsewhere: None,
                 line_unavailable: false,
             })
         }
         Some(LineView::Unavailable(_)) => {
             return Ok(Merged {
-                known: local.map_or(Known::None, Known::Local),
+                known: local.map_or(Known::None, |f| Known::Local(Box::new(f))),
                 closed_elsewhere: None,
                 line_unavailable: true,
             })
@@ -146,7 +145,7 @@ pub fn merge(
     };
     let local = local.filter(|_| closed_elsewhere.is_none());
     let known = match (local, &answer.open) {
-        (Some(f), _) => Known::Local(f),
+        (Some(f), _) => Known::Local(Box::new(f)),
         (None, Some(e)) => Known::Remote(e.clone()),
         (None, None) => Known::None,
     };

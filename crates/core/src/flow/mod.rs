@@ -16,10 +16,10 @@ pub mod report;
 pub mod settle;
 pub mod tap;
 
-pub use report::{TapReport, Timings};
 pub use line::{LineAnswer, LineEntry, LineState, LineView};
+pub use report::{TapReport, Timings};
 pub use settle::{Learned, LATE_REPLY_MARGIN_MS};
 pub use tap::{
-    BeginPlan, BeginTap, Claim, ClaimRelease, Effect, JourneyChange, LateReply, Notice, Planned, Reply,
-    Settlement, Step, TapEnd, TapFlow, TapInRef, TapInput, TapPayment, TapSettings, Trip,
+    BeginPlan, BeginTap, Claim, ClaimRelease, Effect, JourneyChange, LateReply, Notice, Planned,
+    Reply, Settlement, Step, TapEnd, TapFlow, TapInRef, TapInput, TapPayment, TapSettings, Trip,
 };

@@ -141,7 +141,7 @@ pub struct Planned {
 pub struct BeginPlan {
     settings: Arc<TapSettings>,
     op: NewOp,
-    line: Option<LineView>,
+    line: Option<Box<LineView>>,
 }
 
 impl BeginPlan {
@@ -150,7 +150,7 @@ impl BeginPlan {
     pub fn decide(self, open: Option<FoundJourney>) -> TapDecision<Planned, TapOutcome> {
         let s = &self.settings;
         let exit = s.direction == Direction::Out;
-        let merged = match merge(open, self.line.as_ref(), exit) {
+        let merged = match merge(open, self.line.as_deref(), exit) {
             Ok(m) => m,
             Err(LineDuplicate::ClaimedElsewhere(_) | LineDuplicate::JustClosed(_)) => {
                 return TapDecision::Refuse(TapOutcome::Duplicate)
@@ -659,7 +659,7 @@ impl TapFlow {
             plan: BeginPlan {
                 settings: s.clone(),
                 op,
-                line: self.line.clone(),
+                line: self.line.clone().map(Box::new),
             },
         }
     }
