@@ -8,7 +8,7 @@
 //!
 //! Needs Debian's `postgresql` (scripts/install-deps.sh test); `TAPGATE_SKIP_PG=1` skips,
 //! saying so. `TAPGATE_LINE_JOURNEYS` changes the number of journeys of the big run (500),
-//! `TAPGATE_LINE_SEED` the seed, `TAPGATE_LINE_THREADS` how many passengers tap at once (6).
+//! `TAPGATE_LINE_SEED` the seed, `TAPGATE_LINE_THREADS` how many passengers tap at once (4).
 
 mod common;
 #[path = "line_journeys/helpers.rs"]
@@ -60,7 +60,7 @@ fn seed() -> u64 {
 }
 
 fn threads() -> usize {
-    env_usize("TAPGATE_LINE_THREADS", 6)
+    env_usize("TAPGATE_LINE_THREADS", 4)
 }
 
 /// Tap-in at the entry station, then (when it was approved) tap-out at the exit.
@@ -107,7 +107,7 @@ fn assert_all_approved(journeys: &[Journey]) {
         "{} of {} journeys had a tap not approved:\n{}",
         bad.len(),
         journeys.len(),
-        bad.join("\n")
+        helpers::first_lines(&bad)
     );
 }
 
@@ -161,7 +161,7 @@ fn check_exits(line: &Line, sim: &tapgate::sim::SimHandle, journeys: &[Journey])
     assert!(
         wrong.is_empty(),
         "exits charged wrongly:\n{}",
-        wrong.join("\n")
+        helpers::first_lines(&wrong)
     );
     (found, degraded)
 }
@@ -405,7 +405,7 @@ async fn station_sigkilled_during_replication_loses_no_event() {
     assert!(
         wrong.is_empty(),
         "journeys wrong on the line:\n{}",
-        wrong.join("\n")
+        helpers::first_lines(&wrong)
     );
     let checked = check_money(&line, &sim, &journeys, None);
     let refunds = check_refunds_once(&sim);
@@ -421,9 +421,13 @@ async fn station_sigkilled_during_replication_loses_no_event() {
         reconciling.as_secs_f64(),
         tally(&journeys)
     );
+    // A tap prints its decision before it pushes the outbox; if it pushed first, these kills
+    // would land after the push and test nothing.
     assert!(
         tap_kills >= n / 4,
-        "only {tap_kills} taps were still running when killed: the kills tested nothing"
+        "only {tap_kills} of {} taps were still running when killed after their report: the \
+         kills did not hit replication",
+        2 * n
     );
     assert_eq!(checked, n);
 }
@@ -508,31 +512,6 @@ async fn racing_exits_close_one_journey_once() {
         );
         assert_eq!(outs[0].amount, line.fare(a, exit));
 
-        // The line: one close, by the winner.
-        let count = c.psql(
-            DB,
-            &format!(
-                "SELECT count(*) FROM tapgate_journey_events \
-                 WHERE tap_in_ref = '{in_ref}' AND kind = 'CLOSED'"
-            ),
-        );
-        let journey = c.psql(
-            DB,
-            &format!(
-                "SELECT state || ' ' || coalesce(closed_station, '') || ' ' || \
-                 coalesce(tap_out_ref, '') FROM tapgate_journeys WHERE tap_in_ref = '{in_ref}'"
-            ),
-        );
-        assert_eq!(count, "1", "round {round}: closes on the line");
-        assert_eq!(
-            journey,
-            format!(
-                "CLOSED {} {}",
-                LINE[exit],
-                winner.reference().unwrap_or_default()
-            ),
-            "round {round}"
-        );
         journeys.push(Journey {
             pan,
             entry: a,
@@ -542,7 +521,27 @@ async fn racing_exits_close_one_journey_once() {
         });
     }
     let racing = started.elapsed();
+    // Each winner pushed its close before exiting, unless its push ran out of time on a
+    // loaded machine; a reconcile pushes whatever is left, then the line is read.
     line.reconcile(1);
+    let on_line = line_journeys(&c, DB);
+    for j in &journeys {
+        let in_ref = j.in_ref().expect("approved");
+        let winner = j.tap_out.as_ref().and_then(helpers::Tap::reference);
+        let got = on_line.get(&in_ref).map(|l| {
+            (
+                l.state.as_str(),
+                l.closes,
+                l.closed_station.as_str(),
+                Some(l.tap_out_ref.clone()),
+            )
+        });
+        assert_eq!(
+            got,
+            Some(("CLOSED", 1, LINE[j.exit], winner)),
+            "journey {in_ref}: one close on the line, by the exit that won"
+        );
+    }
     let checked = check_money(&line, &sim, &journeys, None);
     check_events_once(&c, DB);
     check_refunds_once(&sim);

@@ -651,7 +651,7 @@ pub fn check_money(
         wrong.is_empty() && open.is_empty(),
         "{} of {checked} passengers did not pay the matrix fare:\n{}\nholds left open: {open:#?}",
         wrong.len(),
-        wrong.join("\n")
+        first_lines(&wrong)
     );
     checked
 }
@@ -707,6 +707,8 @@ pub struct LineJourney {
     pub entry_station: String,
     /// Exit (or closing) station.
     pub closed_station: String,
+    /// The tap-out that closed it ("" when none did).
+    pub tap_out_ref: String,
     /// Fare recorded by the close.
     pub fare: Option<u64>,
     /// CLOSED events recorded.
@@ -718,7 +720,7 @@ pub fn line_journeys(c: &PgCluster, db: &str) -> HashMap<String, LineJourney> {
     let rows = c.psql(
         db,
         "SELECT j.tap_in_ref, j.state, (j.pan_key IS NOT NULL)::int, coalesce(j.entry_station, ''), \
-         coalesce(j.closed_station, ''), coalesce(j.fare::text, ''), \
+         coalesce(j.closed_station, ''), coalesce(j.tap_out_ref, ''), coalesce(j.fare::text, ''), \
          (SELECT count(*) FROM tapgate_journey_events e \
           WHERE e.tap_in_ref = j.tap_in_ref AND e.kind = 'CLOSED') \
          FROM tapgate_journeys j",
@@ -727,7 +729,7 @@ pub fn line_journeys(c: &PgCluster, db: &str) -> HashMap<String, LineJourney> {
         .filter(|l| !l.is_empty())
         .map(|l| {
             let f: Vec<&str> = l.split('|').collect();
-            assert_eq!(f.len(), 7, "psql row {l:?}");
+            assert_eq!(f.len(), 8, "psql row {l:?}");
             (
                 f[0].to_string(),
                 LineJourney {
@@ -735,8 +737,9 @@ pub fn line_journeys(c: &PgCluster, db: &str) -> HashMap<String, LineJourney> {
                     has_entry: f[2] == "1",
                     entry_station: f[3].to_string(),
                     closed_station: f[4].to_string(),
-                    fare: f[5].parse().ok(),
-                    closes: f[6].parse().expect("count"),
+                    tap_out_ref: f[5].to_string(),
+                    fare: f[6].parse().ok(),
+                    closes: f[7].parse().expect("count"),
                 },
             )
         })
@@ -783,9 +786,24 @@ pub fn check_no_event_lost(line: &Line, c: &PgCluster, db: &str) -> usize {
         lost.is_empty(),
         "{} journey(s) of the station journals missing on the line:\n{}",
         lost.len(),
-        lost.join("\n")
+        first_lines(&lost)
     );
     n
+}
+
+/// The first 20 of `items`, one a line, and how many more there were: a run where everything
+/// failed stays readable.
+pub fn first_lines(items: &[String]) -> String {
+    let mut s = items
+        .iter()
+        .take(20)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
+    if items.len() > 20 {
+        s.push_str(&format!("\n... and {} more", items.len() - 20));
+    }
+    s
 }
 
 /// Counts of each tap's outcome and fare rule, for the printed summary.
