@@ -195,6 +195,7 @@ async fn harness_three_local_stations_tap_at_home() {
             assert_eq!(e.masked_pan, j.masked());
         }
     }
+    assert_eq!(check_refunds_once(&sim), 0, "nothing to refund");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

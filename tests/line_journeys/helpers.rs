@@ -656,11 +656,21 @@ pub fn check_money(
     checked
 }
 
-/// No `partnerRefundNo` refunded twice, and no payment refunded beyond its amount.
+/// No refund made twice: no `partnerRefundNo` twice, no payment refunded twice (the simulator
+/// answers a repeated `partnerRefundNo` with the first refund, so a refund made twice shows as
+/// a second number on the same payment: a hold released twice, an overcharge refunded twice),
+/// and no payment refunded beyond its amount. Returns the number of refunds.
 pub fn check_refunds_once(sim: &SimHandle) -> usize {
     let mut seen = HashSet::new();
     let mut refunds = 0;
     for e in sim.ledger() {
+        assert!(
+            e.refunds.len() <= 1,
+            "{} ({}) refunded more than once: {:#?}",
+            e.partner_reference_no,
+            e.masked_pan,
+            e.refunds
+        );
         let total: u64 = e.refunds.iter().map(|r| r.amount).sum();
         assert!(
             total <= e.amount,
