@@ -212,6 +212,16 @@ async fn five_hundred_random_journeys_across_three_stations_pay_the_matrix_fare(
         ride(&line, j, Kill::Never, Kill::Never)
     });
     let tapping = started.elapsed();
+    println!(
+        "tapped: {} journeys, {} taps in {:.1} s: {}",
+        journeys.len(),
+        journeys
+            .iter()
+            .map(|j| usize::from(j.tap_in.is_some()) + usize::from(j.tap_out.is_some()))
+            .sum::<usize>(),
+        tapping.as_secs_f64(),
+        tally(&journeys)
+    );
     assert_all_approved(&journeys);
     let (found, degraded) = check_exits(&line, &sim, &journeys);
 
@@ -287,6 +297,16 @@ async fn postgres_stopped_mid_run_then_started_converges() {
         parallel(&mut outs, threads(), |j| tap_out(&line, j, Kill::Never));
     }
     let tapping = started.elapsed();
+    println!(
+        "tapped: {} journeys, {} taps in {:.1} s: {}",
+        journeys.len(),
+        journeys
+            .iter()
+            .map(|j| usize::from(j.tap_in.is_some()) + usize::from(j.tap_out.is_some()))
+            .sum::<usize>(),
+        tapping.as_secs_f64(),
+        tally(&journeys)
+    );
     assert_all_approved(&journeys);
     let (found, degraded) = check_exits(&line, &sim, &journeys);
 
@@ -367,6 +387,16 @@ async fn station_sigkilled_during_replication_loses_no_event() {
         }
     });
     let tapping = started.elapsed();
+    println!(
+        "tapped: {} journeys, {} taps in {:.1} s: {}",
+        journeys.len(),
+        journeys
+            .iter()
+            .map(|j| usize::from(j.tap_in.is_some()) + usize::from(j.tap_out.is_some()))
+            .sum::<usize>(),
+        tapping.as_secs_f64(),
+        tally(&journeys)
+    );
     assert_all_approved(&journeys);
     let tap_kills = journeys
         .iter()
