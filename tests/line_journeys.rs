@@ -20,8 +20,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use helpers::{
-    check_events_once, check_money, check_no_event_lost, check_refunds_once, finish, line_journeys,
-    parallel, random_journeys, spawn_tap, tally, tap, Dir, Journey, Kill, Line, Pans, Store, LINE,
+    check_events_once, check_line_closed, check_money, check_no_event_lost, check_refunds_once,
+    finish, line_journeys, parallel, random_journeys, spawn_tap, tally, tap, Dir, Journey, Kill,
+    Line, Pans, Store, LINE,
 };
 use pg::PgCluster;
 
@@ -230,6 +231,7 @@ async fn five_hundred_random_journeys_across_three_stations_pay_the_matrix_fare(
     let refunds = check_refunds_once(&sim);
     check_events_once(&c, DB);
     let local = check_no_event_lost(&line, &c, DB);
+    check_line_closed(&line, &c, DB, &journeys);
     let same = journeys.iter().filter(|j| j.entry == j.exit).count();
     println!(
         "line: {n} journeys ({same} same-station) over {} stations by {} passengers at once: \
@@ -332,6 +334,7 @@ async fn postgres_stopped_mid_run_then_started_converges() {
     let refunds = check_refunds_once(&sim);
     check_events_once(&c, DB);
     let local = check_no_event_lost(&line, &c, DB);
+    check_line_closed(&line, &c, DB, &journeys);
     println!(
         "line with PostgreSQL stopped for the middle third: {n} journeys, {} taps in {:.1} s, \
          reconcile x{RECONCILE_ROUNDS} {:.1} s; exits that found their entry {found}, degraded \
@@ -409,35 +412,7 @@ async fn station_sigkilled_during_replication_loses_no_event() {
     let reconciling = line.reconcile(RECONCILE_ROUNDS);
     let local = check_no_event_lost(&line, &c, DB);
     check_events_once(&c, DB);
-    // Every journey reached the line and was closed there once, at the matrix fare.
-    let on_line = line_journeys(&c, DB);
-    let mut wrong = Vec::new();
-    for j in &journeys {
-        let r = j.in_ref().expect("approved");
-        let want = (
-            "CLOSED",
-            LINE[j.entry],
-            LINE[j.exit],
-            Some(line.fare(j.entry, j.exit)),
-            1,
-        );
-        match on_line.get(&r) {
-            Some(l)
-                if (
-                    l.state.as_str(),
-                    l.entry_station.as_str(),
-                    l.closed_station.as_str(),
-                    l.fare,
-                    l.closes,
-                ) == want => {}
-            got => wrong.push(format!("{r}: want {want:?}, line has {got:?}")),
-        }
-    }
-    assert!(
-        wrong.is_empty(),
-        "journeys wrong on the line:\n{}",
-        helpers::first_lines(&wrong)
-    );
+    check_line_closed(&line, &c, DB, &journeys);
     let checked = check_money(&line, &sim, &journeys, None);
     let refunds = check_refunds_once(&sim);
     let reconcile_kills = reconcile_kills.into_inner();

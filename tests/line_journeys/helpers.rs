@@ -824,6 +824,39 @@ pub fn first_lines(items: &[String]) -> String {
     s
 }
 
+/// Every journey is on the line, closed once by its exit station at the matrix fare.
+pub fn check_line_closed(line: &Line, c: &PgCluster, db: &str, journeys: &[Journey]) {
+    let on_line = line_journeys(c, db);
+    let mut wrong = Vec::new();
+    for j in journeys {
+        let Some(r) = j.in_ref() else { continue };
+        let want = (
+            "CLOSED",
+            LINE[j.entry],
+            LINE[j.exit],
+            Some(line.fare(j.entry, j.exit)),
+            1,
+        );
+        match on_line.get(&r) {
+            Some(l)
+                if (
+                    l.state.as_str(),
+                    l.entry_station.as_str(),
+                    l.closed_station.as_str(),
+                    l.fare,
+                    l.closes,
+                ) == want => {}
+            got => wrong.push(format!("{r}: want {want:?}, the line has {got:?}")),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} journeys wrong on the line:\n{}",
+        wrong.len(),
+        first_lines(&wrong)
+    );
+}
+
 /// Counts of each tap's outcome and fare rule, for the printed summary.
 pub fn tally(journeys: &[Journey]) -> String {
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
