@@ -8,7 +8,8 @@
 //!
 //! Needs Debian's `postgresql` (scripts/install-deps.sh test); `TAPGATE_SKIP_PG=1` skips,
 //! saying so. `TAPGATE_LINE_JOURNEYS` changes the number of journeys of the big run (500),
-//! `TAPGATE_LINE_SEED` the seed, `TAPGATE_LINE_THREADS` how many passengers tap at once (4).
+//! `TAPGATE_LINE_SEED` the seed, `TAPGATE_LINE_THREADS` how many passengers tap at once (4),
+//! `TAPGATE_LINE_LOOKUP_MS` the stations' `[journeys] lookup_timeout_ms` (200).
 
 mod common;
 #[path = "line_journeys/helpers.rs"]
@@ -44,6 +45,13 @@ macro_rules! cluster {
             None => return,
         }
     };
+}
+
+/// The line tests take turns: each already runs several tapgate processes at once, and two
+/// of them together on a 2-core machine would push taps past their decision deadline.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -201,8 +209,9 @@ async fn harness_three_local_stations_tap_at_home() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_random_journeys_across_three_stations_pay_the_matrix_fare() {
-    let c = cluster!();
     let sim = common::start_sim().await;
+    let _one_at_a_time = one_at_a_time();
+    let c = cluster!();
     let seed = seed();
     let line = Line::new(&sim, &Store::postgres(&c, DB), seed);
     let n = env_usize("TAPGATE_LINE_JOURNEYS", 500);
@@ -259,8 +268,9 @@ struct Phases {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_mid_run_then_started_converges() {
-    let mut c = cluster!();
     let sim = common::start_sim().await;
+    let _one_at_a_time = one_at_a_time();
+    let mut c = cluster!();
     let seed = seed() ^ 2;
     let line = Line::new(&sim, &Store::postgres(&c, DB), seed);
     let n = env_usize("TAPGATE_LINE_JOURNEYS", 500).clamp(12, 90);
@@ -354,8 +364,9 @@ async fn postgres_stopped_mid_run_then_started_converges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn station_sigkilled_during_replication_loses_no_event() {
-    let c = cluster!();
     let sim = common::start_sim().await;
+    let _one_at_a_time = one_at_a_time();
+    let c = cluster!();
     let seed = seed() ^ 3;
     let line = Line::new(&sim, &Store::postgres(&c, DB), seed);
     let n = env_usize("TAPGATE_LINE_JOURNEYS", 500).clamp(12, 90);
@@ -440,8 +451,9 @@ async fn station_sigkilled_during_replication_loses_no_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_exits_close_one_journey_once() {
-    let c = cluster!();
     let sim = common::start_sim().await;
+    let _one_at_a_time = one_at_a_time();
+    let c = cluster!();
     let seed = seed() ^ 4;
     let line = Line::new(&sim, &Store::postgres(&c, DB), seed);
     let rounds = 20;

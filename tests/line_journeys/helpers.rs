@@ -61,11 +61,21 @@ impl Store {
             Store::Local => String::new(),
             Store::Postgres { url, password_file } => format!(
                 "[journeys]\nstore = \"postgres\"\nurl = {url:?}\npassword_file = {:?}\n\
-                 lookup_timeout_ms = 200\n",
-                password_file.display().to_string()
+                 lookup_timeout_ms = {}\n",
+                password_file.display().to_string(),
+                lookup_timeout_ms()
             ),
         }
     }
+}
+
+/// The exit lookup's budget: 200 ms, a loaded 2-core machine's answer to the default 50
+/// (`TAPGATE_LINE_LOOKUP_MS` changes it).
+fn lookup_timeout_ms() -> u64 {
+    std::env::var("TAPGATE_LINE_LOOKUP_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
 }
 
 /// One station: its own directory (config, secrets, journal), same aggregator, same line.
