@@ -602,39 +602,6 @@ fn num<T: TryInto<u64>>(x: T) -> u64 {
         .unwrap_or_else(|_| panic!("the ledger reports a negative amount or count"))
 }
 
-// TEMPORARY, until the simulator's per-passenger ledger (branch h-sim) is merged:
-// `SimHandle::passengers` does not exist on this branch yet. An inherent method always wins
-// over a trait method of the same name, so once it lands `sim.passengers()` above calls the
-// real one (same shape: `.passengers`, a list of rows with these fields) and everything from
-// here to `check_money` is dead code to delete. Until then every test that checks money FAILS
-// here, saying why.
-#[allow(dead_code)]
-trait PassengersNotYetInTheSimulator {
-    fn passengers(&self) -> MissingPassengers;
-}
-
-#[allow(dead_code)]
-struct MissingPassengers {
-    passengers: Vec<MissingPassenger>,
-}
-
-#[allow(dead_code)]
-struct MissingPassenger {
-    masked_pan: String,
-    net_charged: u64,
-    held: u64,
-    holds_open: u64,
-}
-
-impl PassengersNotYetInTheSimulator for SimHandle {
-    fn passengers(&self) -> MissingPassengers {
-        panic!(
-            "the simulator has no per-passenger ledger (SimHandle::passengers) on this build: \
-             the hold model of issue 11 has not landed, the money cannot be checked"
-        )
-    }
-}
-
 /// Checks every journey's net charge against the matrix fare and that no hold is left open
 /// anywhere; `only` limits the per-passenger check to some journeys (all when `None`).
 /// Returns the number of passengers checked.
