@@ -693,7 +693,6 @@ async fn join_in_order<T>(mut futs: Vec<PgFuture<'_, T>>) -> Result<Vec<T>, toki
 
 /// The tap-out reference, fare and whether the tap-out referenced the hold, of a closing
 /// event.
-#[allow(clippy::type_complexity)]
 fn close_fields(
     kind: &LineEventKind,
 ) -> Result<(Option<&str>, Option<i64>, Option<bool>), LineError> {
