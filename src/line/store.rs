@@ -693,10 +693,10 @@ async fn join_in_order<T>(mut futs: Vec<PgFuture<'_, T>>) -> Result<Vec<T>, toki
 
 /// The tap-out reference, fare and whether the tap-out referenced the hold, of a closing
 /// event.
-#[allow(clippy::type_complexity)]
-fn close_fields(
-    kind: &LineEventKind,
-) -> Result<(Option<&str>, Option<i64>, Option<bool>), LineError> {
+type CloseFields<'a> = (Option<&'a str>, Option<i64>, Option<bool>);
+
+/// The [`CloseFields`] of a closing event.
+fn close_fields(kind: &LineEventKind) -> Result<CloseFields<'_>, LineError> {
     let fare = |f: Rupiah| {
         i64::try_from(f.0).map_err(|_| LineError::Invalid(format!("fare {f} is too large")))
     };
