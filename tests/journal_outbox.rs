@@ -44,7 +44,13 @@ fn opening_and_closing_a_journey_write_their_events_in_order_once() {
     // The tap-in's result comes a moment after its journey: read when the event is sent.
     let before = j.outbox_batch(10).unwrap();
     assert_eq!(before[0].tap_in_state, Some(OpState::Pending));
-    assert_eq!(before[0].tap_in_reference_no, None);
+    assert_eq!(
+        before[0].event.kind,
+        JourneyEventKind::Opened {
+            pan_key: "k1".into(),
+            tap_in_reference_no: None
+        }
+    );
     succeed(&mut j, "IN1", T0);
     j.begin(&settle_op("OUT1", T0 + 60_000)).unwrap();
     j.close_journey(
@@ -62,10 +68,10 @@ fn opening_and_closing_a_journey_write_their_events_in_order_once() {
     assert_eq!(
         rows[0].event.kind,
         JourneyEventKind::Opened {
-            pan_key: "k1".into()
+            pan_key: "k1".into(),
+            tap_in_reference_no: Some("AGG-IN1".into()),
         }
     );
-    assert_eq!(rows[0].tap_in_reference_no.as_deref(), Some("AGG-IN1"));
     assert_eq!(rows[1].event_id, "IN1/CLOSED/OUT1");
     assert_eq!(
         rows[1].event.kind,

@@ -224,16 +224,7 @@ async fn five_hundred_random_journeys_across_three_stations_pay_the_matrix_fare(
         ride(&line, j, Kill::Never, Kill::Never)
     });
     let tapping = started.elapsed();
-    println!(
-        "tapped: {} journeys, {} taps in {:.1} s: {}",
-        journeys.len(),
-        journeys
-            .iter()
-            .map(|j| usize::from(j.tap_in.is_some()) + usize::from(j.tap_out.is_some()))
-            .sum::<usize>(),
-        tapping.as_secs_f64(),
-        tally(&journeys)
-    );
+    print_tapped(&journeys, tapping);
     assert_all_approved(&journeys);
     let (found, degraded) = check_exits(&line, &sim, &journeys);
 
@@ -311,16 +302,7 @@ async fn postgres_stopped_mid_run_then_started_converges() {
         parallel(&mut outs, threads(), |j| tap_out(&line, j, Kill::Never));
     }
     let tapping = started.elapsed();
-    println!(
-        "tapped: {} journeys, {} taps in {:.1} s: {}",
-        journeys.len(),
-        journeys
-            .iter()
-            .map(|j| usize::from(j.tap_in.is_some()) + usize::from(j.tap_out.is_some()))
-            .sum::<usize>(),
-        tapping.as_secs_f64(),
-        tally(&journeys)
-    );
+    print_tapped(&journeys, tapping);
     assert_all_approved(&journeys);
     let (found, degraded) = check_exits(&line, &sim, &journeys);
 
@@ -403,16 +385,7 @@ async fn station_sigkilled_during_replication_loses_no_event() {
         }
     });
     let tapping = started.elapsed();
-    println!(
-        "tapped: {} journeys, {} taps in {:.1} s: {}",
-        journeys.len(),
-        journeys
-            .iter()
-            .map(|j| usize::from(j.tap_in.is_some()) + usize::from(j.tap_out.is_some()))
-            .sum::<usize>(),
-        tapping.as_secs_f64(),
-        tally(&journeys)
-    );
+    print_tapped(&journeys, tapping);
     assert_all_approved(&journeys);
     let tap_kills = journeys
         .iter()
@@ -572,4 +545,18 @@ async fn racing_exits_close_one_journey_once() {
         racing.as_secs_f64()
     );
     assert_eq!(checked, rounds);
+}
+
+/// Prints what was tapped as soon as tapping ends, so a failing run still shows it.
+fn print_tapped(journeys: &[Journey], tapping: Duration) {
+    println!(
+        "tapped: {} journeys, {} taps in {:.1} s: {}",
+        journeys.len(),
+        journeys
+            .iter()
+            .map(|j| usize::from(j.tap_in.is_some()) + usize::from(j.tap_out.is_some()))
+            .sum::<usize>(),
+        tapping.as_secs_f64(),
+        tally(journeys)
+    );
 }

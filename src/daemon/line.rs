@@ -14,9 +14,7 @@ use crate::daemon::station::{JournalHandle, StationCore};
 use crate::fare::{OpState, Rupiah};
 use crate::flow::{LineAnswer, LineEntry, LineState, LineView};
 use crate::journal::{JourneyEventKind, OutboxRow};
-use crate::line::{
-    KeyFingerprint, LineError, LineEvent, LineEventKind, LineJourney, LineStore, LookupQuery,
-};
+use crate::line::{KeyFingerprint, LineError, LineEvent, LineEventKind, LineJourney, LineStore};
 use crate::ports::{LinePort, LineQuery, PortFuture};
 
 /// Events sent to the line per round trip.
@@ -329,30 +327,12 @@ fn waits_for_result(r: &OutboxRow, now_ms: i64) -> bool {
 }
 
 fn line_event(r: &OutboxRow) -> LineEvent {
-    let kind = match &r.event.kind {
-        JourneyEventKind::Opened { pan_key } => LineEventKind::Opened {
-            pan_key: pan_key.clone(),
-            tap_in_reference_no: r.tap_in_reference_no.clone(),
-        },
-        JourneyEventKind::Closed {
-            tap_out_ref,
-            fare,
-            references_hold,
-        } => LineEventKind::Closed {
-            tap_out_ref: tap_out_ref.clone(),
-            fare: *fare,
-            references_hold: *references_hold,
-        },
-        JourneyEventKind::StaleClosed { fare } => LineEventKind::StaleClosed { fare: *fare },
-        JourneyEventKind::Void => LineEventKind::Void,
-        JourneyEventKind::Released => LineEventKind::Released,
-    };
     LineEvent {
         event_id: r.event_id.clone(),
         tap_in_ref: r.event.tap_in_ref.clone(),
         station: r.event.station.clone(),
         at_ms: r.event.at_ms,
-        kind,
+        kind: r.event.kind.clone(),
     }
 }
 
@@ -385,14 +365,6 @@ impl LinePort for LineLink {
             if !self.is_joined() {
                 return LineView::Unavailable("not joined to the line yet".into());
             }
-            let q = LookupQuery {
-                pan_key: q.pan_key,
-                claim: q.claim,
-                local_tap_in_ref: q.local_tap_in_ref,
-                now_ms: q.now_ms,
-                claim_ms: q.claim_ms,
-                debounce_since_ms: q.debounce_since_ms,
-            };
             match self.store.lookup(&q).await {
                 Ok(a) => view(a),
                 Err(e) => LineView::Unavailable(e.to_string()),

@@ -512,6 +512,7 @@ impl Journal {
                     at_ms,
                     kind: JourneyEventKind::Opened {
                         pan_key: pan_key.to_owned(),
+                        tap_in_reference_no: None,
                     },
                 },
             )?;
@@ -743,6 +744,16 @@ fn switch_to_wal(conn: &Connection) -> Result<String, rusqlite::Error> {
     }
 }
 
+/// A fare as SQLite stores it.
+fn fare_sql(fare: Option<Rupiah>) -> Result<Option<i64>, JournalError> {
+    fare.map(|f| i64::try_from(f.0))
+        .transpose()
+        .map_err(|_| JournalError::InvalidOp {
+            field: "fare",
+            why: "too large",
+        })
+}
+
 /// Closes an open journey inside the caller's transaction (see [`Journal::close_journey`]);
 /// with `line_station`, the close also goes to the line's outbox.
 fn close_journey_in(
@@ -757,13 +768,7 @@ fn close_journey_in(
     if state == JourneyState::Open {
         return Err(JournalError::CloseIntoOpen(id));
     }
-    let fare =
-        fare.map(|f| i64::try_from(f.0))
-            .transpose()
-            .map_err(|_| JournalError::InvalidOp {
-                field: "fare",
-                why: "too large",
-            })?;
+    let fare = fare_sql(fare)?;
     let found: Option<(String, String)> = tx
         .query_row(
             "SELECT state, tap_in_ref FROM journeys WHERE id = ?1",

@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::error::DbContext;
 use super::{
-    close_journey_in, parse_journey, parse_op, Journal, JournalError, JourneyRow, OpRow,
+    close_journey_in, fare_sql, parse_journey, parse_op, Journal, JournalError, JourneyRow, OpRow,
     JOURNEY_COLUMNS, OP_COLUMNS,
 };
 use crate::fare::{OpState, Rupiah};
@@ -23,10 +23,9 @@ pub struct OutboxRow {
     pub seq: i64,
     /// The line's event id.
     pub event_id: String,
-    /// The event.
+    /// The event (an `OPENED` one with the hold's `referenceNo` as the tap-in operation
+    /// holds it now).
     pub event: JourneyEvent,
-    /// For `OPENED`: the hold's `referenceNo`, read from the tap-in operation now.
-    pub tap_in_reference_no: Option<String>,
     /// For `OPENED`: the tap-in's state now (its result may be a moment behind the journey).
     pub tap_in_state: Option<OpState>,
     /// When the row was written, Unix milliseconds.
@@ -46,7 +45,7 @@ pub struct OutboxStats {
 /// event (same id) is a no-op.
 pub(super) fn outbox_insert(tx: &Connection, ev: &JourneyEvent) -> Result<(), JournalError> {
     let (pan_key, tap_out_ref, fare, references_hold) = match &ev.kind {
-        JourneyEventKind::Opened { pan_key } => (Some(pan_key.as_str()), None, None, None),
+        JourneyEventKind::Opened { pan_key, .. } => (Some(pan_key.as_str()), None, None, None),
         JourneyEventKind::Closed {
             tap_out_ref,
             fare,
@@ -60,13 +59,7 @@ pub(super) fn outbox_insert(tx: &Connection, ev: &JourneyEvent) -> Result<(), Jo
         JourneyEventKind::StaleClosed { fare } => (None, None, *fare, None),
         JourneyEventKind::Void | JourneyEventKind::Released => (None, None, None, None),
     };
-    let fare =
-        fare.map(|f| i64::try_from(f.0))
-            .transpose()
-            .map_err(|_| JournalError::InvalidOp {
-                field: "fare",
-                why: "too large",
-            })?;
+    let fare = fare_sql(fare)?;
     tx.execute(
         "INSERT INTO line_outbox (event_id, tap_in_ref, kind, station, at_ms, pan_key, \
          tap_out_ref, fare, references_hold, created_at_ms) \
@@ -236,6 +229,7 @@ impl Journal {
             let kind = match kind.as_str() {
                 "OPENED" => JourneyEventKind::Opened {
                     pan_key: pan.ok_or_else(|| corrupt("OPENED without pan_key"))?,
+                    tap_in_reference_no: rno,
                 },
                 "CLOSED" => JourneyEventKind::Closed {
                     tap_out_ref: out_ref.ok_or_else(|| corrupt("CLOSED without tap_out_ref"))?,
@@ -256,7 +250,6 @@ impl Journal {
                     at_ms: at,
                     kind,
                 },
-                tap_in_reference_no: rno,
                 tap_in_state: st.as_deref().and_then(OpState::parse),
                 created_at_ms: created,
             });

@@ -21,61 +21,10 @@ pub struct LineEvent {
     pub kind: LineEventKind,
 }
 
-/// What happened to a journey.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LineEventKind {
-    /// Tapped in: the hold succeeded.
-    Opened {
-        /// Keyed hash of the PAN (the line's passenger key).
-        pan_key: String,
-        /// The aggregator's `referenceNo` of the tap-in hold.
-        tap_in_reference_no: Option<String>,
-    },
-    /// Tapped out.
-    Closed {
-        /// The tap-out operation's `partnerReferenceNo`.
-        tap_out_ref: String,
-        /// The fare charged.
-        fare: Rupiah,
-        /// Whether the tap-out referenced the tap-in hold (`tapInPartnerReferenceNo`), so the
-        /// aggregator finalized it. `false`: a plain charge (the exit did not know the entry,
-        /// or the converge closed it later); the entry station then releases its hold.
-        references_hold: bool,
-    },
-    /// Closed by the stale sweep or anti-passback at the maximum fare (`None`: not known yet).
-    StaleClosed {
-        /// The fare.
-        fare: Option<Rupiah>,
-    },
-    /// The tap-in was never paid.
-    Void,
-    /// Closed by policy, the hold left to expire.
-    Released,
-}
-
-impl LineEventKind {
-    /// The spelling stored in `tapgate_journey_events.kind` (the journey state it leads to).
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            LineEventKind::Opened { .. } => "OPENED",
-            LineEventKind::Closed { .. } => "CLOSED",
-            LineEventKind::StaleClosed { .. } => "STALE_CLOSED",
-            LineEventKind::Void => "VOID",
-            LineEventKind::Released => "RELEASED",
-        }
-    }
-
-    /// The state a closing event leads to; `None` for `Opened`.
-    pub fn closes_to(&self) -> Option<JourneyState> {
-        match self {
-            LineEventKind::Opened { .. } => None,
-            LineEventKind::Closed { .. } => Some(JourneyState::Closed),
-            LineEventKind::StaleClosed { .. } => Some(JourneyState::StaleClosed),
-            LineEventKind::Void => Some(JourneyState::Void),
-            LineEventKind::Released => Some(JourneyState::Released),
-        }
-    }
-}
+/// What happened to a journey: the same events a station's outbox holds (the core's
+/// [`tapgate_core::journal::JourneyEventKind`]), so one type describes a journey event from
+/// the station's transaction to the line's table.
+pub use tapgate_core::journal::JourneyEventKind as LineEventKind;
 
 /// What applying an event did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

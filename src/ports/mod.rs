@@ -25,22 +25,9 @@ use crate::flow::{BeginTap, LineView, Planned};
 use crate::flow::{JourneyChange, TapPayment};
 use crate::journal::{JournalError, JourneyClose, JourneyRow, OpRow, TapStart, Transition};
 
-/// What a tap asks the line (see [`crate::flow::Effect::Lookup`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LineQuery {
-    /// The passenger.
-    pub pan_key: String,
-    /// At an exit, the tap-out's reference to claim the passenger's open journey with.
-    pub claim: Option<String>,
-    /// The journey this station's journal holds open for the passenger.
-    pub local_tap_in_ref: Option<String>,
-    /// Now, Unix milliseconds.
-    pub now_ms: i64,
-    /// How long a claim lives, ms.
-    pub claim_ms: i64,
-    /// An exit closed at or after this time is reported (the line-wide debounce).
-    pub debounce_since_ms: i64,
-}
+/// What a tap asks the line (see [`crate::flow::Effect::Lookup`]): the line store's own
+/// query.
+pub use crate::line::LookupQuery as LineQuery;
 
 /// The line: the journeys of every station, shared. Every call has its own budget; a call
 /// that cannot be answered in time says so instead of waiting.

@@ -9,20 +9,24 @@ use super::model::JourneyState;
 /// What happened to a journey, as the outbox carries it to the line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JourneyEventKind {
-    /// Tapped in here: the journey starts (the hold's `referenceNo` is read from the tap-in
-    /// operation when the event is sent).
+    /// Tapped in: the journey starts.
     Opened {
         /// Keyed hash of the PAN.
         pan_key: String,
+        /// The aggregator's `referenceNo` of the tap-in hold. A station's outbox leaves it
+        /// out (the hold's result comes a moment after its journey) and fills it in from the
+        /// tap-in operation when the event is sent.
+        tap_in_reference_no: Option<String>,
     },
-    /// Tapped out here.
+    /// Tapped out.
     Closed {
         /// The tap-out operation.
         tap_out_ref: String,
         /// The fare charged.
         fare: Rupiah,
-        /// Whether the tap-out named the tap-in's hold, so the aggregator finalized it. When
-        /// not, the entry station releases the hold.
+        /// Whether the tap-out named the tap-in's hold (`tapInPartnerReferenceNo`), so the
+        /// aggregator finalized it. `false`: a plain charge (the exit did not know the entry
+        /// in time, or the converge closed it later); the entry station releases its hold.
         references_hold: bool,
     },
     /// Closed by policy at the maximum fare (`None`: not known yet).
@@ -46,6 +50,17 @@ impl JourneyEventKind {
             JourneyEventKind::StaleClosed { .. } => "STALE_CLOSED",
             JourneyEventKind::Void => "VOID",
             JourneyEventKind::Released => "RELEASED",
+        }
+    }
+
+    /// The state a closing event leads to; `None` for `Opened`.
+    pub fn closes_to(&self) -> Option<JourneyState> {
+        match self {
+            JourneyEventKind::Opened { .. } => None,
+            JourneyEventKind::Closed { .. } => Some(JourneyState::Closed),
+            JourneyEventKind::StaleClosed { .. } => Some(JourneyState::StaleClosed),
+            JourneyEventKind::Void => Some(JourneyState::Void),
+            JourneyEventKind::Released => Some(JourneyState::Released),
         }
     }
 
