@@ -21,12 +21,14 @@
 //! connection is open — a timeout, a reset, a cut or unreadable answer — may have moved money.
 
 pub mod profile;
+pub mod warm;
 
 use serde_json::Value;
 
 pub use crate::flow::outcome::{AmountMismatch, PayOutcome, RefusedWhy};
 pub use crate::flow::{TapInRef, TapPayment};
 pub use profile::refund_no_for;
+pub use warm::{keep_warm, keep_warm_reference, WarmCall};
 use profile::Merchant;
 
 use crate::config::AggregatorConfig;

@@ -213,6 +213,24 @@ impl Config {
             a.max_body_bytes as u64,
             1024..=16 * 1024 * 1024,
         )?;
+        in_range(
+            "aggregator.pool_idle_timeout_ms",
+            a.pool_idle_timeout_ms,
+            1_000..=600_000,
+        )?;
+        if a.keep_warm_ms != 0 {
+            in_range(
+                "aggregator.keep_warm_ms",
+                a.keep_warm_ms,
+                100..=a.pool_idle_timeout_ms / 2,
+            )
+            .map_err(|(k, m)| {
+                (
+                    k,
+                    format!("{m} (0 turns it off; at most half of pool_idle_timeout_ms)"),
+                )
+            })?;
+        }
         for (key, v) in [
             ("aggregator.token_path", &a.token_path),
             ("aggregator.payment_path", &a.payment_path),

@@ -68,6 +68,15 @@ pub struct AggregatorConfig {
     /// Largest response body read, bytes; larger answers are treated as garbage.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// How long an unused pooled connection is kept before it is closed, milliseconds.
+    #[serde(default = "default_pool_idle_timeout_ms")]
+    pub pool_idle_timeout_ms: u64,
+    /// After this long without any call to the aggregator, one light call (a status query of
+    /// a reference that does not exist) keeps the pooled connection open, so the next tap
+    /// does not open one; milliseconds, 0 turns it off. At most half of
+    /// `pool_idle_timeout_ms`.
+    #[serde(default = "default_keep_warm_ms")]
+    pub keep_warm_ms: u64,
     /// Path of the B2B access-token endpoint.
     #[serde(default = "default_token_path")]
     pub token_path: String,
@@ -93,6 +102,12 @@ fn default_request_timeout_ms() -> u64 {
 }
 fn default_max_body_bytes() -> usize {
     64 * 1024
+}
+fn default_pool_idle_timeout_ms() -> u64 {
+    50_000
+}
+fn default_keep_warm_ms() -> u64 {
+    20_000
 }
 fn default_token_path() -> String {
     "/v1.0/access-token/b2b".into()

@@ -630,6 +630,16 @@ fn every_bad_key_is_named_with_its_line() {
             "max_body_bytes =",
         ),
         bad(
+            &[("pool_idle_timeout_ms = 50000", "pool_idle_timeout_ms = 0")],
+            "aggregator.pool_idle_timeout_ms",
+            "pool_idle_timeout_ms =",
+        ),
+        bad(
+            &[("keep_warm_ms = 20000", "keep_warm_ms = 25001")],
+            "aggregator.keep_warm_ms",
+            "keep_warm_ms =",
+        ),
+        bad(
             &[(
                 "payment_path = \"/v1.0/qr/qr-cpm-payment\"",
                 "payment_path = \"/v1.0/qr/qr cpm-payment\"",

@@ -15,7 +15,7 @@
 //!
 //! Nothing here logs a body: the payment body carries the passenger's `qrContent`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -184,6 +184,49 @@ struct Inner {
     token: StdMutex<Option<CachedToken>>,
     // Held for the whole token request: one refresh at a time, whoever asks.
     refresh: Arc<tokio::sync::Mutex<()>>,
+    keep_warm: Option<Duration>,
+    activity: Activity,
+}
+
+/// When the pooled connection was last used, for [`SnapClient::idle_for`].
+struct Activity {
+    epoch: tokio::time::Instant,
+    /// Milliseconds from `epoch` to the last start or end of an HTTP exchange.
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            epoch: tokio::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+}
+
+/// Marks one HTTP exchange in flight; its end (or the caller giving up on it) counts as use.
+struct InFlight<'a>(&'a Activity);
+
+impl<'a> InFlight<'a> {
+    fn start(a: &'a Activity) -> InFlight<'a> {
+        a.in_flight.fetch_add(1, Ordering::Relaxed);
+        a.touch();
+        InFlight(a)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for SnapClient {
@@ -321,7 +364,7 @@ impl SnapClient {
             // Idle connections are dropped before the 60 s keep-alive common at load
             // balancers: a connection the far end closes just as a payment is written
             // turns that payment into an Unknown.
-            .pool_idle_timeout(Duration::from_secs(50))
+            .pool_idle_timeout(Duration::from_millis(cfg.pool_idle_timeout_ms))
             .pool_max_idle_per_host(4)
             .tcp_keepalive(Duration::from_secs(30))
             .tcp_nodelay(true)
@@ -357,6 +400,8 @@ impl SnapClient {
                 external_counter: AtomicU64::new(0),
                 token: StdMutex::new(None),
                 refresh: Arc::new(tokio::sync::Mutex::new(())),
+                keep_warm: (cfg.keep_warm_ms > 0).then(|| Duration::from_millis(cfg.keep_warm_ms)),
+                activity: Activity::new(),
             }),
         })
     }
@@ -364,6 +409,38 @@ impl SnapClient {
     /// The device context given at construction.
     pub fn device(&self) -> &DeviceContext {
         &self.inner.device
+    }
+
+    /// `keep_warm_ms`: how long the connection may sit unused before a light call keeps it
+    /// open; `None` when keeping warm is off.
+    pub fn keep_warm_after(&self) -> Option<Duration> {
+        self.inner.keep_warm
+    }
+
+    /// How long no HTTP exchange has been in flight (since the last one started or ended);
+    /// `None` while one is.
+    pub fn idle_for(&self) -> Option<Duration> {
+        let a = &self.inner.activity;
+        if a.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let now = a.epoch.elapsed().as_millis() as u64;
+        Some(Duration::from_millis(
+            now.saturating_sub(a.last_ms.load(Ordering::Relaxed)),
+        ))
+    }
+
+    /// How long until the cached token is due for refresh (zero when there is none or it is
+    /// due now), by the client's clock.
+    pub fn token_refresh_in(&self) -> Duration {
+        let now = self.inner.clock.now().timestamp();
+        match self.token_cache().as_ref() {
+            Some(t) if now < t.refresh_at => now
+                .duration_until(t.refresh_at)
+                .try_into()
+                .unwrap_or(Duration::ZERO),
+            _ => Duration::ZERO,
+        }
     }
 
     /// Makes sure a token that is not due for refresh is cached, fetching one if needed
@@ -488,6 +565,7 @@ impl SnapClient {
         headers: HeaderMap,
         body: Vec<u8>,
     ) -> Result<(u16, Vec<u8>), SendFail> {
+        let _in_flight = InFlight::start(&self.inner.activity);
         let sent = self
             .inner
             .http

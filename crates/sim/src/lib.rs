@@ -23,7 +23,7 @@
 //! |---|---|---|
 //! | `GET /sim/ledger` | | `[LedgerEntry]` |
 //! | `GET /sim/ledger/passengers` | | [`Passengers`]: net charge and open holds per passenger |
-//! | `GET /sim/stats` | | `SimStats` |
+//! | `GET /sim/stats` | | `SimStats` (with `connections_accepted` and `token_requests`) |
 //! | `POST /sim/decline` | `{"pan":"9360…","code":"4036014"}` (empty code lifts it) | 204 |
 //! | `POST /sim/faults` | `{"fault":{"kind":"drop","applied":true},"service":"payment","count":2}` | 204 |
 //! | `DELETE /sim/faults` | | 204 (queue and random mode cleared) |
@@ -294,7 +294,9 @@ impl SimHandle {
             .find(|p| p.passenger == key)
     }
 
-    /// Counters of requests and rejections.
+    /// Counters of requests and rejections, and of the TCP connections accepted
+    /// ([`SimStats::connections_accepted`]) and token fetches ([`SimStats::token_requests`]):
+    /// what a client's connection discipline costs.
     pub fn stats(&self) -> SimStats {
         self.shared.lock().stats()
     }

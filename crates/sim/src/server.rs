@@ -36,7 +36,7 @@ pub(crate) async fn accept_loop(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let app = router(shared);
+    let app = router(shared.clone());
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -47,6 +47,7 @@ pub(crate) async fn accept_loop(
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
+                    shared.lock().connection_accepted();
                     conns.spawn(serve_connection(stream, app.clone()));
                 }
                 Err(e) => {

@@ -37,7 +37,11 @@ use super::SimConfig;
 /// rejection of the kinds summed by [`SimStats::protocol_violations`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SimStats {
-    /// Calls to the token endpoint.
+    /// TCP connections accepted. Each is a connection the client had to open, on a real
+    /// network a TCP (and TLS) handshake; a client that keeps its connection warm opens one
+    /// and reuses it.
+    pub connections_accepted: u64,
+    /// Calls to the token endpoint: every token fetch, issued or refused.
     pub token_requests: u64,
     /// Access tokens issued.
     pub tokens_issued: u64,
@@ -251,6 +255,11 @@ impl Engine {
 
     pub(crate) fn stats(&self) -> SimStats {
         self.stats.clone()
+    }
+
+    /// Counts a TCP connection the accept loop took.
+    pub(crate) fn connection_accepted(&mut self) {
+        self.stats.connections_accepted += 1;
     }
 
     /// Declines every later payment from `pan` with `code` (an empty code lifts the decline).
