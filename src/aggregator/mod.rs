@@ -28,8 +28,8 @@ use serde_json::Value;
 pub use crate::flow::outcome::{AmountMismatch, PayOutcome, RefusedWhy};
 pub use crate::flow::{TapInRef, TapPayment};
 pub use profile::refund_no_for;
-pub use warm::{keep_warm, keep_warm_reference, WarmCall};
 use profile::Merchant;
+pub use warm::{keep_warm, keep_warm_reference, WarmCall};
 
 use crate::config::AggregatorConfig;
 use crate::fare::Rupiah;

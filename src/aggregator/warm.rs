@@ -150,7 +150,8 @@ pub async fn keep_warm(agg: Arc<Aggregator>, mut stop: watch::Receiver<bool>) {
                     }
                 }
                 Some(idle) => {
-                    let until_retry = call_retry_at.map(|t| t.saturating_duration_since(Instant::now()));
+                    let until_retry =
+                        call_retry_at.map(|t| t.saturating_duration_since(Instant::now()));
                     wait = wait.min(after - idle).min(until_retry.unwrap_or(after));
                 }
                 // A call is using the connection: it is warm; look again later.
@@ -172,7 +173,10 @@ mod tests {
     fn keep_warm_reference_is_bounded_and_plain() {
         assert_eq!(keep_warm_reference("BLM-G01"), "TGKEEPWARMBLMG01");
         let long = keep_warm_reference(&"x".repeat(200));
-        assert_eq!(long.chars().count(), super::super::profile::MAX_REFERENCE_CHARS);
+        assert_eq!(
+            long.chars().count(),
+            super::super::profile::MAX_REFERENCE_CHARS
+        );
         assert_eq!(keep_warm_reference("\u{e9}/\n"), "TGKEEPWARM");
     }
 

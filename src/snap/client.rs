@@ -274,6 +274,28 @@ fn describe(e: &reqwest::Error) -> String {
     out
 }
 
+/// The pooled HTTP client: timeouts and pool from `cfg`, no redirects.
+fn http_client(cfg: &AggregatorConfig) -> Result<reqwest::Client, SnapError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+        .timeout(Duration::from_millis(cfg.request_timeout_ms))
+        // Idle connections are dropped (default 50 s) before the 60 s keep-alive common at
+        // load balancers: a connection the far end closes just as a payment is written
+        // turns that payment into an Unknown. `aggregator::keep_warm` uses the connection
+        // before either timer runs out, so a tap does not open a new one.
+        .pool_idle_timeout(Duration::from_millis(cfg.pool_idle_timeout_ms))
+        .pool_max_idle_per_host(4)
+        // Probes keep NAT and firewall state alive; they reset neither idle timer above.
+        .tcp_keepalive(Duration::from_secs(30))
+        .tcp_nodelay(true)
+        // A redirect of a signed POST would be a misconfiguration, never something to
+        // follow: the signature covers the path.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("tapgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| SnapError::Config(format!("HTTP client: {}", describe(&e))))
+}
+
 enum SendFail {
     /// Nothing left the gate.
     NotConnected(String),
@@ -358,22 +380,7 @@ impl SnapClient {
         header("x-client-key", &cfg.client_id)?;
 
         let timeout = Duration::from_millis(cfg.request_timeout_ms);
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
-            .timeout(timeout)
-            // Idle connections are dropped before the 60 s keep-alive common at load
-            // balancers: a connection the far end closes just as a payment is written
-            // turns that payment into an Unknown.
-            .pool_idle_timeout(Duration::from_millis(cfg.pool_idle_timeout_ms))
-            .pool_max_idle_per_host(4)
-            .tcp_keepalive(Duration::from_secs(30))
-            .tcp_nodelay(true)
-            // A redirect of a signed POST would be a misconfiguration, never something to
-            // follow: the signature covers the path.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("tapgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| SnapError::Config(format!("HTTP client: {}", describe(&e))))?;
+        let http = http_client(cfg)?;
 
         let base = cfg.base_url.trim_end_matches('/').to_string();
         let mut rng = rand::rng();
