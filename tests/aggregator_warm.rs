@@ -310,3 +310,35 @@ async fn a_token_expiring_while_idle_is_renewed_off_the_tap_path() {
         "the tap after the gap opened a connection"
     );
 }
+
+/// A connection the aggregator closes (here: the simulator drops it in the middle of a
+/// reconciler-style query) is reopened by the keeper, not by the next tap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_aggregator_closed_is_reopened_in_the_background() {
+    let rig = rig(SimConfig::demo(), true).await;
+    rig.sim
+        .push_fault_on(Service::Query, Fault::Drop { applied: false });
+    let q = rig.agg.query("TGBLM01NOSUCHPAYMENT").await;
+    assert!(
+        matches!(q, tapgate::aggregator::QueryOutcome::Unavailable { .. }),
+        "{q:?}"
+    );
+    let killed = rig.sim.stats();
+    // Shorter than the pool's idle timeout: only the drop took the connection away.
+    tokio::time::sleep(Duration::from_millis(POOL_IDLE_MS - 300)).await;
+    let before_tap = rig.sim.stats();
+    let out = rig.agg.pay(&tap(1, None)).await;
+    let after = rig.sim.stats();
+    println!(
+        "after a dropped connection: {} reopened in the background, {} by the tap",
+        before_tap.connections_accepted - killed.connections_accepted,
+        after.connections_accepted - before_tap.connections_accepted
+    );
+    rig.finish().await;
+    assert!(matches!(out, PayOutcome::Success { .. }), "{out:?}");
+    assert_eq!(
+        after.connections_accepted, before_tap.connections_accepted,
+        "the tap opened the connection"
+    );
+    assert_eq!(after.token_requests, killed.token_requests);
+}

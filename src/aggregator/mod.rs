@@ -2,7 +2,8 @@
 //! refund, each returning an outcome that says what happened to the money.
 //!
 //! The field choices we inferred live in [`profile`]; the HTTP mechanics in
-//! [`crate::snap`]. This module maps answers to outcomes:
+//! [`crate::snap`]; keeping the connection open and the token fresh between taps in
+//! [`warm`]. This module maps answers to outcomes:
 //!
 //! | answer | payment | query | refund |
 //! |---|---|---|---|

@@ -355,9 +355,20 @@ impl SnapClient {
                 device.latitude, device.longitude
             )));
         }
-        if cfg.max_body_bytes == 0 || cfg.connect_timeout_ms == 0 || cfg.request_timeout_ms == 0 {
+        if cfg.max_body_bytes == 0
+            || cfg.connect_timeout_ms == 0
+            || cfg.request_timeout_ms == 0
+            || cfg.pool_idle_timeout_ms == 0
+        {
             return Err(SnapError::Config(
                 "max_body_bytes and the timeouts must be above zero".into(),
+            ));
+        }
+        if cfg.keep_warm_ms != 0
+            && !(100..=cfg.pool_idle_timeout_ms / 2).contains(&cfg.keep_warm_ms)
+        {
+            return Err(SnapError::Config(
+                "keep_warm_ms must be 0 (off) or 100 up to half of pool_idle_timeout_ms".into(),
             ));
         }
         let origin = match &cfg.origin {
