@@ -274,6 +274,25 @@ fn describe(e: &reqwest::Error) -> String {
     out
 }
 
+/// The sizes and timeouts a client cannot work with (the config check refuses them first).
+fn check_limits(cfg: &AggregatorConfig) -> Result<(), SnapError> {
+    if cfg.max_body_bytes == 0
+        || cfg.connect_timeout_ms == 0
+        || cfg.request_timeout_ms == 0
+        || cfg.pool_idle_timeout_ms == 0
+    {
+        return Err(SnapError::Config(
+            "max_body_bytes and the timeouts must be above zero".into(),
+        ));
+    }
+    if cfg.keep_warm_ms != 0 && !(100..=cfg.pool_idle_timeout_ms / 2).contains(&cfg.keep_warm_ms) {
+        return Err(SnapError::Config(
+            "keep_warm_ms must be 0 (off) or 100 up to half of pool_idle_timeout_ms".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The pooled HTTP client: timeouts and pool from `cfg`, no redirects.
 fn http_client(cfg: &AggregatorConfig) -> Result<reqwest::Client, SnapError> {
     reqwest::Client::builder()
@@ -355,22 +374,7 @@ impl SnapClient {
                 device.latitude, device.longitude
             )));
         }
-        if cfg.max_body_bytes == 0
-            || cfg.connect_timeout_ms == 0
-            || cfg.request_timeout_ms == 0
-            || cfg.pool_idle_timeout_ms == 0
-        {
-            return Err(SnapError::Config(
-                "max_body_bytes and the timeouts must be above zero".into(),
-            ));
-        }
-        if cfg.keep_warm_ms != 0
-            && !(100..=cfg.pool_idle_timeout_ms / 2).contains(&cfg.keep_warm_ms)
-        {
-            return Err(SnapError::Config(
-                "keep_warm_ms must be 0 (off) or 100 up to half of pool_idle_timeout_ms".into(),
-            ));
-        }
+        check_limits(cfg)?;
         let origin = match &cfg.origin {
             Some(o) => o.clone(),
             None => url.origin().ascii_serialization(),
