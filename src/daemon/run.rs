@@ -2,6 +2,10 @@
 //! the token keeper and the metrics endpoint; talks to systemd (READY, STATUS, WATCHDOG,
 //! STOPPING); shuts down as a protocol: readers stop taking taps, every tap in progress ends
 //! journaled, late replies are recorded, the reconciler stops between operations.
+//!
+//! Observability never slows a tap: `/metrics` and the watchdog read the journal's counts
+//! through [`JournalGauges`], a read-only connection of their own, never through the writer's
+//! lock that the lanes wait for.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,6 +23,7 @@ use crate::daemon::metrics::Metrics;
 use crate::daemon::reconcile::Reconciler;
 use crate::daemon::Station;
 use crate::fare::policy::TapOutcome;
+use crate::journal::{JournalError, JournalReader};
 use crate::nfc::feedback::Signal;
 use crate::nfc::pcsc::{PcscSource, ReaderOptions, ReaderPattern};
 use crate::nfc::source::{CardSource, SourceControl};
@@ -42,11 +47,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let station = crate::daemon::station_from_config(cfg.clone(), config_path)?;
     crate::daemon::join_line(&station).await?;
     recover_pending(&station).await?;
+    let gauges = Arc::new(
+        JournalGauges::open(&cfg.journal.path, station.metrics.clone())
+            .context("opening the journal's reader for metrics")?,
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let lanes = start_lanes(&cfg, &station)?;
     let _inputs = start_inputs(&cfg, &station, &lanes.relays, &stop_rx)?;
     let background = Background::start(&station, &stop_rx);
-    start_metrics(&cfg, &station, &stop_rx).await?;
+    start_metrics(&cfg, &gauges, &stop_rx).await?;
 
     notify(&[
         sd_notify::NotifyState::Ready,
@@ -57,7 +66,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         )),
     ]);
     tracing::info!(station = %cfg.station.id, lanes = cfg.lanes.len(), "tapgate ready");
-    wait_for_signal(&station, &lanes.sources).await?;
+    wait_for_signal(&station, &gauges, &lanes.sources).await?;
     shut_down(lanes, &station, stop_tx, background).await;
     Ok(())
 }
@@ -199,7 +208,7 @@ impl Background {
 /// Binds and serves the metrics endpoint, when `metrics.listen` is set.
 async fn start_metrics(
     cfg: &Config,
-    station: &Arc<Station>,
+    gauges: &Arc<JournalGauges>,
     stop_rx: &watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let Some(listen) = &cfg.metrics.listen else {
@@ -211,7 +220,7 @@ async fn start_metrics(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the metrics endpoint {addr}"))?;
-    tokio::spawn(serve_metrics(listener, station.clone(), stop_rx.clone()));
+    tokio::spawn(serve_metrics(listener, gauges.clone(), stop_rx.clone()));
     tracing::info!(%addr, "metrics endpoint listening");
     Ok(())
 }
@@ -219,6 +228,7 @@ async fn start_metrics(
 /// Pings the systemd watchdog while the daemon is alive, until SIGTERM or SIGINT.
 async fn wait_for_signal(
     station: &Station,
+    gauges: &JournalGauges,
     sources: &[Box<dyn SourceControl>],
 ) -> anyhow::Result<()> {
     let watchdog = watchdog_interval();
@@ -228,7 +238,7 @@ async fn wait_for_signal(
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                if watchdog.is_some() && alive(station, sources).await {
+                if watchdog.is_some() && alive(station, gauges, sources).await {
                     notify(&[sd_notify::NotifyState::Watchdog]);
                 }
             }
@@ -271,30 +281,70 @@ fn watchdog_interval() -> Option<Duration> {
 }
 
 /// Whether the daemon's parts are alive: the journal answers and every card source runs.
-async fn alive(station: &Station, sources: &[Box<dyn SourceControl>]) -> bool {
+///
+/// "The journal answers" is asked of the writer's own connection, through its lock, as the
+/// lanes use it: a writer stuck (say, in an fsync that never returns) withholds the ping. The
+/// question is one row's read, so the lock is held for microseconds; the counts by state
+/// come from the gauges' reader, off that lock.
+async fn alive(
+    station: &Station,
+    gauges: &JournalGauges,
+    sources: &[Box<dyn SourceControl>],
+) -> bool {
     if sources.iter().any(|s| !s.is_running()) {
         tracing::error!("a reader thread has stopped: withholding the watchdog ping");
         return false;
     }
-    match refresh_journal_gauges(station).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!(error = %e, "journal does not answer: withholding the watchdog ping");
-            false
-        }
+    if let Err(e) = station.journal.run(|j| j.answers()).await {
+        tracing::error!(error = %e, "journal does not answer: withholding the watchdog ping");
+        return false;
     }
+    if let Err(e) = gauges.refresh().await {
+        // Metrics only: taps do not use the reader, so this is no reason for a restart.
+        tracing::warn!(error = %e, "journal counts unavailable for the metrics");
+    }
+    true
 }
 
-/// Sets `tapgate_journal_operations{state}` from the journal (ATTENTION above all).
-async fn refresh_journal_gauges(station: &Station) -> Result<(), crate::journal::JournalError> {
-    for (state, n) in station.journal.run(|j| j.counts_by_state()).await? {
-        station.metrics.set(
-            "tapgate_journal_operations",
-            &[("state", state.as_str())],
-            n as f64,
-        );
+/// `tapgate_journal_operations{state}` (ATTENTION above all), read beside the writer: from a
+/// read-only connection on a thread of its own ([`JournalReader`]), whose counts are kept
+/// from the journal's events, so neither `/metrics` nor the watchdog takes the writer's lock
+/// or scans the journal, at any scrape rate.
+pub struct JournalGauges {
+    reader: JournalReader,
+    metrics: Arc<Metrics>,
+}
+
+impl JournalGauges {
+    /// Opens the journal at `path` for reading (the writer must have opened it first) and
+    /// sets the gauges in `metrics`.
+    pub fn open(path: &Path, metrics: Arc<Metrics>) -> Result<JournalGauges, JournalError> {
+        Ok(JournalGauges {
+            reader: JournalReader::open(path)?,
+            metrics,
+        })
     }
-    Ok(())
+
+    /// Sets `tapgate_journal_operations{state}` from a read that begins after this call.
+    pub async fn refresh(&self) -> Result<(), JournalError> {
+        for (state, n) in self.reader.counts_by_state().await? {
+            self.metrics.set(
+                "tapgate_journal_operations",
+                &[("state", state.as_str())],
+                n as f64,
+            );
+        }
+        Ok(())
+    }
+
+    /// What `GET /metrics` answers: the gauges refreshed, then every metric in the
+    /// Prometheus text format. The last counts stand when the journal cannot be read.
+    pub async fn scrape(&self) -> String {
+        if let Err(e) = self.refresh().await {
+            tracing::warn!(error = %e, "journal counts unavailable for /metrics");
+        }
+        self.metrics.render()
+    }
 }
 
 /// One lane: taps are handled one at a time, in order, until its card source ends.
@@ -384,23 +434,20 @@ async fn keep_token(station: Arc<Station>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Serves `GET /metrics` in the Prometheus text format.
-async fn serve_metrics(
+/// Serves `GET /metrics` in the Prometheus text format until `stop` changes.
+pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
-    station: Arc<Station>,
+    gauges: Arc<JournalGauges>,
     mut stop: watch::Receiver<bool>,
 ) {
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let st = station.clone();
+            let gauges = gauges.clone();
             async move {
-                if let Err(e) = refresh_journal_gauges(&st).await {
-                    tracing::warn!(error = %e, "journal counts unavailable for /metrics");
-                }
                 (
                     [("content-type", "text/plain; version=0.0.4")],
-                    st.metrics.render(),
+                    gauges.scrape().await,
                 )
             }
         }),
@@ -521,6 +568,83 @@ mod tests {
         .await;
         assert_eq!(taps, 0, "a stopped source delivers nothing more");
         assert!(source.shown().get().is_empty());
+    }
+
+    /// The scrape path has no way to the writer: with the writer's lock held in a long
+    /// write transaction (as a slow fsync or a retention batch would hold it), `/metrics`
+    /// still answers at once, with what was committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scrape_answers_while_the_writer_is_held_in_a_long_transaction() {
+        use crate::daemon::station::JournalHandle;
+        use crate::journal::{Journal, NewOp, OpKind};
+
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("j.db");
+        let mut j = Journal::open(&path).expect("journal");
+        j.begin(&NewOp {
+            partner_reference_no: "TG-1".into(),
+            kind: OpKind::Hold,
+            lane: "in-1".into(),
+            direction: crate::fare::Direction::In,
+            station_id: "LBB".into(),
+            amount: crate::fare::Rupiah(14_000),
+            pan_key: format!("{:064x}", 1),
+            pan_masked: "93600914*******1234".into(),
+            nns: "93600914".into(),
+            journey_id: None,
+            next_attempt_at_ms: 5_000,
+            created_at_ms: 1_000,
+        })
+        .expect("begin");
+        let writer = JournalHandle::new(j);
+        let gauges = JournalGauges::open(&path, Arc::new(Metrics::new())).expect("gauges");
+
+        const HELD: Duration = Duration::from_secs(3);
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+        let file = path.clone();
+        let held_writer = writer.clone();
+        let busy = tokio::spawn(async move {
+            held_writer
+                .run(move |_journal| {
+                    // The writer's lock is held from here; inside it, a write transaction on the
+                    // file that commits nothing for a long time.
+                    let c = rusqlite::Connection::open(&file).expect("second connection");
+                    c.execute_batch(
+                        "BEGIN IMMEDIATE; \
+                 INSERT INTO fare_ops (partner_reference_no, kind, lane, direction, station_id, \
+                 amount, pan_key, pan_masked, nns, state, created_at_ms, updated_at_ms) \
+                 VALUES ('TG-2', 'hold', 'in-1', 'in', 'LBB', 14000, 'k', 'm', '93600914', \
+                 'ATTENTION', 2000, 2000);",
+                    )
+                    .expect("long transaction");
+                    let _ = held_tx.send(());
+                    std::thread::sleep(HELD);
+                    c.execute_batch("ROLLBACK").expect("rollback");
+                    Ok(())
+                })
+                .await
+        });
+        held_rx.await.expect("the writer is held");
+
+        let started = std::time::Instant::now();
+        let body = tokio::time::timeout(Duration::from_secs(1), gauges.scrape())
+            .await
+            .expect("the scrape waited for the writer");
+        let took = started.elapsed();
+        assert!(
+            !busy.is_finished(),
+            "the writer was released before the scrape answered"
+        );
+        assert!(
+            body.contains("tapgate_journal_operations{state=\"PENDING\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("tapgate_journal_operations{state=\"ATTENTION\"} 0"),
+            "uncommitted rows are not counted: {body}"
+        );
+        eprintln!("scrape answered in {took:?} with the writer held");
+        busy.await.expect("join").expect("the writer's call");
     }
 
     #[test]

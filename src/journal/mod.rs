@@ -23,6 +23,7 @@ mod csv;
 mod error;
 pub mod integrity;
 mod outbox;
+mod reader;
 pub mod retention;
 pub mod schema;
 
@@ -36,6 +37,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 pub use csv::{write_csv, CSV_COLUMNS};
 pub use error::{ErrorClass, JournalError, StorageFault};
 pub use outbox::{OutboxRow, OutboxStats};
+pub use reader::{JournalReader, StateCounts, FULL_COUNT_EVERY};
 pub use tapgate_core::journal::{
     allowed, apply, validate_new, EventRow, FoundJourney, JourneyClose, JourneyRow, JourneyState,
     NewOp, OpFilter, OpKind, OpRow, Rejection, TapBlock, TapClaim, TapDecision, TapStart,
