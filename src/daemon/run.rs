@@ -184,7 +184,10 @@ impl Background {
     fn start(station: &Arc<Station>, stop_rx: &watch::Receiver<bool>) -> Self {
         Background {
             reconciler: tokio::spawn(Reconciler::new(station.clone()).run(stop_rx.clone())),
-            token_keeper: tokio::spawn(keep_token(station.clone(), stop_rx.clone())),
+            token_keeper: tokio::spawn(crate::aggregator::keep_warm(
+                station.aggregator.clone(),
+                stop_rx.clone(),
+            )),
             retention: tokio::spawn(crate::daemon::retention::run(
                 station.clone(),
                 stop_rx.clone(),
@@ -402,35 +405,6 @@ fn signal_for(outcome: TapOutcome) -> Signal {
         | TapOutcome::FreeExit => Signal::Approved,
         TapOutcome::WalletNotReady => Signal::WalletNotReady,
         _ => Signal::Declined,
-    }
-}
-
-/// Keeps an access token ready so a tap never waits for one; logs only changes.
-async fn keep_token(station: Arc<Station>, mut stop: watch::Receiver<bool>) {
-    let mut healthy: Option<bool> = None;
-    loop {
-        let ok = match station.aggregator.ensure_token().await {
-            Ok(()) => true,
-            Err(e) => {
-                if healthy != Some(false) {
-                    tracing::warn!(error = %e, "cannot obtain an aggregator access token (check clock, keys, network)");
-                }
-                false
-            }
-        };
-        if ok && healthy == Some(false) {
-            tracing::info!("aggregator access token obtained again");
-        }
-        healthy = Some(ok);
-        let wait = if ok {
-            Duration::from_secs(30)
-        } else {
-            Duration::from_secs(5)
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return,
-        }
     }
 }
 
