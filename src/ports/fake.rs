@@ -40,6 +40,7 @@ struct Tables {
     ops: Vec<OpRow>,
     journeys: Vec<JourneyRow>,
     failing: HashMap<JournalCall, String>,
+    slow: HashMap<JournalCall, Duration>,
     line_events: Vec<JourneyEvent>,
     entry_unknown: Vec<String>,
 }
@@ -276,6 +277,27 @@ impl MemJournal {
         };
     }
 
+    /// Makes `call` take `d` on tokio's clock from now on (`None`: answer at once). The wait
+    /// comes before the call and holds nothing: it stands for a write slowed by its own
+    /// call, which other lanes' calls do not queue behind.
+    pub fn slow(&self, call: JournalCall, d: Option<Duration>) {
+        let mut t = self.lock();
+        match d {
+            Some(d) => t.slow.insert(call, d),
+            None => t.slow.remove(&call),
+        };
+    }
+
+    async fn delay(&self, calls: &[JournalCall]) {
+        let d = {
+            let t = self.lock();
+            calls.iter().filter_map(|c| t.slow.get(c)).max().copied()
+        };
+        if let Some(d) = d {
+            tokio::time::sleep(d).await;
+        }
+    }
+
     /// Every operation, in the order begun.
     pub fn ops(&self) -> Vec<OpRow> {
         self.lock().ops.clone()
@@ -331,6 +353,7 @@ impl JourneyStore for MemJournal {
         begin: BeginTap,
     ) -> PortFuture<'_, Result<TapStart<Planned, TapOutcome>, JournalError>> {
         Box::pin(async move {
+            self.delay(&[JournalCall::Begin]).await;
             let mut t = self.lock();
             t.check(JournalCall::Begin)?;
             if let Some(b) = t.block(&begin.claim) {
@@ -373,7 +396,10 @@ impl JourneyStore for MemJournal {
     }
 
     fn change(&self, change: JourneyChange) -> PortFuture<'_, Result<(), JournalError>> {
-        Box::pin(async move { self.lock().change(change) })
+        Box::pin(async move {
+            self.delay(&[JournalCall::Change]).await;
+            self.lock().change(change)
+        })
     }
 
     fn find_open(
@@ -457,11 +483,16 @@ impl OpJournal for MemJournal {
         partner_reference_no: String,
         transitions: Vec<Transition>,
     ) -> PortFuture<'_, Result<Option<OpRow>, JournalError>> {
-        Box::pin(async move { self.lock().record(partner_reference_no, transitions) })
+        Box::pin(async move {
+            self.delay(&[JournalCall::Record]).await;
+            self.lock().record(partner_reference_no, transitions)
+        })
     }
 
     fn settle(&self, s: Settlement) -> PortFuture<'_, Settled> {
         Box::pin(async move {
+            self.delay(&[JournalCall::Change, JournalCall::Record])
+                .await;
             // One lock for both parts: nothing else sees one without the other, as with the
             // real journal's one transaction. Each part fails alone (its savepoint).
             let mut t = self.lock();
