@@ -12,8 +12,8 @@
 //! [`JournalError::is_storage_fault`] holds means the journal cannot promise that right now:
 //! the lane must refuse taps until it can.
 //!
-//! All methods are blocking; the daemon calls them from `tokio::task::spawn_blocking` or a
-//! dedicated thread. Times are Unix milliseconds supplied by the caller (the clock is the
+//! All methods are blocking; the daemon calls them under `tokio::task::block_in_place` (see
+//! `JournalHandle::run`), or from `spawn_blocking` or a dedicated thread. Times are Unix milliseconds supplied by the caller (the clock is the
 //! caller's), so the journal itself never reads a clock.
 //!
 //! Never stored: the `qrContent`, the full PAN, cardholder names, secrets. [`NewOp`] has no
@@ -305,8 +305,8 @@ impl Journal {
     }
 
     /// Successful holds (tap-in `SUCCEEDED`) that belong to no journey, oldest first, at most
-    /// `limit`. The lane opens the journey before it records the success, so such a hold is
-    /// never a tap in progress: it is a second hold for one passenger, or a hold whose
+    /// `limit`. The lane opens the journey with the success (the same transaction), so such a
+    /// hold is never a tap in progress: it is a second hold for one passenger, or a hold whose
     /// journey could not be written. Nothing will ever settle it; the reconciler refunds it.
     pub fn holds_without_journey(&self, limit: usize) -> Result<Vec<OpRow>, JournalError> {
         let sql = format!(
