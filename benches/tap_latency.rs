@@ -4,7 +4,11 @@
 //! The pipeline: scripted phone (APDU exchange) → decode → journal (SQLite, fsync) →
 //! SNAP client → simulator over loopback HTTP → recording relay → journal. The floor it is
 //! compared with: one APDU exchange + one aggregator round trip + two fsyncs (the journal
-//! writes before and after the payment; both are required for write-before-send).
+//! commits before and after the payment: the before-send one is write-before-send, the one
+//! after records the journey and the result together). It also prints the share of a tap spent
+//! in the writes after the decision, and what handing one journal call to another thread costs
+//! (`JournalHandle::run` as the lanes call it, against `spawn_blocking` and a dedicated thread
+//! fed by a channel).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -46,142 +50,221 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async move {
-        let sim = Simulator::start(SimConfig::demo(), SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("sim");
-        let dir = tempfile::tempdir().expect("tmp");
-        std::fs::write(dir.path().join("s"), tapgate::sim::DEMO_CLIENT_SECRET).unwrap();
-        std::fs::write(dir.path().join("k.pem"), tapgate::sim::DEMO_PRIVATE_KEY_PEM).unwrap();
-        let text = include_str!("../config/demo.toml")
-            .replace("http://127.0.0.1:8600", &sim.base_url())
-            .replace(
-                "\"demo-journal.db\"",
-                &format!("{:?}", dir.path().join("j.db")),
-            )
-            .replace("\"demo-client-secret\"", "\"s\"")
-            .replace("\"demo-private-key.pem\"", "\"k.pem\"")
-            .replace("debounce_ms = 3000", "debounce_ms = 0");
-        let path = dir.path().join("station.toml");
-        std::fs::write(&path, text).unwrap();
-        let cfg = Config::load(&path).expect("config");
-        let station = tapgate::daemon::station_from_config(cfg.clone(), &path).expect("station");
-        let exit = Lane::new(
-            cfg.lanes[1].clone(),
-            station.clone(),
-            Arc::new(RecordingRelay::new()),
-        );
-        station.aggregator.ensure_token().await.expect("token");
+    // On a worker, as a lane's task runs in the daemon (not on the thread that blocks on the
+    // runtime).
+    rt.block_on(async move { tokio::spawn(run(n)).await.expect("bench task") });
+}
 
-        // Floors: an APDU exchange, an aggregator round trip (query), an fsync'd write.
-        let mut apdu = Vec::new();
-        let mut rtt = Vec::new();
-        let mut fsync = Vec::new();
-        for i in 0..n.min(200) {
-            let p = payload(&PayloadSpec::new("9360000201100456781").with_token(&[i as u8; 16]));
-            let t = Instant::now();
-            let mut phone = ScriptedPhone::new(&p, &[84, 64]);
-            let _ = tapgate::nfc::qris_tap::read_qr_content(&mut phone);
-            apdu.push(t.elapsed().as_micros() as u64);
-            let t = Instant::now();
-            let _ = station.aggregator.query("TGBENCHNOSUCHREF").await;
-            rtt.push(t.elapsed().as_micros() as u64);
-            let t = Instant::now();
-            let mut f = std::fs::File::create(dir.path().join("fsync-probe")).unwrap();
-            f.write_all(&[0u8; 512]).unwrap();
-            f.sync_all().unwrap();
-            fsync.push(t.elapsed().as_micros() as u64);
-        }
-        let floor = pct(&mut apdu.clone(), 0.5)
-            + pct(&mut rtt.clone(), 0.5)
-            + 2 * pct(&mut fsync.clone(), 0.5);
+async fn run(n: usize) {
+    let sim = Simulator::start(SimConfig::demo(), SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("sim");
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("s"), tapgate::sim::DEMO_CLIENT_SECRET).unwrap();
+    std::fs::write(dir.path().join("k.pem"), tapgate::sim::DEMO_PRIVATE_KEY_PEM).unwrap();
+    let text = include_str!("../config/demo.toml")
+        .replace("http://127.0.0.1:8600", &sim.base_url())
+        .replace(
+            "\"demo-journal.db\"",
+            &format!("{:?}", dir.path().join("j.db")),
+        )
+        .replace("\"demo-client-secret\"", "\"s\"")
+        .replace("\"demo-private-key.pem\"", "\"k.pem\"")
+        .replace("debounce_ms = 3000", "debounce_ms = 0");
+    let path = dir.path().join("station.toml");
+    std::fs::write(&path, text).unwrap();
+    let cfg = Config::load(&path).expect("config");
+    let station = tapgate::daemon::station_from_config(cfg.clone(), &path).expect("station");
+    let entry = Lane::new(
+        cfg.lanes[0].clone(),
+        station.clone(),
+        Arc::new(RecordingRelay::new()),
+    );
+    let exit = Lane::new(
+        cfg.lanes[1].clone(),
+        station.clone(),
+        Arc::new(RecordingRelay::new()),
+    );
+    station.aggregator.ensure_token().await.expect("token");
 
-        let mut stages: Vec<(&str, Vec<u64>)> = [
-            "read",
-            "decode",
-            "journal",
-            "aggregator",
-            "relay",
-            "settle",
-            "total",
-        ]
-        .iter()
-        .map(|s| (*s, Vec::new()))
-        .collect();
-        let wall = Instant::now();
-        for i in 0..n {
-            let pan = format!("93600002{:011}", i);
-            let p = payload(&PayloadSpec::new(&pan).with_token(&rand::random::<[u8; 16]>()));
-            let t = Instant::now();
-            let mut phone = ScriptedPhone::new(&p, &[84, 64]);
-            let qr = tapgate::nfc::qris_tap::read_qr_content(&mut phone).expect("read");
-            let read_us = t.elapsed().as_micros() as u64;
-            let r = exit
-                .handle_event(CardEvent::Payload {
-                    reader: "bench".into(),
-                    qr_content: qr,
-                    read_us,
-                })
-                .await
-                .expect("report");
-            assert!(r.opened, "{r:?}");
-            let tm = r.timings;
-            for (name, v) in stages.iter_mut() {
-                v.push(match *name {
-                    "read" => tm.read_us,
-                    "decode" => tm.decode_us,
-                    "journal" => tm.journal_us,
-                    "aggregator" => tm.aggregator_us,
-                    "relay" => tm.relay_us,
-                    "settle" => tm.settle_us,
-                    _ => tm.total_us + tm.read_us,
-                });
-            }
-        }
-        let secs = wall.elapsed().as_secs_f64();
-        println!("tap latency over {n} approved tap-outs (microseconds)");
-        println!("{:<11} {:>8} {:>8} {:>8}", "stage", "p50", "p95", "p99");
-        for (name, v) in stages.iter_mut() {
-            println!(
-                "{:<11} {:>8} {:>8} {:>8}",
-                name,
-                pct(v, 0.5),
-                pct(v, 0.95),
-                pct(v, 0.99)
-            );
-        }
-        println!(
-            "floor p50: APDU {} + aggregator round trip {} + 2 x fsync {} = {} us",
-            pct(&mut apdu, 0.5),
-            pct(&mut rtt, 0.5),
-            pct(&mut fsync, 0.5),
-            floor
-        );
-        let total_p50 = stages
-            .iter_mut()
-            .find(|(n, _)| *n == "total")
-            .map(|(_, v)| pct(v, 0.5))
-            .unwrap_or(0);
-        println!(
-            "tap p50 {total_p50} us = {:.2} x the floor; {:.0} taps/s sequential on one lane",
-            total_p50 as f64 / floor.max(1) as f64,
-            n as f64 / secs
-        );
-
-        // Decoder throughput.
-        let p = payload(&PayloadSpec::new("9360091430100531720").with_name("SITI RAHAYU"));
-        let iters = 200_000;
+    // Floors: an APDU exchange, an aggregator round trip (query), an fsync'd write.
+    let mut apdu = Vec::new();
+    let mut rtt = Vec::new();
+    let mut fsync = Vec::new();
+    for i in 0..n.min(200) {
+        let p = payload(&PayloadSpec::new("9360000201100456781").with_token(&[i as u8; 16]));
         let t = Instant::now();
-        let mut ok = 0usize;
-        for _ in 0..iters {
-            ok += tapgate::cpm::decode(std::hint::black_box(&p)).is_ok() as usize;
+        let mut phone = ScriptedPhone::new(&p, &[84, 64]);
+        let _ = tapgate::nfc::qris_tap::read_qr_content(&mut phone);
+        apdu.push(t.elapsed().as_micros() as u64);
+        let t = Instant::now();
+        let _ = station.aggregator.query("TGBENCHNOSUCHREF").await;
+        rtt.push(t.elapsed().as_micros() as u64);
+        let t = Instant::now();
+        let mut f = std::fs::File::create(dir.path().join("fsync-probe")).unwrap();
+        f.write_all(&[0u8; 512]).unwrap();
+        f.sync_all().unwrap();
+        fsync.push(t.elapsed().as_micros() as u64);
+    }
+    let floor =
+        pct(&mut apdu.clone(), 0.5) + pct(&mut rtt.clone(), 0.5) + 2 * pct(&mut fsync.clone(), 0.5);
+
+    let mut stages: Vec<(&str, Vec<u64>)> = [
+        "read",
+        "decode",
+        "journal",
+        "aggregator",
+        "relay",
+        "settle",
+        "total",
+    ]
+    .iter()
+    .map(|s| (*s, Vec::new()))
+    .collect();
+    let mut entry_settle = Vec::with_capacity(n);
+    let mut entry_total = Vec::with_capacity(n);
+    let wall = Instant::now();
+    for i in 0..n {
+        let pan = format!("93600002{:011}", i);
+        // Each passenger enters first, so the tap-out closes a journey (the journey change and
+        // the result are both written after the decision).
+        let p = payload(&PayloadSpec::new(&pan).with_token(&rand::random::<[u8; 16]>()));
+        let r = entry.handle_payload(&p, 0).await;
+        assert!(r.opened, "{r:?}");
+        entry_settle.push(r.timings.settle_us);
+        entry_total.push(r.timings.total_us);
+        let p = payload(&PayloadSpec::new(&pan).with_token(&rand::random::<[u8; 16]>()));
+        let t = Instant::now();
+        let mut phone = ScriptedPhone::new(&p, &[84, 64]);
+        let qr = tapgate::nfc::qris_tap::read_qr_content(&mut phone).expect("read");
+        let read_us = t.elapsed().as_micros() as u64;
+        let r = exit
+            .handle_event(CardEvent::Payload {
+                reader: "bench".into(),
+                qr_content: qr,
+                read_us,
+            })
+            .await
+            .expect("report");
+        assert!(r.opened, "{r:?}");
+        let tm = r.timings;
+        for (name, v) in stages.iter_mut() {
+            v.push(match *name {
+                "read" => tm.read_us,
+                "decode" => tm.decode_us,
+                "journal" => tm.journal_us,
+                "aggregator" => tm.aggregator_us,
+                "relay" => tm.relay_us,
+                "settle" => tm.settle_us,
+                _ => tm.total_us + tm.read_us,
+            });
         }
-        let ns = t.elapsed().as_nanos() as f64 / iters as f64;
+    }
+    let secs = wall.elapsed().as_secs_f64();
+    println!("tap latency over {n} approved tap-outs, each closing a journey (microseconds)");
+    println!("{:<11} {:>8} {:>8} {:>8}", "stage", "p50", "p95", "p99");
+    for (name, v) in stages.iter_mut() {
         println!(
-            "decode: {ns:.0} ns per payload ({} chars), {ok} ok",
-            p.len()
+            "{:<11} {:>8} {:>8} {:>8}",
+            name,
+            pct(v, 0.5),
+            pct(v, 0.95),
+            pct(v, 0.99)
         );
-        println!("peak RSS: {} KiB", peak_rss_kib());
-        sim.shutdown().await;
+    }
+    println!(
+        "floor p50: APDU {} + aggregator round trip {} + 2 x fsync {} = {} us",
+        pct(&mut apdu, 0.5),
+        pct(&mut rtt, 0.5),
+        pct(&mut fsync, 0.5),
+        floor
+    );
+    let total_p50 = stages
+        .iter_mut()
+        .find(|(n, _)| *n == "total")
+        .map(|(_, v)| pct(v, 0.5))
+        .unwrap_or(0);
+    println!(
+        "tap p50 {total_p50} us = {:.2} x the floor; {:.0} tap-in/tap-out pairs/s sequential",
+        total_p50 as f64 / floor.max(1) as f64,
+        n as f64 / secs
+    );
+
+    let settle_p50 = stages
+        .iter_mut()
+        .find(|(n, _)| *n == "settle")
+        .map(|(_, v)| pct(v, 0.5))
+        .unwrap_or(0);
+    println!(
+        "after the decision: settle p50 {settle_p50} us = {:.0} % of the tap-out p50",
+        100.0 * settle_p50 as f64 / total_p50.max(1) as f64
+    );
+    let (in_settle, in_total) = (pct(&mut entry_settle, 0.5), pct(&mut entry_total, 0.5));
+    println!(
+        "tap-ins (opening a journey): total p50 {in_total} p95 {} us, settle p50 {in_settle} p95 \
+         {} us = {:.0} % of the tap-in p50",
+        pct(&mut entry_total, 0.95),
+        pct(&mut entry_settle, 0.95),
+        100.0 * in_settle as f64 / in_total.max(1) as f64
+    );
+
+    // The hand-off of one journal call, without its work (a no-op on the journal).
+    let calls = 2000;
+    let mut handle_run = Vec::with_capacity(calls);
+    let mut pool = Vec::with_capacity(calls);
+    let mut thread = Vec::with_capacity(calls);
+    let (tx, rx) =
+        std::sync::mpsc::channel::<(Box<dyn FnOnce() + Send>, tokio::sync::oneshot::Sender<()>)>();
+    let worker = std::thread::spawn(move || {
+        for (f, done) in rx {
+            f();
+            let _ = done.send(());
+        }
     });
+    for _ in 0..calls {
+        let t = Instant::now();
+        station.journal.run(|_| Ok(())).await.expect("journal");
+        handle_run.push(t.elapsed().as_micros() as u64);
+        let t = Instant::now();
+        tokio::task::spawn_blocking(|| ()).await.expect("pool");
+        pool.push(t.elapsed().as_micros() as u64);
+        let t = Instant::now();
+        let (done, wait) = tokio::sync::oneshot::channel();
+        tx.send((Box::new(|| ()), done)).expect("thread");
+        wait.await.expect("thread");
+        thread.push(t.elapsed().as_micros() as u64);
+    }
+    drop(tx);
+    let _ = worker.join();
+    println!("journal call hand-off over {calls} no-op calls (microseconds)");
+    println!("{:<28} {:>6} {:>6} {:>6}", "", "p50", "p95", "p99");
+    for (name, v) in [
+        ("JournalHandle::run (lanes)", &mut handle_run),
+        ("spawn_blocking", &mut pool),
+        ("dedicated thread + channel", &mut thread),
+    ] {
+        println!(
+            "{:<28} {:>6} {:>6} {:>6}",
+            name,
+            pct(v, 0.5),
+            pct(v, 0.95),
+            pct(v, 0.99)
+        );
+    }
+
+    // Decoder throughput.
+    let p = payload(&PayloadSpec::new("9360091430100531720").with_name("SITI RAHAYU"));
+    let iters = 200_000;
+    let t = Instant::now();
+    let mut ok = 0usize;
+    for _ in 0..iters {
+        ok += tapgate::cpm::decode(std::hint::black_box(&p)).is_ok() as usize;
+    }
+    let ns = t.elapsed().as_nanos() as f64 / iters as f64;
+    println!(
+        "decode: {ns:.0} ns per payload ({} chars), {ok} ok",
+        p.len()
+    );
+    println!("peak RSS: {} KiB", peak_rss_kib());
+    sim.shutdown().await;
 }

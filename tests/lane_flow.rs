@@ -482,6 +482,59 @@ async fn a_declined_passenger_may_tap_again_at_once() {
     assert_eq!(rig.relay("in-1").opens(), 1);
 }
 
+/// No lane waits for another. Lane in-1's tap is slow twice over: its payment takes 600 ms,
+/// then its settlement write takes 500 ms. Lane in-2 decides a tap read while in-1 waits for
+/// its payment, and another read while in-1 waits for its write, each at once (time is
+/// paused: nothing on in-2's path takes a timer, so "at once" is 0 ms exactly).
+#[tokio::test(start_paused = true)]
+async fn a_slow_payment_or_journal_write_on_one_lane_never_delays_the_decision_on_another() {
+    const PAN_C: &str = "9360001417451180859";
+    let rig = Rig::new();
+    // Payments are answered in the order asked: in-1's first.
+    rig.answer_after(600, success("R-SLOW"));
+    // Every settlement write takes 500 ms (in-2's too: after its own decision).
+    rig.journal
+        .slow(JournalCall::Record, Some(Duration::from_millis(500)));
+    let t0 = tokio::time::Instant::now();
+    let (a, (b, c)) = tokio::join!(rig.tap("in-1", PAN_A), async {
+        // in-1 is waiting for its payment.
+        sleep_ms(100).await;
+        let b = rig.tap("in-2", PAN_B).await;
+        // in-1 is writing its settlement (from 600 ms to 1100 ms).
+        tokio::time::sleep_until(t0 + Duration::from_millis(700)).await;
+        let c = rig.tap("in-2", PAN_C).await;
+        (b, c)
+    });
+    for r in [&a, &b, &c] {
+        assert_eq!(r.outcome, TapOutcome::Approved, "{}", r.message);
+        assert!(r.opened);
+    }
+    let ms = |t: tokio::time::Instant| t.duration_since(t0).as_millis();
+    let in1: Vec<u128> = rig.relay("in-1").opened_at().into_iter().map(ms).collect();
+    let in2: Vec<u128> = rig.relay("in-2").opened_at().into_iter().map(ms).collect();
+    assert_eq!(
+        in1,
+        vec![600],
+        "in-1 decided when its slow payment answered"
+    );
+    assert_eq!(
+        in2,
+        vec![100, 700],
+        "in-2 decided each tap the moment it was read, while in-1 waited for its payment, \
+         then for its journal write"
+    );
+    assert_eq!(
+        a.timings.total_us, 1_100_000,
+        "in-1's write took its 500 ms"
+    );
+    assert_eq!(b.timings.aggregator_us, 0);
+    assert_eq!(
+        c.timings.journal_us, 0,
+        "in-2's begin waited for no write of in-1"
+    );
+    assert_eq!(rig.journal.journeys().len(), 3);
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_same_phone_at_another_lane_while_its_payment_hangs_is_the_same_tap() {
     let rig = Rig::new();

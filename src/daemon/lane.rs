@@ -326,26 +326,16 @@ impl Lane {
         }
     }
 
-    /// Journeys first: they say who was let through, which is already true. A crash before
-    /// the payment's own record leaves it PENDING, resolved to a refund: a passenger let in
-    /// keeps a journey (pays the exit fare), never pays twice.
+    /// The journey change and the payment's result in one journal transaction: one durable
+    /// commit after the decision. A crash before it leaves the row PENDING and no journey,
+    /// resolved to a refund of the hold (a passenger let in without a journey pays the
+    /// unknown-entry fare at the exit): never twice.
     async fn settle(&self, s: Settlement) -> Reply {
-        let ports = &self.station.ports;
-        let journey = match s.journey {
-            Some(change) => ports
-                .journeys
-                .change(change)
-                .await
-                .map_err(|e| e.to_string()),
-            None => Ok(()),
-        };
-        let record = ports
-            .ops
-            .record(s.partner_reference_no, s.transitions)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string());
-        Reply::Settle { journey, record }
+        let settled = self.station.ports.ops.settle(s).await;
+        Reply::Settle {
+            journey: settled.journey.map_err(|e| e.to_string()),
+            record: settled.record.map(|_| ()).map_err(|e| e.to_string()),
+        }
     }
 
     /// The end of a tap: notices logged and counted, the debounce told, a late reply awaited.

@@ -158,7 +158,7 @@ fn write_private_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 /// The journal, shared by lanes and the reconciler. rusqlite connections are not `Sync`, and
-/// every write fsyncs: calls run on the blocking pool, one at a time.
+/// every write fsyncs: calls run one at a time, off the async workers' other tasks.
 #[derive(Clone)]
 pub struct JournalHandle(Arc<Mutex<Journal>>);
 
@@ -168,23 +168,50 @@ impl JournalHandle {
         JournalHandle(Arc::new(Mutex::new(j)))
     }
 
-    /// Runs `f` with the journal on the blocking pool.
+    /// Runs `f` with the journal, blocking only the calling task.
+    ///
+    /// On the multi-threaded runtime (the daemon's) `f` runs on the calling thread under
+    /// `block_in_place`: the worker's other tasks move to another thread, so no lane waits for
+    /// this call, and the call itself waits for no thread hand-off (`spawn_blocking` cost a
+    /// wake of a pool thread and a wake back on every call: see `benches/tap_latency.rs`).
+    /// Elsewhere (a current-thread runtime, where `block_in_place` is not allowed) it runs on
+    /// the blocking pool. A panic in `f` is returned as [`JournalError::Worker`], never
+    /// unwound into the lane.
     pub async fn run<T, F>(&self, f: F) -> Result<T, JournalError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Journal) -> Result<T, JournalError> + Send + 'static,
     {
         let inner = self.0.clone();
-        match tokio::task::spawn_blocking(move || {
+        let call = move || {
             let mut guard = inner.lock().unwrap_or_else(|e| e.into_inner());
             f(&mut guard)
-        })
-        .await
-        {
+        };
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            return match tokio::task::block_in_place(|| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
+            }) {
+                Ok(r) => r,
+                Err(p) => Err(JournalError::Worker(panic_text(&*p))),
+            };
+        }
+        match tokio::task::spawn_blocking(call).await {
             Ok(r) => r,
             Err(e) => Err(JournalError::Worker(e.to_string())),
         }
     }
+}
+
+/// What a panic said, for the error it becomes.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    let what = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a journal call panicked".into());
+    format!("journal call panicked: {what}")
 }
 
 /// The ports a station works through (see [`crate::ports`]).

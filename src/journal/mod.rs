@@ -12,8 +12,8 @@
 //! [`JournalError::is_storage_fault`] holds means the journal cannot promise that right now:
 //! the lane must refuse taps until it can.
 //!
-//! All methods are blocking; the daemon calls them from `tokio::task::spawn_blocking` or a
-//! dedicated thread. Times are Unix milliseconds supplied by the caller (the clock is the
+//! All methods are blocking; the daemon calls them under `tokio::task::block_in_place` (see
+//! `JournalHandle::run`), or from `spawn_blocking` or a dedicated thread. Times are Unix milliseconds supplied by the caller (the clock is the
 //! caller's), so the journal itself never reads a clock.
 //!
 //! Never stored: the `qrContent`, the full PAN, cardholder names, secrets. [`NewOp`] has no
@@ -47,6 +47,7 @@ pub use tapgate_core::journal::{model, rules};
 pub use tapgate_core::journal::{ElsewhereClose, JourneyEvent, JourneyEventKind, LineWrites};
 
 use crate::fare::{Direction, OpState, Rupiah};
+use crate::flow::JourneyChange;
 use error::DbContext;
 
 /// How long a write waits for another process's lock before failing with
@@ -306,8 +307,8 @@ impl Journal {
     }
 
     /// Successful holds (tap-in `SUCCEEDED`) that belong to no journey, oldest first, at most
-    /// `limit`. The lane opens the journey before it records the success, so such a hold is
-    /// never a tap in progress: it is a second hold for one passenger, or a hold whose
+    /// `limit`. The lane opens the journey with the success (the same transaction), so such a
+    /// hold is never a tap in progress: it is a second hold for one passenger, or a hold whose
     /// journey could not be written. Nothing will ever settle it; the reconciler refunds it.
     pub fn holds_without_journey(&self, limit: usize) -> Result<Vec<OpRow>, JournalError> {
         let sql = format!(
@@ -339,19 +340,13 @@ impl Journal {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx("starting a transition")?;
-        let mut cur = match load_op(&tx, partner_ref)? {
-            Some(row) => row,
-            None => return Err(JournalError::UnknownReference(partner_ref.to_owned())),
-        };
-        for t in ts {
-            cur = Self::transition_in(&tx, partner_ref, &cur, t)?;
-        }
+        let cur = transitions_in(&tx, partner_ref, ts)?;
         tx.commit().ctx("committing a transition")?;
         Ok(cur)
     }
 
     fn transition_in(
-        tx: &rusqlite::Transaction<'_>,
+        tx: &Connection,
         partner_ref: &str,
         cur: &OpRow,
         t: &Transition,
@@ -479,48 +474,105 @@ impl Journal {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx("starting open_journey")?;
-        let op_state = op_state(&tx, tap_in_ref)?;
-        let open: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM journeys WHERE pan_key = ?1 AND state = 'OPEN'",
-                [pan_key],
-                |r| r.get(0),
-            )
-            .optional()
-            .ctx("looking for an open journey")?;
-        if let Some(id) = open {
-            return Err(JournalError::JourneyAlreadyOpen { id });
-        }
-        tx.execute(
-            "INSERT INTO journeys (pan_key, entry_station, tap_in_ref, state, opened_at_ms) \
-             VALUES (?1, ?2, ?3, 'OPEN', ?4)",
-            params![pan_key, entry_station, tap_in_ref, at_ms],
-        )
-        .ctx("inserting a journey")?;
-        let id = tx.last_insert_rowid();
-        tx.execute(
-            "UPDATE fare_ops SET journey_id = ?2 WHERE partner_reference_no = ?1",
-            params![tap_in_ref, id],
-        )
-        .ctx("linking the tap-in to its journey")?;
-        let detail = format!("journey={id} opened entry_station={entry_station}");
-        insert_event(&tx, tap_in_ref, at_ms, Some(op_state), op_state, &detail)?;
-        if let Some(station) = &self.line_station {
-            outbox::outbox_insert(
-                &tx,
-                &JourneyEvent {
-                    tap_in_ref: tap_in_ref.to_owned(),
-                    station: station.clone(),
-                    at_ms,
-                    kind: JourneyEventKind::Opened {
-                        pan_key: pan_key.to_owned(),
-                        tap_in_reference_no: None,
-                    },
-                },
-            )?;
-        }
+        let station = self.line_station.as_deref();
+        let id = open_journey_in(&tx, pan_key, entry_station, tap_in_ref, at_ms, station)?;
         tx.commit().ctx("committing open_journey")?;
         Ok(id)
+    }
+
+    /// Writes what a tap learned once its gate decided, in ONE transaction (one fsync on the
+    /// tap's path instead of two): the journey change (`journey`: opened at a tap-in, closed
+    /// at a tap-out, or a close sent to the line), then the operation's `transitions`.
+    ///
+    /// The two parts keep their own results, as two transactions had them: each runs in its
+    /// own savepoint, so a part that fails (a journey already open, a move the state machine
+    /// forbids, a damaged row) writes nothing and the other part is still committed. When the
+    /// transaction itself is lost (its start or its commit fails, or SQLite rolled it back on
+    /// a storage fault), nothing of it was written, and each part is tried again alone, as
+    /// before: the journey first (it says who was let through, which is already true), then
+    /// the transitions.
+    pub fn settle_tap(
+        &mut self,
+        journey: Option<&JourneyChange>,
+        partner_ref: &str,
+        transitions: &[Transition],
+    ) -> Settled {
+        match self.settle_in_one(journey, partner_ref, transitions) {
+            Ok(s) => s,
+            Err(lost) => {
+                tracing::warn!(error = %lost,
+                    "the tap's settlement could not commit as one transaction: writing its parts apart");
+                Settled {
+                    journey: journey.map_or(Ok(()), |c| self.change_journey(c)),
+                    record: self.record(partner_ref, transitions),
+                }
+            }
+        }
+    }
+
+    /// [`Journal::settle_tap`]'s single transaction; `Err` when the transaction was lost
+    /// (nothing written).
+    fn settle_in_one(
+        &mut self,
+        journey: Option<&JourneyChange>,
+        partner_ref: &str,
+        transitions: &[Transition],
+    ) -> Result<Settled, JournalError> {
+        let station = self.line_station.clone();
+        let mut tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx("starting a settlement")?;
+        let journey = match journey {
+            None => Ok(()),
+            Some(c) => in_savepoint(&mut tx, |sp| change_journey_in(sp, c, station.as_deref()))?,
+        };
+        let record = if transitions.is_empty() {
+            Ok(None)
+        } else {
+            in_savepoint(&mut tx, |sp| {
+                transitions_in(sp, partner_ref, transitions).map(Some)
+            })?
+        };
+        tx.commit().ctx("committing a settlement")?;
+        Ok(Settled { journey, record })
+    }
+
+    /// One journey change in its own transaction.
+    fn change_journey(&mut self, c: &JourneyChange) -> Result<(), JournalError> {
+        match c {
+            JourneyChange::Open {
+                pan_key,
+                station_id,
+                tap_in_ref,
+                at_ms,
+            } => self
+                .open_journey(pan_key, station_id, tap_in_ref, *at_ms)
+                .map(|_| ()),
+            JourneyChange::Close {
+                close,
+                tap_out_ref,
+                at_ms,
+            } => self.close_journey(close.id, close.state, Some(tap_out_ref), close.fare, *at_ms),
+            JourneyChange::CloseOnLine {
+                tap_in_ref,
+                tap_out_ref,
+                fare,
+                at_ms,
+            } => self.close_on_line(tap_in_ref, tap_out_ref, *fare, *at_ms),
+        }
+    }
+
+    /// An operation's transitions in their own transaction (`None`: there were none).
+    fn record(
+        &mut self,
+        partner_ref: &str,
+        transitions: &[Transition],
+    ) -> Result<Option<OpRow>, JournalError> {
+        if transitions.is_empty() {
+            return Ok(None);
+        }
+        self.transitions(partner_ref, transitions).map(Some)
     }
 
     /// The passenger's open journey, if any. A damaged row is skipped (and counted), so a
@@ -754,6 +806,149 @@ fn fare_sql(fare: Option<Rupiah>) -> Result<Option<i64>, JournalError> {
             field: "fare",
             why: "too large",
         })
+}
+
+/// What [`Journal::settle_tap`] wrote: each part's own result.
+#[derive(Debug)]
+pub struct Settled {
+    /// The journey change (`Ok` when there was none).
+    pub journey: Result<(), JournalError>,
+    /// The transitions: the row as it ends (`None` when there were none).
+    pub record: Result<Option<OpRow>, JournalError>,
+}
+
+/// Runs `f` in a savepoint of `tx`: kept when `f` succeeds, rolled back when it fails (the
+/// part's error is returned as `Ok(Err(..))`). `Err` when the transaction itself is gone: a
+/// storage fault can make SQLite roll back the whole transaction, and a statement run after
+/// that would commit on its own.
+fn in_savepoint<T>(
+    tx: &mut rusqlite::Transaction<'_>,
+    f: impl FnOnce(&Connection) -> Result<T, JournalError>,
+) -> Result<Result<T, JournalError>, JournalError> {
+    let sp = tx.savepoint().ctx("starting a savepoint")?;
+    let r = f(&sp);
+    match r {
+        Ok(v) => {
+            sp.commit().ctx("releasing a savepoint")?;
+            Ok(Ok(v))
+        }
+        Err(e) => {
+            if sp.is_autocommit() {
+                return Err(e);
+            }
+            // Rolls back to the savepoint and releases it.
+            sp.finish().ctx("rolling back a savepoint")?;
+            if tx.is_autocommit() {
+                return Err(e);
+            }
+            Ok(Err(e))
+        }
+    }
+}
+
+/// Applies `ts` to one operation inside the caller's transaction; returns the row as written
+/// last.
+fn transitions_in(
+    tx: &Connection,
+    partner_ref: &str,
+    ts: &[Transition],
+) -> Result<OpRow, JournalError> {
+    let mut cur = match load_op(tx, partner_ref)? {
+        Some(row) => row,
+        None => return Err(JournalError::UnknownReference(partner_ref.to_owned())),
+    };
+    for t in ts {
+        cur = Journal::transition_in(tx, partner_ref, &cur, t)?;
+    }
+    Ok(cur)
+}
+
+/// A tap's journey change inside the caller's transaction.
+fn change_journey_in(
+    tx: &Connection,
+    c: &JourneyChange,
+    line_station: Option<&str>,
+) -> Result<(), JournalError> {
+    match c {
+        JourneyChange::Open {
+            pan_key,
+            station_id,
+            tap_in_ref,
+            at_ms,
+        } => open_journey_in(tx, pan_key, station_id, tap_in_ref, *at_ms, line_station).map(|_| ()),
+        JourneyChange::Close {
+            close,
+            tap_out_ref,
+            at_ms,
+        } => close_journey_in(
+            tx,
+            close.id,
+            close.state,
+            Some(tap_out_ref),
+            close.fare,
+            *at_ms,
+            line_station,
+        ),
+        JourneyChange::CloseOnLine {
+            tap_in_ref,
+            tap_out_ref,
+            fare,
+            at_ms,
+        } => outbox::close_on_line_in(tx, line_station, tap_in_ref, tap_out_ref, *fare, *at_ms),
+    }
+}
+
+/// Opens a journey inside the caller's transaction (see [`Journal::open_journey`]); with
+/// `line_station`, the opening also goes to the line's outbox.
+fn open_journey_in(
+    tx: &Connection,
+    pan_key: &str,
+    entry_station: &str,
+    tap_in_ref: &str,
+    at_ms: i64,
+    line_station: Option<&str>,
+) -> Result<i64, JournalError> {
+    let op_state = op_state(tx, tap_in_ref)?;
+    let open: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM journeys WHERE pan_key = ?1 AND state = 'OPEN'",
+            [pan_key],
+            |r| r.get(0),
+        )
+        .optional()
+        .ctx("looking for an open journey")?;
+    if let Some(id) = open {
+        return Err(JournalError::JourneyAlreadyOpen { id });
+    }
+    tx.execute(
+        "INSERT INTO journeys (pan_key, entry_station, tap_in_ref, state, opened_at_ms) \
+         VALUES (?1, ?2, ?3, 'OPEN', ?4)",
+        params![pan_key, entry_station, tap_in_ref, at_ms],
+    )
+    .ctx("inserting a journey")?;
+    let id = tx.last_insert_rowid();
+    tx.execute(
+        "UPDATE fare_ops SET journey_id = ?2 WHERE partner_reference_no = ?1",
+        params![tap_in_ref, id],
+    )
+    .ctx("linking the tap-in to its journey")?;
+    let detail = format!("journey={id} opened entry_station={entry_station}");
+    insert_event(tx, tap_in_ref, at_ms, Some(op_state), op_state, &detail)?;
+    if let Some(station) = line_station {
+        outbox::outbox_insert(
+            tx,
+            &JourneyEvent {
+                tap_in_ref: tap_in_ref.to_owned(),
+                station: station.to_owned(),
+                at_ms,
+                kind: JourneyEventKind::Opened {
+                    pan_key: pan_key.to_owned(),
+                    tap_in_reference_no: None,
+                },
+            },
+        )?;
+    }
+    Ok(id)
 }
 
 /// Closes an open journey inside the caller's transaction (see [`Journal::close_journey`]);

@@ -41,6 +41,37 @@ pub struct OutboxStats {
     pub oldest_at_ms: Option<i64>,
 }
 
+/// [`Journal::close_on_line`] inside the caller's transaction.
+pub(super) fn close_on_line_in(
+    tx: &Connection,
+    line_station: Option<&str>,
+    tap_in_ref: &str,
+    tap_out_ref: &str,
+    fare: Option<Rupiah>,
+    at_ms: i64,
+) -> Result<(), JournalError> {
+    let Some(station) = line_station else {
+        return Err(JournalError::InvalidOp {
+            field: "journeys.store",
+            why: "a journey of another station can only be closed with a line store",
+        });
+    };
+    outbox_insert(
+        tx,
+        &JourneyEvent {
+            tap_in_ref: tap_in_ref.to_owned(),
+            station: station.to_owned(),
+            at_ms,
+            kind: JourneyEventKind::Closed {
+                tap_out_ref: tap_out_ref.to_owned(),
+                fare: fare.unwrap_or(Rupiah(0)),
+                // The tap-out named the hold; an unpaid exit leaves the hold standing.
+                references_hold: true,
+            },
+        },
+    )
+}
+
 /// Appends `ev` to the outbox inside the caller's transaction; a second write of the same
 /// event (same id) is a no-op.
 pub(super) fn outbox_insert(tx: &Connection, ev: &JourneyEvent) -> Result<(), JournalError> {
@@ -145,29 +176,18 @@ impl Journal {
         fare: Option<Rupiah>,
         at_ms: i64,
     ) -> Result<(), JournalError> {
-        let Some(station) = self.line_station.clone() else {
-            return Err(JournalError::InvalidOp {
-                field: "journeys.store",
-                why: "a journey of another station can only be closed with a line store",
-            });
-        };
+        let station = self.line_station.clone();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx("starting close_on_line")?;
-        outbox_insert(
+        close_on_line_in(
             &tx,
-            &JourneyEvent {
-                tap_in_ref: tap_in_ref.to_owned(),
-                station,
-                at_ms,
-                kind: JourneyEventKind::Closed {
-                    tap_out_ref: tap_out_ref.to_owned(),
-                    fare: fare.unwrap_or(Rupiah(0)),
-                    // The tap-out named the hold; an unpaid exit leaves the hold standing.
-                    references_hold: true,
-                },
-            },
+            station.as_deref(),
+            tap_in_ref,
+            tap_out_ref,
+            fare,
+            at_ms,
         )?;
         tx.commit().ctx("committing close_on_line")
     }

@@ -13,11 +13,11 @@ use super::{JourneyStore, OpJournal, Payments, PortFuture};
 use crate::aggregator::{PayOutcome, QueryOutcome, RefundOutcome};
 use crate::fare::policy::TapOutcome;
 use crate::fare::{OpState, Rupiah};
-use crate::flow::{BeginTap, JourneyChange, Planned, TapPayment};
+use crate::flow::{BeginTap, JourneyChange, Planned, Settlement, TapPayment};
 use crate::journal::{
     apply as apply_transition, validate_new, FoundJourney, JournalError, JourneyClose,
-    JourneyEvent, JourneyEventKind, JourneyRow, JourneyState, NewOp, OpRow, TapBlock, TapClaim,
-    TapDecision, TapStart, Transition, TransitionError,
+    JourneyEvent, JourneyEventKind, JourneyRow, JourneyState, NewOp, OpRow, Settled, TapBlock,
+    TapClaim, TapDecision, TapStart, Transition, TransitionError,
 };
 
 /// Which journal call a [`MemJournal`] fails.
@@ -25,9 +25,11 @@ use crate::journal::{
 pub enum JournalCall {
     /// [`JourneyStore::begin_tap`].
     Begin,
-    /// [`JourneyStore::change`].
+    /// [`JourneyStore::change`], and the journey part of [`OpJournal::settle`] (as one of
+    /// its savepoints: the record part is written all the same).
     Change,
-    /// [`OpJournal::record`].
+    /// [`OpJournal::record`], and the record part of [`OpJournal::settle`] (the journey part
+    /// is written all the same).
     Record,
     /// Every read and the reconciler's writes.
     Other,
@@ -38,6 +40,7 @@ struct Tables {
     ops: Vec<OpRow>,
     journeys: Vec<JourneyRow>,
     failing: HashMap<JournalCall, String>,
+    slow: HashMap<JournalCall, Duration>,
     line_events: Vec<JourneyEvent>,
     entry_unknown: Vec<String>,
 }
@@ -147,6 +150,82 @@ impl Tables {
         Ok(())
     }
 
+    /// [`JourneyStore::change`] (fails while [`JournalCall::Change`] is failing).
+    fn change(&mut self, change: JourneyChange) -> Result<(), JournalError> {
+        self.check(JournalCall::Change)?;
+        match change {
+            JourneyChange::Open {
+                pan_key,
+                station_id,
+                tap_in_ref,
+                at_ms,
+            } => self.open(pan_key, station_id, tap_in_ref, at_ms),
+            JourneyChange::Close {
+                close,
+                tap_out_ref,
+                at_ms,
+            } => self.close(close, Some(&tap_out_ref), at_ms),
+            JourneyChange::CloseOnLine {
+                tap_in_ref,
+                tap_out_ref,
+                fare,
+                at_ms,
+            } => {
+                self.line_events.push(JourneyEvent {
+                    tap_in_ref,
+                    station: String::new(),
+                    at_ms,
+                    kind: JourneyEventKind::Closed {
+                        tap_out_ref,
+                        fare: fare.unwrap_or(Rupiah(0)),
+                        references_hold: true,
+                    },
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// [`OpJournal::record`] (fails while [`JournalCall::Record`] is failing): all the
+    /// transitions or none.
+    fn record(
+        &mut self,
+        partner_reference_no: String,
+        transitions: Vec<Transition>,
+    ) -> Result<Option<OpRow>, JournalError> {
+        self.check(JournalCall::Record)?;
+        if transitions.is_empty() {
+            return Ok(None);
+        }
+        let Some(i) = self
+            .ops
+            .iter()
+            .position(|o| o.partner_reference_no == partner_reference_no)
+        else {
+            return Err(JournalError::UnknownReference(partner_reference_no));
+        };
+        let mut row = self.ops[i].clone();
+        for tr in &transitions {
+            let (from, to) = (row.state, tr.to);
+            let partner_ref = partner_reference_no.clone();
+            row = apply_transition(&row, tr).map_err(|e| match e {
+                TransitionError::Illegal => JournalError::IllegalTransition {
+                    partner_ref,
+                    from,
+                    to,
+                },
+                TransitionError::Rejected(why) => JournalError::Rejected {
+                    partner_ref,
+                    from,
+                    to,
+                    why,
+                },
+            })?;
+        }
+        self.ops[i] = row.clone();
+        Ok(Some(row))
+    }
+
     fn open(
         &mut self,
         pan_key: String,
@@ -196,6 +275,27 @@ impl MemJournal {
             Some(w) => t.failing.insert(call, w.to_string()),
             None => t.failing.remove(&call),
         };
+    }
+
+    /// Makes `call` take `d` on tokio's clock from now on (`None`: answer at once). The wait
+    /// comes before the call and holds nothing: it stands for a write slowed by its own
+    /// call, which other lanes' calls do not queue behind.
+    pub fn slow(&self, call: JournalCall, d: Option<Duration>) {
+        let mut t = self.lock();
+        match d {
+            Some(d) => t.slow.insert(call, d),
+            None => t.slow.remove(&call),
+        };
+    }
+
+    async fn delay(&self, calls: &[JournalCall]) {
+        let d = {
+            let t = self.lock();
+            calls.iter().filter_map(|c| t.slow.get(c)).max().copied()
+        };
+        if let Some(d) = d {
+            tokio::time::sleep(d).await;
+        }
     }
 
     /// Every operation, in the order begun.
@@ -253,6 +353,7 @@ impl JourneyStore for MemJournal {
         begin: BeginTap,
     ) -> PortFuture<'_, Result<TapStart<Planned, TapOutcome>, JournalError>> {
         Box::pin(async move {
+            self.delay(&[JournalCall::Begin]).await;
             let mut t = self.lock();
             t.check(JournalCall::Begin)?;
             if let Some(b) = t.block(&begin.claim) {
@@ -296,39 +397,8 @@ impl JourneyStore for MemJournal {
 
     fn change(&self, change: JourneyChange) -> PortFuture<'_, Result<(), JournalError>> {
         Box::pin(async move {
-            let mut t = self.lock();
-            t.check(JournalCall::Change)?;
-            match change {
-                JourneyChange::Open {
-                    pan_key,
-                    station_id,
-                    tap_in_ref,
-                    at_ms,
-                } => t.open(pan_key, station_id, tap_in_ref, at_ms),
-                JourneyChange::Close {
-                    close,
-                    tap_out_ref,
-                    at_ms,
-                } => t.close(close, Some(&tap_out_ref), at_ms),
-                JourneyChange::CloseOnLine {
-                    tap_in_ref,
-                    tap_out_ref,
-                    fare,
-                    at_ms,
-                } => {
-                    t.line_events.push(JourneyEvent {
-                        tap_in_ref,
-                        station: String::new(),
-                        at_ms,
-                        kind: JourneyEventKind::Closed {
-                            tap_out_ref,
-                            fare: fare.unwrap_or(Rupiah(0)),
-                            references_hold: true,
-                        },
-                    });
-                    Ok(())
-                }
-            }
+            self.delay(&[JournalCall::Change]).await;
+            self.lock().change(change)
         })
     }
 
@@ -414,38 +484,24 @@ impl OpJournal for MemJournal {
         transitions: Vec<Transition>,
     ) -> PortFuture<'_, Result<Option<OpRow>, JournalError>> {
         Box::pin(async move {
+            self.delay(&[JournalCall::Record]).await;
+            self.lock().record(partner_reference_no, transitions)
+        })
+    }
+
+    fn settle(&self, s: Settlement) -> PortFuture<'_, Settled> {
+        Box::pin(async move {
+            self.delay(&[JournalCall::Change, JournalCall::Record])
+                .await;
+            // One lock for both parts: nothing else sees one without the other, as with the
+            // real journal's one transaction. Each part fails alone (its savepoint).
             let mut t = self.lock();
-            t.check(JournalCall::Record)?;
-            if transitions.is_empty() {
-                return Ok(None);
-            }
-            let Some(i) = t
-                .ops
-                .iter()
-                .position(|o| o.partner_reference_no == partner_reference_no)
-            else {
-                return Err(JournalError::UnknownReference(partner_reference_no));
+            let journey = match s.journey {
+                Some(c) => t.change(c),
+                None => Ok(()),
             };
-            let mut row = t.ops[i].clone();
-            for tr in &transitions {
-                let (from, to) = (row.state, tr.to);
-                let partner_ref = partner_reference_no.clone();
-                row = apply_transition(&row, tr).map_err(|e| match e {
-                    TransitionError::Illegal => JournalError::IllegalTransition {
-                        partner_ref,
-                        from,
-                        to,
-                    },
-                    TransitionError::Rejected(why) => JournalError::Rejected {
-                        partner_ref,
-                        from,
-                        to,
-                        why,
-                    },
-                })?;
-            }
-            t.ops[i] = row.clone();
-            Ok(Some(row))
+            let record = t.record(s.partner_reference_no, s.transitions);
+            Settled { journey, record }
         })
     }
 

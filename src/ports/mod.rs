@@ -22,8 +22,10 @@ use std::pin::Pin;
 use crate::aggregator::{PayOutcome, QueryOutcome, RefundOutcome};
 use crate::fare::policy::TapOutcome;
 use crate::flow::{BeginTap, LineView, Planned};
-use crate::flow::{JourneyChange, TapPayment};
-use crate::journal::{JournalError, JourneyClose, JourneyRow, OpRow, TapStart, Transition};
+use crate::flow::{JourneyChange, Settlement, TapPayment};
+use crate::journal::{
+    JournalError, JourneyClose, JourneyRow, OpRow, Settled, TapStart, Transition,
+};
 
 /// What a tap asks the line (see [`crate::flow::Effect::Lookup`]): the line store's own
 /// query.
@@ -104,6 +106,11 @@ pub trait OpJournal: Send + Sync + 'static {
         partner_reference_no: String,
         transitions: Vec<Transition>,
     ) -> PortFuture<'_, Result<Option<OpRow>, JournalError>>;
+    /// Writes what a tap learned once its gate decided, atomically where the store can (one
+    /// durable commit): the journey change, then the operation's transitions. Each part keeps
+    /// its own result: a part that fails writes nothing, and the other is written all the
+    /// same (see [`crate::journal::Journal::settle_tap`]).
+    fn settle(&self, s: Settlement) -> PortFuture<'_, Settled>;
     /// One operation.
     fn get(
         &self,

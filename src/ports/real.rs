@@ -5,8 +5,10 @@ use crate::aggregator::{Aggregator, PayOutcome, QueryOutcome, RefundOutcome};
 use crate::daemon::station::JournalHandle;
 use crate::fare::policy::TapOutcome;
 use crate::fare::Rupiah;
-use crate::flow::{BeginTap, JourneyChange, Planned, TapPayment};
-use crate::journal::{JournalError, JourneyClose, JourneyRow, OpRow, TapStart, Transition};
+use crate::flow::{BeginTap, JourneyChange, Planned, Settlement, TapPayment};
+use crate::journal::{
+    JournalError, JourneyClose, JourneyRow, OpRow, Settled, TapStart, Transition,
+};
 
 impl Payments for Aggregator {
     fn pay<'a>(&'a self, p: &'a TapPayment) -> PortFuture<'a, PayOutcome> {
@@ -117,6 +119,20 @@ impl OpJournal for JournalHandle {
             }
             j.transitions(&partner_reference_no, &transitions).map(Some)
         }))
+    }
+
+    fn settle(&self, s: Settlement) -> PortFuture<'_, Settled> {
+        Box::pin(async move {
+            let r = self
+                .run(move |j| {
+                    Ok(j.settle_tap(s.journey.as_ref(), &s.partner_reference_no, &s.transitions))
+                })
+                .await;
+            r.unwrap_or_else(|e| Settled {
+                journey: Err(JournalError::Worker(e.to_string())),
+                record: Err(e),
+            })
+        })
     }
 
     fn get(

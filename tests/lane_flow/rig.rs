@@ -77,6 +77,7 @@ pub struct TestRelay {
     /// What it was told.
     pub rec: RecordingRelay,
     broken: Arc<Mutex<Option<String>>>,
+    opened_at: Arc<Mutex<Vec<tokio::time::Instant>>>,
 }
 
 impl TestRelay {
@@ -89,13 +90,24 @@ impl TestRelay {
     pub fn opens(&self) -> usize {
         self.rec.opens()
     }
+
+    /// When the gate opened, on tokio's clock, each time.
+    pub fn opened_at(&self) -> Vec<tokio::time::Instant> {
+        self.opened_at.lock().unwrap().clone()
+    }
 }
 
 impl Relay for TestRelay {
     fn open(&self) -> Result<(), RelayError> {
         match self.broken.lock().unwrap().clone() {
             Some(why) => Err(RelayError::Io(why)),
-            None => self.rec.open(),
+            None => {
+                self.opened_at
+                    .lock()
+                    .unwrap()
+                    .push(tokio::time::Instant::now());
+                self.rec.open()
+            }
         }
     }
 

@@ -11,7 +11,8 @@
 //!    journaled `PENDING`, in one transaction of the journal (write before send).
 //! 3. `Pay`: the aggregator is asked, up to the decision deadline.
 //! 4. `OpenGate`: only when the verdict says so.
-//! 5. `Settle`: the journey opened or closed, then the payment's result recorded.
+//! 5. `Settle`: the journey opened or closed and the payment's result recorded, in one
+//!    journal transaction (each part keeping its own result).
 
 use std::fmt;
 use std::sync::Arc;
@@ -277,8 +278,8 @@ pub enum JourneyChange {
     },
 }
 
-/// What to write once the gate has decided: the journey first (it says who was let through,
-/// which is already true), then the payment's transitions.
+/// What to write once the gate has decided, in one journal transaction: the journey first (it
+/// says who was let through, which is already true), then the payment's transitions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settlement {
     /// The journey change, if any.
