@@ -10,16 +10,18 @@
 //! alternates calm spells (exponential, mean 35 s) and bursts (mean 15 s, a train unloading)
 //! arriving three times as fast, Poisson within each. One passenger at a time taps (a scripted
 //! phone: a real APDU exchange, instant); after the decision the lane is busy for
-//! `RUSH_PASSAGE_MS` (walking through, or stepping aside). A passenger told "try again" taps
-//! again after `RUSH_RETRY_MS`, at most twice more; a declined one leaves.
+//! `RUSH_PASSAGE_MS` (the next passenger steps up while this one walks through, or steps
+//! aside). A passenger told "try again" taps again after `RUSH_RETRY_MS`, at most twice more;
+//! a declined one leaves.
 //!
 //! Real HTTP cannot run on a faked clock, so the rush runs in real time: `RUSH_SECS`
-//! (default 90) of arrivals, then the late replies are drained and the reconciler settles what
-//! is left (refunds of late successes), which adds up to about 20 s.
+//! (default 90) of arrivals; a lane still serving its queue 15 s later stops there (those
+//! passengers are reported as still queued). Then the late replies are drained and the
+//! reconciler settles what is left (refunds of late successes). About 2 minutes in all.
 //!
 //! Environment: `RUSH_SECS`, `RUSH_RATE` (passengers a minute per lane, 40), `RUSH_LANES`
 //! (directions, `in,in,out,out`), `RUSH_DEADLINE_MS` (the decision deadline, 1500, today's
-//! default), `RUSH_PASSAGE_MS` (1000), `RUSH_RETRY_MS` (1000), `RUSH_SEED` (1),
+//! default), `RUSH_PASSAGE_MS` (600), `RUSH_RETRY_MS` (1000), `RUSH_SEED` (1),
 //! `RUSH_MODES` (`strict`).
 
 use std::net::SocketAddr;
@@ -100,7 +102,7 @@ impl Rush {
                 .map(|d| if d.trim() == "out" { "out" } else { "in" })
                 .collect(),
             deadline_ms: env("RUSH_DEADLINE_MS", 1500),
-            passage_ms: env("RUSH_PASSAGE_MS", 1000),
+            passage_ms: env("RUSH_PASSAGE_MS", 600),
             retry_ms: env("RUSH_RETRY_MS", 1000),
             seed: env("RUSH_SEED", 1),
             modes: modes.split(',').filter_map(Mode::parse).collect(),
@@ -147,6 +149,10 @@ struct LaneStats {
     direction: &'static str,
     arrived: usize,
     through: usize,
+    /// Arrived, but the lane stopped before their turn.
+    queued: usize,
+    /// From the rush's start to the lane's last decision.
+    busy: Duration,
     gave_up: usize,
     taps: usize,
     outcomes: Vec<(TapOutcome, u64)>,
@@ -181,8 +187,13 @@ async fn run_lane(
         ..LaneStats::default()
     };
     let mut free_at = start;
+    let stop_at = start + Duration::from_secs(rush.secs + 15);
     for (n, at) in schedule.into_iter().enumerate() {
         let arrival = start + at;
+        if arrival.max(free_at) > stop_at {
+            s.queued += 1;
+            continue;
+        }
         tokio::time::sleep_until(arrival.max(free_at)).await;
         s.queue_ms
             .push(arrival.elapsed().as_millis().try_into().unwrap_or(u64::MAX));
@@ -220,6 +231,7 @@ async fn run_lane(
         } else {
             s.gave_up += 1;
         }
+        s.busy = start.elapsed();
         free_at = tokio::time::Instant::now() + Duration::from_millis(rush.passage_ms);
     }
     s
@@ -334,7 +346,7 @@ async fn run_mode(rush: &Rush, mode: Mode) {
         s.protocol_violations()
     );
     println!(
-        "settled in {:.1} s after the rush",
+        "drained and settled in {:.1} s after the last lane",
         wall.elapsed().as_secs_f64() - rush_secs
     );
     sim.shutdown().await;
@@ -351,20 +363,22 @@ fn report(
 ) {
     println!();
     println!(
-        "mode {}: {} lanes, {:.0} s of arrivals at {} a minute per lane (bursts 3x), deadline {} ms, passage {} ms",
+        "mode {}: {} lanes, {} s of arrivals at {} a minute per lane (bursts 3x), deadline {} ms, passage {} ms; lanes done after {:.0} s",
         mode.name(),
         stats.len(),
-        rush_secs,
+        rush.secs,
         rush.rate_per_min,
         rush.deadline_ms,
-        rush.passage_ms
+        rush.passage_ms,
+        rush_secs
     );
     println!(
-        "{:<6} {:>4} {:>7} {:>7} {:>6} {:>5} {:>9} {:>9} {:>9} {:>8} {:>6} {:>6}",
+        "{:<6} {:>4} {:>7} {:>7} {:>6} {:>6} {:>5} {:>9} {:>9} {:>9} {:>8} {:>6} {:>6}",
         "lane",
         "dir",
         "arrived",
         "through",
+        "queued",
         "/min",
         "taps",
         "dec p50",
@@ -375,15 +389,15 @@ fn report(
         "q p95"
     );
     let count = |s: &LaneStats, o: TapOutcome| s.outcomes.iter().filter(|(x, _)| *x == o).count();
-    let minutes = rush_secs / 60.0;
     for s in stats {
         println!(
-            "{:<6} {:>4} {:>7} {:>7} {:>6.1} {:>5} {:>7}ms {:>7}ms {:>7}ms {:>8} {:>4}ms {:>4}ms",
+            "{:<6} {:>4} {:>7} {:>7} {:>6} {:>6.1} {:>5} {:>7}ms {:>7}ms {:>7}ms {:>8} {:>4}ms {:>4}ms",
             s.name,
             s.direction,
             s.arrived,
             s.through,
-            s.through as f64 / minutes,
+            s.queued,
+            s.through as f64 / (s.busy.as_secs_f64().max(1.0) / 60.0),
             s.taps,
             pct(&s.decision_us, 0.5) / 1000,
             pct(&s.decision_us, 0.95) / 1000,
@@ -396,14 +410,15 @@ fn report(
     let total = |o: TapOutcome| stats.iter().map(|s| count(s, o)).sum::<usize>();
     let all_decisions: Vec<u64> = stats.iter().flat_map(|s| s.decision_us.clone()).collect();
     println!(
-        "all lanes: decision p50 {} ms, p95 {} ms, p99 {} ms over {} taps; {} of {} passengers through, {} gave up",
+        "all lanes: decision p50 {} ms, p95 {} ms, p99 {} ms over {} taps; {} of {} passengers through, {} gave up, {} still queued",
         pct(&all_decisions, 0.5) / 1000,
         pct(&all_decisions, 0.95) / 1000,
         pct(&all_decisions, 0.99) / 1000,
         all_decisions.len(),
         stats.iter().map(|s| s.through).sum::<usize>(),
         stats.iter().map(|s| s.arrived).sum::<usize>(),
-        stats.iter().map(|s| s.gave_up).sum::<usize>()
+        stats.iter().map(|s| s.gave_up).sum::<usize>(),
+        stats.iter().map(|s| s.queued).sum::<usize>()
     );
     let other = all_decisions.len()
         - [
