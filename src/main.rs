@@ -125,6 +125,9 @@ enum Command {
         /// File holding the client secret to accept. Default: the demo's.
         #[arg(long)]
         client_secret_file: Option<PathBuf>,
+        /// How the simulated issuers answer payments.
+        #[command(flatten)]
+        issuer: cmd::sim_settings::IssuerArgs,
     },
 }
 
@@ -181,7 +184,11 @@ fn main() -> ExitCode {
                 public_key,
                 client_id,
                 client_secret_file,
-            } => cmd::sim(&listen, public_key, client_id, client_secret_file).await,
+                issuer,
+            } => {
+                let issuer = issuer.model().map_err(anyhow::Error::msg)?;
+                cmd::sim(&listen, public_key, client_id, client_secret_file, issuer).await
+            }
         }
     });
     match result {

@@ -11,8 +11,8 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use tapgate::clock::{Clock, ManualClock, SystemClock};
 use tapgate::sim::{
-    jakarta, Fault, FaultMix, HoldState, LedgerEntry, Passengers, PaymentStatus, RefundReplay,
-    Service, SimConfig, SimHandle, SimStats, Simulator,
+    jakarta, Fault, FaultMix, HoldState, IssuerModel, Latency, LedgerEntry, Passengers,
+    PaymentStatus, RefundReplay, Service, SimConfig, SimHandle, SimStats, Simulator,
 };
 use tapgate::snap::sign::{self, RsaSigner};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -653,6 +653,94 @@ async fn a_declined_pan_is_declined_and_queries_as_failed() {
     );
     assert_eq!(sim.stats().declines, 1);
     assert_clean(&sim.stats());
+}
+
+#[tokio::test]
+async fn the_issuer_model_delays_silences_and_declines_payments_over_http() {
+    // A narrow distribution (200/210/220 ms): even a draw four deviations low is 177 ms.
+    let mut cfg = SimConfig::demo();
+    cfg.issuer = Some(IssuerModel {
+        latency: Some(Latency::new(200, 210, 220).unwrap()),
+        decline_rate: 1.0,
+        seed: 5,
+        ..IssuerModel::default()
+    });
+    let (sim, c) = start(cfg).await;
+    let t = Instant::now();
+    let a = c.pay("IM-1", PAN_BRI, "3000.00").await.unwrap();
+    let waited = t.elapsed();
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (403, "4036014"),
+        "{}",
+        a.text
+    );
+    assert!(waited >= Duration::from_millis(170), "{waited:?}");
+    let e = sim.entry("IM-1").unwrap();
+    assert_eq!(
+        (e.status, e.decline_code.as_deref()),
+        (PaymentStatus::Declined, Some("4036014"))
+    );
+    // Queries are not delayed.
+    let t = Instant::now();
+    assert_eq!(
+        c.query("IM-1").await.json()["latestTransactionStatus"],
+        "06"
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        t.elapsed()
+    );
+
+    // No answer in time: the payment is held, unknown to a query meanwhile, then lands.
+    sim.set_issuer_model(Some(IssuerModel {
+        no_answer: 1.0,
+        no_answer_ms: 600,
+        ..IssuerModel::default()
+    }))
+    .unwrap();
+    let t = Instant::now();
+    let (paid, during) = tokio::join!(c.pay("IM-2", PAN_BRI, "3000.00"), async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        c.query("IM-2").await
+    });
+    assert_eq!(during.code(), "4046101", "{}", during.text);
+    assert_eq!(paid.unwrap().code(), "2006000");
+    assert!(
+        t.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        c.query("IM-2").await.json()["latestTransactionStatus"],
+        "00"
+    );
+
+    // Removed: answered at once, not declined. A bad model is refused and changes nothing.
+    sim.set_issuer_model(None).unwrap();
+    let bad = IssuerModel {
+        decline_rate: 2.0,
+        ..IssuerModel::default()
+    };
+    assert!(sim.set_issuer_model(Some(bad.clone())).is_err());
+    let t = Instant::now();
+    assert_eq!(
+        c.pay("IM-3", PAN_BRI, "3000.00").await.unwrap().code(),
+        "2006000"
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(sim.stats().declines, 1);
+    assert_clean(&sim.stats());
+
+    let mut cfg = SimConfig::demo();
+    cfg.issuer = Some(bad);
+    let err = Simulator::start(cfg, loopback()).await.err().unwrap();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 }
 
 #[tokio::test]

@@ -191,15 +191,21 @@ pub async fn reconcile(config: &Path, max_seconds: u64) -> anyhow::Result<ExitCo
     })
 }
 
-/// `tapgate sim`.
+/// `tapgate sim`, its issuers answering as `issuer` says (at once, never declining, when
+/// `None`).
 #[cfg(feature = "sim")]
 pub async fn sim(
     listen: &str,
     public_key: Option<std::path::PathBuf>,
     client_id: Option<String>,
     client_secret_file: Option<std::path::PathBuf>,
+    issuer: Option<crate::sim::IssuerModel>,
 ) -> anyhow::Result<ExitCode> {
     let mut cfg = crate::sim::SimConfig::demo();
+    if let Some(m) = &issuer {
+        tracing::info!(model = ?m, "simulated issuers: latency, silences and declines drawn");
+    }
+    cfg.issuer = issuer;
     if let Some(p) = public_key {
         let pem =
             std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;

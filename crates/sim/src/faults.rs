@@ -1,11 +1,14 @@
 //! Behaviour controls: the faults the simulator can inject, as a one-shot queue per service
-//! and as a seeded random mode. Pure: the plan only decides which fault the next call gets.
+//! and as a seeded random mode, then the issuers' latency ([`crate::IssuerModel`]). Pure: the
+//! plan only decides which fault the next call gets.
 
 use std::collections::{HashMap, VecDeque};
 
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use serde::{Deserialize, Serialize};
+
+use crate::issuer::{IssuerDraws, IssuerModel};
 
 /// One SNAP service of the simulator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -164,11 +167,13 @@ impl FaultMix {
     }
 }
 
-/// Which fault the next call gets: queued one-shot faults first, then the random mode.
+/// Which fault the next call gets: queued one-shot faults first, then the random mode, then
+/// (payments only) the issuers' latency.
 #[derive(Debug, Default)]
 pub(crate) struct FaultPlan {
     queued: HashMap<Service, VecDeque<Fault>>,
     random: Option<(StdRng, FaultMix)>,
+    issuer: Option<IssuerDraws>,
 }
 
 impl FaultPlan {
@@ -182,7 +187,18 @@ impl FaultPlan {
         self.random = Some((StdRng::seed_from_u64(seed), mix));
     }
 
-    /// Forgets queued faults and turns the random mode off.
+    /// Sets (reseeding its draws) or removes the issuers' behaviour.
+    pub(crate) fn set_issuer(&mut self, model: Option<IssuerModel>) {
+        self.issuer = model.map(IssuerDraws::new);
+    }
+
+    /// Whether a payment that would succeed is declined by the issuer model, and its code.
+    pub(crate) fn issuer_decline(&mut self) -> Option<String> {
+        self.issuer.as_mut()?.decline()
+    }
+
+    /// Forgets queued faults and turns the random mode off (the issuer model stays: it is a
+    /// setting, not a fault).
     pub(crate) fn clear(&mut self) {
         self.queued.clear();
         self.random = None;
@@ -198,6 +214,16 @@ impl FaultPlan {
         if let Some(f) = self.queued.get_mut(&service).and_then(VecDeque::pop_front) {
             return Some(f);
         }
+        if let Some(f) = self.next_random(service) {
+            return Some(f);
+        }
+        match service {
+            Service::Payment => self.issuer.as_mut()?.payment_delay(),
+            _ => None,
+        }
+    }
+
+    fn next_random(&mut self, service: Service) -> Option<Fault> {
         let (rng, mix) = self.random.as_mut()?;
         if !mix.services.contains(&service) {
             return None;
@@ -271,6 +297,33 @@ mod tests {
         assert_eq!(plan.next(Service::Payment), Some(Fault::Delay { ms: 5 }));
         plan.clear();
         assert_eq!(plan.next(Service::Payment), None);
+    }
+
+    #[test]
+    fn the_issuer_model_comes_after_queue_and_mix_and_delays_payments_only() {
+        let mut plan = FaultPlan::default();
+        plan.set_issuer(Some(IssuerModel {
+            no_answer: 1.0,
+            no_answer_ms: 777,
+            decline_rate: 1.0,
+            ..IssuerModel::default()
+        }));
+        assert_eq!(plan.next(Service::Query), None);
+        assert_eq!(plan.next(Service::Payment), Some(Fault::Delay { ms: 777 }));
+        plan.push(Service::Payment, Fault::Accepted);
+        assert_eq!(plan.next(Service::Payment), Some(Fault::Accepted));
+        plan.set_random(1, FaultMix::chaos(1.0, 0));
+        assert!(!matches!(
+            plan.next(Service::Payment),
+            Some(Fault::Delay { ms: 777 })
+        ));
+        // Clearing faults keeps the model; removing it stops the delays and declines.
+        plan.clear();
+        assert_eq!(plan.next(Service::Payment), Some(Fault::Delay { ms: 777 }));
+        assert_eq!(plan.issuer_decline().as_deref(), Some("4036014"));
+        plan.set_issuer(None);
+        assert_eq!(plan.next(Service::Payment), None);
+        assert_eq!(plan.issuer_decline(), None);
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //!   [what each passenger paid](summarize_passengers).
 //! - [Faults](Fault): delays, 500/504/202, dropped connections and cut bodies, applied or not,
 //!   queued one-shot or drawn from a seeded [`FaultMix`].
+//! - [Issuers under load](IssuerModel): each payment's answer time drawn from a distribution
+//!   fitted to p50/p95/p99, a share never answered in time, a random decline rate; seeded.
 //!
 //! Controls are in-process ([`SimHandle`]) and over HTTP under `/sim/*` for other processes:
 //!
@@ -36,6 +38,7 @@
 
 mod engine;
 mod faults;
+mod issuer;
 mod ledger;
 mod passengers;
 mod qr;
@@ -51,6 +54,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use engine::{Note, SimStats};
 pub use faults::{Fault, FaultMix, Service, WeightedFault};
+pub use issuer::{IssuerModel, Latency};
 pub use ledger::{
     mask_pan, HoldReference, HoldState, LedgerEntry, PaymentStatus, RefundEntry, TapInfo,
 };
@@ -154,6 +158,9 @@ pub struct SimConfig {
     /// Spell the query answer's key `originalPartnerReferanceNo`, as the aggregator's own
     /// documentation does, to check that the client reads it leniently.
     pub misspelled_partner_reference: bool,
+    /// How the issuers answer payments (latency, silence, declines); instant and never
+    /// declining when `None`. Changed later by [`SimHandle::set_issuer_model`].
+    pub issuer: Option<IssuerModel>,
     /// The aggregator's clock: token expiry, timestamp freshness, the external-id day,
     /// pending time. A [`crate::clock::ManualClock`] makes these testable without sleeping.
     pub clock: Arc<dyn Clock>,
@@ -171,6 +178,7 @@ impl std::fmt::Debug for SimConfig {
             .field("token_ttl_secs", &self.token_ttl_secs)
             .field("timestamp_skew_secs", &self.timestamp_skew_secs)
             .field("pending_ms", &self.pending_ms)
+            .field("issuer", &self.issuer)
             .finish_non_exhaustive()
     }
 }
@@ -204,6 +212,7 @@ impl SimConfig {
             refund_replay: RefundReplay::SameResult,
             expires_in_as_number: false,
             misspelled_partner_reference: false,
+            issuer: None,
             clock: Arc::new(SystemClock::new(jakarta())),
         }
     }
@@ -231,6 +240,10 @@ impl Simulator {
         cfg.paths
             .check()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        if let Some(m) = &cfg.issuer {
+            m.check()
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        }
         let shared = Arc::new(Shared {
             engine: Mutex::new(Engine::new(cfg)),
         });
@@ -323,7 +336,18 @@ impl SimHandle {
         self.shared.lock().faults.set_random(seed, p);
     }
 
-    /// Forgets queued faults and turns the random mode off.
+    /// Sets how the issuers answer later payments (reseeding the draws), or with `None` makes
+    /// them answer at once and decline nothing. Refused when the model does not pass
+    /// [`IssuerModel::check`].
+    pub fn set_issuer_model(&self, model: Option<IssuerModel>) -> Result<(), String> {
+        if let Some(m) = &model {
+            m.check()?;
+        }
+        self.shared.lock().faults.set_issuer(model);
+        Ok(())
+    }
+
+    /// Forgets queued faults and turns the random mode off (the issuer model stays).
     pub fn clear_faults(&self) {
         self.shared.lock().faults.clear();
     }

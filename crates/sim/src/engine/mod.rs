@@ -228,13 +228,15 @@ pub(crate) struct Engine {
 
 impl Engine {
     pub(crate) fn new(cfg: SimConfig) -> Engine {
+        let mut faults = FaultPlan::default();
+        faults.set_issuer(cfg.issuer.clone());
         Engine {
             cfg,
             tokens: HashMap::new(),
             external_ids: HashMap::new(),
             ledger: Ledger::default(),
             declines: HashMap::new(),
-            faults: FaultPlan::default(),
+            faults,
             stats: SimStats::default(),
             rng: StdRng::from_os_rng(),
         }

@@ -92,7 +92,8 @@ impl Engine {
         Ok(pan)
     }
 
-    /// Writes the payment to the ledger: declined when its PAN is, pending for a while when
+    /// Writes the payment to the ledger: declined when its PAN is (or the issuer model draws a
+    /// decline), pending for a while when
     /// the call is answered with a 202. A tap-out naming an open hold finalizes it.
     fn record_payment(
         &mut self,
@@ -102,7 +103,10 @@ impl Engine {
         now: &Zoned,
         fault: Option<Fault>,
     ) -> Recorded {
-        let decline_code = self.declines.get(&pan).cloned();
+        let decline_code = match self.declines.get(&pan) {
+            Some(c) => Some(c.clone()),
+            None => self.faults.issuer_decline(),
+        };
         let accepted = matches!(fault, Some(Fault::Accepted));
         let pending_until = accepted.then(|| {
             let ms = i64::try_from(self.cfg.pending_ms).unwrap_or(i64::MAX / 2);
