@@ -27,7 +27,6 @@ use tapgate::daemon::run::{serve_metrics, JournalGauges};
 use tapgate::daemon::Station;
 use tapgate::journal::Journal;
 use tapgate::nfc::scripted::ScriptedPhone;
-use tapgate::nfc::CardEvent;
 use tapgate::relay::RecordingRelay;
 use tapgate::sim::{SimConfig, Simulator};
 
@@ -251,16 +250,9 @@ fn main() {
                     let pan = format!("93600002{next:011}");
                     let p =
                         payload(&PayloadSpec::new(&pan).with_token(&rand::random::<[u8; 16]>()));
-                    let t = Instant::now();
                     let mut phone = ScriptedPhone::new(&p, &[84, 64]);
-                    let qr = tapgate::nfc::qris_tap::read_qr_content(&mut phone).expect("read");
-                    let read_us = t.elapsed().as_micros() as u64;
                     let r = exit
-                        .handle_event(CardEvent::Payload {
-                            reader: "bench".into(),
-                            qr_content: qr,
-                            read_us,
-                        })
+                        .handle_event(tapgate::nfc::source::tap_event("bench", &mut phone))
                         .await
                         .expect("report");
                     assert!(r.opened, "{r:?}");

@@ -19,7 +19,6 @@ use tapgate::config::Config;
 use tapgate::cpm::build::{payload, PayloadSpec};
 use tapgate::daemon::lane::Lane;
 use tapgate::nfc::scripted::ScriptedPhone;
-use tapgate::nfc::CardEvent;
 use tapgate::relay::RecordingRelay;
 use tapgate::sim::{SimConfig, Simulator};
 
@@ -134,16 +133,9 @@ async fn run(n: usize) {
         entry_settle.push(r.timings.settle_us);
         entry_total.push(r.timings.total_us);
         let p = payload(&PayloadSpec::new(&pan).with_token(&rand::random::<[u8; 16]>()));
-        let t = Instant::now();
         let mut phone = ScriptedPhone::new(&p, &[84, 64]);
-        let qr = tapgate::nfc::qris_tap::read_qr_content(&mut phone).expect("read");
-        let read_us = t.elapsed().as_micros() as u64;
         let r = exit
-            .handle_event(CardEvent::Payload {
-                reader: "bench".into(),
-                qr_content: qr,
-                read_us,
-            })
+            .handle_event(tapgate::nfc::source::tap_event("bench", &mut phone))
             .await
             .expect("report");
         assert!(r.opened, "{r:?}");
