@@ -499,7 +499,11 @@ async fn line_database_checks_against_a_real_postgresql() {
     let (code, stdout, _) = journeys(&["status"], &cfg);
     assert_eq!(code, 0, "{stdout}");
     assert!(
-        stdout.contains("journeys status: 0 FAIL, 0 WARN, 3 PASS"),
+        stdout.contains("journeys status: 0 FAIL, 0 WARN, 4 PASS"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("PASS  line outbox") && stdout.contains("nothing waiting"),
         "{stdout}"
     );
 

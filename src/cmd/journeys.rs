@@ -343,6 +343,16 @@ pub async fn line_checks(cfg: &Config, config_path: &Path) -> Vec<Check> {
 /// charged the unknown-entry fare for this station's entries (made right once sent).
 fn outbox_lag(cfg: &Config) -> Check {
     let path = &cfg.journal.path;
+    if !path.exists() {
+        return check(
+            "line outbox",
+            Status::Pass,
+            format!(
+                "{}: no journal yet, nothing waiting to be sent to the line",
+                path.display()
+            ),
+        );
+    }
     let stats = crate::journal::Journal::open_read_only(path).and_then(|j| j.outbox_stats());
     let s = match stats {
         Ok(s) => s,
