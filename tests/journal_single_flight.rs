@@ -35,6 +35,7 @@ fn claim(direction: Direction, now: i64, debounce: i64) -> TapClaim {
         direction,
         now_ms: now,
         passed_since_ms: now - debounce,
+        check_unpaid: direction == Direction::In,
     }
 }
 

@@ -1532,7 +1532,10 @@ mod by_hand {
         let begin = expect_do(flow.resume(Reply::Claim(Claim::Granted), START_MS));
         let (reply, close_first) = begun(begin, None);
         assert_eq!(close_first, None);
-        let Effect::Pay { request, deadline } = expect_do(flow.resume(reply, START_MS)) else {
+        let Effect::Pay {
+            request, deadline, ..
+        } = expect_do(flow.resume(reply, START_MS))
+        else {
             panic!("after Begin comes Pay")
         };
         assert_eq!(deadline, Duration::from_millis(DEADLINE_MS));

@@ -193,6 +193,7 @@ async fn a_refused_journey_change_still_records_the_result() {
             }),
             partner_reference_no: "TGSECOND".into(),
             transitions: vec![succeeded("R-2", Some(true), at)],
+            fast_opened: false,
         })
         .await;
     assert!(
@@ -236,6 +237,7 @@ async fn a_refused_result_writes_none_of_its_transitions_and_still_opens_the_jou
                 succeeded("R-1", Some(true), at),
                 tapgate::journal::Transition::new(OpState::Pending, at),
             ],
+            fast_opened: false,
         })
         .await;
     assert_eq!(s.journey.as_ref().map_err(|e| e.to_string()), Ok(&()));

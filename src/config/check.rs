@@ -146,6 +146,40 @@ impl Config {
             p.passage_window_ms,
             100..=600_000,
         )?;
+        self.check_fast_open()
+    }
+
+    fn check_fast_open(&self) -> Result<(), (String, String)> {
+        let f = &self.policy.fast_open;
+        let k = |key: &str| format!("policy.fast_open.{key}");
+        in_range(&k("wait_ms"), f.wait_ms, 10..=10_000)?;
+        if f.wait_ms >= self.policy.decision_deadline_ms {
+            return Err((
+                k("wait_ms"),
+                format!(
+                    "must be shorter than policy.decision_deadline_ms ({} ms): fast open \
+                     decides before the deadline, or it is strict mode",
+                    self.policy.decision_deadline_ms
+                ),
+            ));
+        }
+        in_range(&k("exposure_cap"), f.exposure_cap, 1..=1_000_000_000)?;
+        in_range(
+            &k("degraded_after_ms"),
+            f.degraded_after_ms,
+            100..=3_600_000,
+        )?;
+        for (i, nns) in f.issuers.iter().enumerate() {
+            if nns.len() != 8 || !nns.bytes().all(|b| b.is_ascii_digit()) {
+                return Err((
+                    format!("policy.fast_open.issuers[{i}]"),
+                    format!(
+                        "{nns:?} is not an NNS: an issuer is named by the 8 digits its PANs \
+                         start with (93600009 is Bank Mandiri)"
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -471,6 +471,31 @@ fn every_bad_key_is_named_with_its_line() {
             "decision_deadline_ms =",
         ),
         bad(
+            &[("wait_ms = 100", "wait_ms = 1500")],
+            "policy.fast_open.wait_ms",
+            "wait_ms =",
+        ),
+        bad(
+            &[("exposure_cap = 100000", "exposure_cap = 0")],
+            "policy.fast_open.exposure_cap",
+            "exposure_cap =",
+        ),
+        bad(
+            &[("issuers = []", "issuers = [\"93600009\", \"mandiri\"]")],
+            "policy.fast_open.issuers[1]",
+            "issuers =",
+        ),
+        bad(
+            &[("degraded_after_ms = 5000", "degraded_after_ms = 5")],
+            "policy.fast_open.degraded_after_ms",
+            "degraded_after_ms =",
+        ),
+        bad(
+            &[("enabled = false", "enabled = false\nwait = 100")],
+            "policy.fast_open.wait",
+            "wait = 100",
+        ),
+        bad(
             &[("max_trip_minutes = 240", "max_trip_minutes = 0")],
             "policy.max_trip_minutes",
             "max_trip_minutes =",

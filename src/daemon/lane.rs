@@ -35,6 +35,10 @@ struct Run {
     guard: Option<PassengerGuard>,
     pan_key: Option<String>,
     late: Option<tokio::sync::oneshot::Receiver<PayOutcome>>,
+    /// The decision deadline of the payment in flight.
+    pay_deadline: Option<tokio::time::Instant>,
+    /// The payment fast open was granted for.
+    fast_open: Option<String>,
 }
 
 impl Lane {
@@ -175,6 +179,8 @@ impl Lane {
             guard: None,
             pan_key: None,
             late: None,
+            pay_deadline: None,
+            fast_open: None,
         };
         let (mut flow, mut step) = TapFlow::start(self.settings.clone(), input);
         run.timings.decode_us = self.since(run.started);
@@ -226,13 +232,37 @@ impl Lane {
                 }
                 Reply::Begin(r.map_err(|e| e.to_string()))
             }
-            Effect::Pay { request, deadline } => {
-                let outcome = self.pay(request, deadline, run).await;
+            Effect::Pay {
+                request,
+                deadline,
+                wait,
+            } => {
+                self.send(request, deadline, run);
+                let outcome = self.await_pay(wait, run).await;
                 run.timings.aggregator_us = self.since(t);
+                if outcome.is_some() || wait.is_none() {
+                    crate::failpoint::hit("after_reply");
+                }
+                Reply::Pay(outcome)
+            }
+            Effect::AwaitPay => {
+                let outcome = self.await_pay(None, run).await;
+                run.timings.aggregator_us += self.since(t);
                 crate::failpoint::hit("after_reply");
                 Reply::Pay(outcome)
             }
+            Effect::FastOpen {
+                partner_reference_no,
+                amount,
+            } => {
+                let r = st.fast_open_admit(&partner_reference_no, amount);
+                if r.is_ok() {
+                    run.fast_open = Some(partner_reference_no);
+                }
+                Reply::FastOpen(r)
+            }
             Effect::OpenGate => {
+                run.timings.decision_us = self.since(run.started);
                 let r = self.relay.open().map_err(|e| e.to_string());
                 run.timings.relay_us = self.since(t);
                 if r.is_ok() {
@@ -245,6 +275,9 @@ impl Lane {
                 Reply::Gate(r)
             }
             Effect::Settle(s) => {
+                if run.timings.decision_us == 0 {
+                    run.timings.decision_us = self.since(run.started);
+                }
                 let reply = self.settle(s).await;
                 run.timings.settle_us = self.since(t);
                 reply
@@ -300,29 +333,42 @@ impl Lane {
     }
 
     /// Sends the payment in its own task, so that a reply after the deadline is still
-    /// journaled; waits for it until `deadline`.
-    async fn pay(
-        &self,
-        request: TapPayment,
-        deadline: Duration,
-        run: &mut Run,
-    ) -> Option<PayOutcome> {
-        let (tx, mut rx) = tokio::sync::oneshot::channel();
-        let payments = self.station.ports.payments.clone();
+    /// journaled (and the aggregator's health told of it).
+    fn send(&self, request: TapPayment, deadline: Duration, run: &mut Run) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let st = self.station.clone();
+        st.payment_sent();
         tokio::spawn(async move {
-            let outcome = payments.pay(&request).await;
+            let outcome = st.ports.payments.pay(&request).await;
+            st.payment_answered(&outcome);
             let _ = tx.send(outcome);
         });
-        match tokio::time::timeout(deadline, &mut rx).await {
-            Ok(Ok(o)) => Some(o),
-            Ok(Err(_)) => Some(PayOutcome::Unknown {
-                response_code: None,
-                reason: "payment task ended without a result".into(),
-            }),
-            Err(_) => {
-                run.late = Some(rx);
-                None
+        run.late = Some(rx);
+        run.pay_deadline = Some(tokio::time::Instant::now() + deadline);
+    }
+
+    /// Waits for the payment sent by [`Lane::send`] until its deadline, or only `wait` when
+    /// given; `None`: no answer by then (the receiver stays in `run` for the late reply).
+    async fn await_pay(&self, wait: Option<Duration>, run: &mut Run) -> Option<PayOutcome> {
+        let deadline = run.pay_deadline.unwrap_or_else(tokio::time::Instant::now);
+        let until = match wait {
+            Some(w) => deadline.min(tokio::time::Instant::now() + w),
+            None => deadline,
+        };
+        let rx = run.late.as_mut()?;
+        match tokio::time::timeout_at(until, rx).await {
+            Ok(Ok(o)) => {
+                run.late = None;
+                Some(o)
             }
+            Ok(Err(_)) => {
+                run.late = None;
+                Some(PayOutcome::Unknown {
+                    response_code: None,
+                    reason: "payment task ended without a result".into(),
+                })
+            }
+            Err(_) => None,
         }
     }
 
@@ -343,7 +389,13 @@ impl Lane {
         let st = &self.station;
         let mut r = end.report;
         run.timings.total_us = self.since(run.started);
+        if run.timings.decision_us == 0 {
+            run.timings.decision_us = run.timings.total_us;
+        }
         r.timings = run.timings;
+        if let (Some(false), Some(pref)) = (end.fast_open, run.fast_open.take()) {
+            st.fast_open_withdraw(&pref);
+        }
         if let Some(k) = &end.passed_pan_key {
             self.debouncer
                 .lock()
@@ -403,6 +455,29 @@ impl Lane {
                     reason = %why,
                     "the line did not answer in time: this tap used what the station knows")
             }
+            Notice::FastOpened { amount } => {
+                self.station
+                    .metrics
+                    .inc("tapgate_fast_opens_total", &[("lane", lane)]);
+                tracing::info!(target: "tapgate::fast_open", lane = %lane, fare_ref = %fare_ref,
+                    amount = amount.0, "gate fast-opened before the aggregator answered");
+            }
+            Notice::FastOpenRefused(why) => {
+                self.station.metrics.inc(
+                    "tapgate_fast_open_refused_total",
+                    &[("lane", lane), ("reason", why.as_str())],
+                );
+                tracing::info!(target: "tapgate::fast_open", lane = %lane, fare_ref = %fare_ref,
+                    reason = why.as_str(), "{why}; the tap waits for the answer");
+            }
+            Notice::UnpaidRefused(owed) => {
+                self.station
+                    .metrics
+                    .inc("tapgate_taps_refused_unpaid_total", &[("lane", lane)]);
+                tracing::warn!(target: "tapgate::fast_open", lane = %lane,
+                    owed = owed.amount.0, entries = owed.count,
+                    "tap-in refused: the passenger is on the unpaid list");
+            }
             Notice::RecordFailed(e) => {
                 // The row stays as it was: the reconciler resolves it by query.
                 tracing::error!(lane = %lane, fare_ref = %fare_ref, error = %e,
@@ -433,14 +508,19 @@ async fn record_late_reply(st: &StationCore, lane: &str, late: &LateReply, o: &P
         .record(partner_ref.to_string(), transitions)
         .await
     {
-        Ok(row) => tracing::info!(
-            target: "tapgate::fare",
-            lane,
-            fare_ref = partner_ref,
-            state = row.as_ref().map_or("-", |r| r.state.as_str()),
-            response_code = code.as_deref().unwrap_or("-"),
-            "late payment reply journaled"
-        ),
+        Ok(row) => {
+            tracing::info!(
+                target: "tapgate::fare",
+                lane,
+                fare_ref = partner_ref,
+                state = row.as_ref().map_or("-", |r| r.state.as_str()),
+                response_code = code.as_deref().unwrap_or("-"),
+                "late payment reply journaled"
+            );
+            if let Some(row) = &row {
+                st.fast_open_resolved(row);
+            }
+        }
         Err(e) => tracing::error!(lane, fare_ref = partner_ref, error = %e,
             "journal write of a late reply failed; the reconciler will resolve it"),
     }

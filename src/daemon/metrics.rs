@@ -63,6 +63,34 @@ fn help(name: &str) -> (&'static str, &'static str) {
             "counter",
             "Aggregator answers naming another amount than the payment's (ATTENTION).",
         ),
+        "tapgate_fast_opens_total" => (
+            "counter",
+            "Gates opened before the aggregator answered ([policy.fast_open]).",
+        ),
+        "tapgate_fast_open_refused_total" => (
+            "counter",
+            "Taps with no answer within wait_ms that fast open refused (exposure_cap, degraded).",
+        ),
+        "tapgate_fast_opens_unpaid_total" => (
+            "counter",
+            "Fast-opened payments that ended unpaid (the passenger is on the unpaid list).",
+        ),
+        "tapgate_fast_opens_unpaid_rupiah_total" => (
+            "counter",
+            "Rupiah of fast-opened payments that ended unpaid.",
+        ),
+        "tapgate_fast_open_exposure_rupiah" => (
+            "gauge",
+            "Rupiah opened for and not yet confirmed by the aggregator.",
+        ),
+        "tapgate_fast_open_degraded" => (
+            "gauge",
+            "1 while fast open is off because the aggregator has stopped answering.",
+        ),
+        "tapgate_taps_refused_unpaid_total" => (
+            "counter",
+            "Tap-ins refused because the passenger is on the unpaid list.",
+        ),
         _ => ("untyped", "tapgate metric."),
     }
 }
@@ -81,6 +109,12 @@ impl Metrics {
     pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)]) {
         let key = (name, own(labels));
         *self.lock().counters.entry(key).or_insert(0) += 1;
+    }
+
+    /// Adds `n` to a counter.
+    pub fn add(&self, name: &'static str, labels: &[(&'static str, &str)], n: u64) {
+        let key = (name, own(labels));
+        *self.lock().counters.entry(key).or_insert(0) += n;
     }
 
     /// Sets a gauge.

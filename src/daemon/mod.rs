@@ -1,6 +1,7 @@
 //! The daemon: the station context, lanes (the pipeline of one tap), the reconciler, and
 //! assembly from a config file.
 
+pub mod fast_open;
 pub mod gate;
 pub mod lane;
 pub mod line;

@@ -456,14 +456,18 @@ impl Reconciler {
             let to = last.to;
             let reason = last.reason.clone().unwrap_or_default();
             let pref = row.partner_reference_no.clone();
-            let applied = st.ports.ops.record(pref, ts).await;
-            if let Err(e) = applied {
-                if e.is_storage_fault() {
-                    return Err(e);
+            match st.ports.ops.record(pref, ts).await {
+                Ok(written) => {
+                    if let Some(w) = &written {
+                        st.fast_open_resolved(w);
+                    }
                 }
-                tracing::error!(target: "tapgate::fare", fare_ref = %row.partner_reference_no,
-                    error = %e, "journal refused the reconciler's transition");
-                continue;
+                Err(e) if e.is_storage_fault() => return Err(e),
+                Err(e) => {
+                    tracing::error!(target: "tapgate::fare", fare_ref = %row.partner_reference_no,
+                        error = %e, "journal refused the reconciler's transition");
+                    continue;
+                }
             }
             if to != row.state {
                 tracing::info!(target: "tapgate::fare", fare_ref = %row.partner_reference_no,
@@ -618,6 +622,7 @@ mod tests {
             created_at_ms: 0,
             updated_at_ms: 0,
             journey_id: None,
+            fast_opened: false,
         }
     }
 

@@ -638,6 +638,7 @@ mod tests {
             (Duplicate, Signal::Declined),
             (Passback, Signal::Declined),
             (JournalUnavailable, Signal::Declined),
+            (Unpaid, Signal::Declined),
         ] {
             assert_eq!(signal_for(outcome), signal, "{outcome:?}");
         }

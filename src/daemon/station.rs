@@ -251,6 +251,8 @@ pub struct StationCore {
     pub(crate) inflight: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Passenger keys with a tap in progress at some lane of this process.
     passengers: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Fast open's exposure ledger and the aggregator's health, shared by the lanes.
+    pub(crate) fast_open: Mutex<crate::fare::fast_open::Exposure>,
 }
 
 /// A station with its real parts: the SQLite journal and the SNAP aggregator behind the
@@ -300,6 +302,11 @@ impl Station {
         passenger_key: PassengerKey,
         line: Option<Arc<crate::daemon::line::LineLink>>,
     ) -> Arc<Station> {
+        let unconfirmed = journal.unconfirmed_fast_opens().unwrap_or_else(|e| {
+            tracing::error!(target: "tapgate::fast_open", error = %e,
+                "could not read the unconfirmed fast opens: exposure starts at zero");
+            Vec::new()
+        });
         let journal = JournalHandle::new(journal);
         let aggregator = Arc::new(aggregator);
         let ports = Ports {
@@ -308,8 +315,10 @@ impl Station {
             ops: Arc::new(journal.clone()),
             line: line.clone().map(|l| l as Arc<dyn crate::ports::LinePort>),
         };
+        let core = StationCore::new(config, clock, passenger_key, ports);
+        core.fast_open_restore(&unconfirmed);
         Arc::new(Station {
-            core: StationCore::new(config, clock, passenger_key, ports),
+            core,
             journal,
             aggregator,
             line,
@@ -333,7 +342,6 @@ impl StationCore {
         let passage_window = std::time::Duration::from_millis(config.policy.passage_window_ms);
         Arc::new(StationCore {
             tariff: Arc::new(Tariff::from_config(&config.tariff)),
-            config,
             clock,
             passenger_key,
             ports,
@@ -342,6 +350,10 @@ impl StationCore {
             monitor: Mutex::new(crate::relay::inputs::GateMonitor::new(passage_window)),
             inflight: tokio::sync::Mutex::new(Vec::new()),
             passengers: Arc::new(Mutex::new(std::collections::HashSet::new())),
+            fast_open: Mutex::new(crate::fare::fast_open::Exposure::new(
+                &config.policy.fast_open,
+            )),
+            config,
         })
     }
 

@@ -26,6 +26,7 @@ mod outbox;
 mod reader;
 pub mod retention;
 pub mod schema;
+mod unpaid;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,11 +41,12 @@ pub use outbox::{OutboxRow, OutboxStats};
 pub use reader::{JournalReader, StateCounts, FULL_COUNT_EVERY};
 pub use tapgate_core::journal::{
     allowed, apply, validate_new, EventRow, FoundJourney, JourneyClose, JourneyRow, JourneyState,
-    NewOp, OpFilter, OpKind, OpRow, Rejection, TapBlock, TapClaim, TapDecision, TapStart,
+    NewOp, OpFilter, OpKind, OpRow, Owed, Rejection, TapBlock, TapClaim, TapDecision, TapStart,
     Transition, TransitionError, MAX_REASON_CHARS,
 };
 pub use tapgate_core::journal::{model, rules};
 pub use tapgate_core::journal::{ElsewhereClose, JourneyEvent, JourneyEventKind, LineWrites};
+pub use unpaid::{ClearOutcome, UnpaidEntry};
 
 use crate::fare::{Direction, OpState, Rupiah};
 use crate::flow::JourneyChange;
@@ -69,7 +71,7 @@ fn non_final_sql() -> String {
 const OP_COLUMNS: &str = "partner_reference_no, kind, lane, direction, station_id, amount, \
      pan_key, pan_masked, nns, state, reference_no, response_code, gate_opened, reason, \
      attempts, next_attempt_at_ms, refund_no, refund_amount, created_at_ms, updated_at_ms, \
-     journey_id";
+     journey_id, fast_opened";
 
 const JOURNEY_COLUMNS: &str =
     "id, pan_key, entry_station, tap_in_ref, tap_out_ref, state, fare, opened_at_ms, closed_at_ms";
@@ -392,6 +394,9 @@ impl Journal {
             ],
         )
         .ctx("updating a fare operation")?;
+        if cur.fast_opened && next.state == OpState::Declined && cur.state != OpState::Declined {
+            unpaid::insert_in(tx, &next, t.at_ms)?;
+        }
         let detail = rules::describe_change(cur, &next);
         insert_event(
             tx,
@@ -496,15 +501,22 @@ impl Journal {
         journey: Option<&JourneyChange>,
         partner_ref: &str,
         transitions: &[Transition],
+        fast_opened: bool,
     ) -> Settled {
-        match self.settle_in_one(journey, partner_ref, transitions) {
+        match self.settle_in_one(journey, partner_ref, transitions, fast_opened) {
             Ok(s) => s,
             Err(lost) => {
                 tracing::warn!(error = %lost,
                     "the tap's settlement could not commit as one transaction: writing its parts apart");
+                let journey = journey.map_or(Ok(()), |c| self.change_journey(c));
+                let marked = if fast_opened {
+                    unpaid::mark_fast_opened(&self.conn, partner_ref)
+                } else {
+                    Ok(())
+                };
                 Settled {
-                    journey: journey.map_or(Ok(()), |c| self.change_journey(c)),
-                    record: self.record(partner_ref, transitions),
+                    journey,
+                    record: marked.and_then(|()| self.record(partner_ref, transitions)),
                 }
             }
         }
@@ -517,6 +529,7 @@ impl Journal {
         journey: Option<&JourneyChange>,
         partner_ref: &str,
         transitions: &[Transition],
+        fast_opened: bool,
     ) -> Result<Settled, JournalError> {
         let station = self.line_station.clone();
         let mut tx = self
@@ -527,10 +540,16 @@ impl Journal {
             None => Ok(()),
             Some(c) => in_savepoint(&mut tx, |sp| change_journey_in(sp, c, station.as_deref()))?,
         };
-        let record = if transitions.is_empty() {
+        let record = if transitions.is_empty() && !fast_opened {
             Ok(None)
         } else {
             in_savepoint(&mut tx, |sp| {
+                if fast_opened {
+                    unpaid::mark_fast_opened(sp, partner_ref)?;
+                }
+                if transitions.is_empty() {
+                    return Ok(None);
+                }
                 transitions_in(sp, partner_ref, transitions).map(Some)
             })?
         };
@@ -1128,6 +1147,11 @@ fn tap_block(conn: &Connection, claim: &TapClaim) -> Result<Option<TapBlock>, Jo
             partner_reference_no,
         }));
     }
+    if claim.check_unpaid {
+        if let Some(owed) = unpaid::owed_in(conn, &claim.pan_key)? {
+            return Ok(Some(TapBlock::Unpaid(owed)));
+        }
+    }
     if claim.passed_since_ms >= claim.now_ms {
         return Ok(None);
     }
@@ -1367,6 +1391,7 @@ fn parse_op(row: &Row<'_>) -> Result<OpRow, RowError> {
         created_at_ms: col(row, 18, "created_at_ms", k)?,
         updated_at_ms: col(row, 19, "updated_at_ms", k)?,
         journey_id: col(row, 20, "journey_id", k)?,
+        fast_opened: col::<i64>(row, 21, "fast_opened", k)? == 1,
     })
 }
 

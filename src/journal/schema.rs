@@ -14,7 +14,7 @@ use super::error::{DbContext, JournalError};
 pub const APPLICATION_ID: i64 = 0x5441_5047;
 
 /// The ordered migrations; index `i` takes a journal from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -154,6 +154,36 @@ ALTER TABLE fare_ops ADD COLUMN converged_at_ms INTEGER;
 ALTER TABLE fare_ops ADD COLUMN converged_with TEXT;
 CREATE INDEX fare_ops_to_converge ON fare_ops(created_at_ms)
     WHERE entry_unknown = 1 AND converged_at_ms IS NULL;
+"#;
+
+// Fast open (version 5): an operation whose gate opened before the aggregator answered is
+// marked fast_opened; while it is PENDING or UNKNOWN its amount is the station's exposure. One
+// that ends DECLINED leaves an entry on the unpaid list, in the same transaction. Entries do
+// not reference fare_ops: retention may prune the operation, the debt stays until cleared.
+// line_synced = 0 while the line's shared store has not yet been told of the entry or of its
+// clearing.
+const V5: &str = r#"
+ALTER TABLE fare_ops ADD COLUMN fast_opened INTEGER NOT NULL DEFAULT 0
+    CHECK (fast_opened IN (0, 1));
+CREATE INDEX fare_ops_fast_open_unconfirmed ON fare_ops(created_at_ms)
+    WHERE fast_opened = 1 AND state IN ('PENDING', 'UNKNOWN');
+
+CREATE TABLE unpaid (
+    partner_reference_no TEXT    PRIMARY KEY NOT NULL,
+    pan_key              TEXT    NOT NULL,
+    pan_masked           TEXT    NOT NULL,
+    nns                  TEXT    NOT NULL,
+    station              TEXT    NOT NULL,
+    direction            TEXT    NOT NULL CHECK (direction IN ('in', 'out')),
+    amount               INTEGER NOT NULL CHECK (amount > 0),
+    at_ms                INTEGER NOT NULL,
+    reason               TEXT    NOT NULL,
+    cleared_at_ms        INTEGER,
+    cleared_by           TEXT,
+    line_synced          INTEGER NOT NULL DEFAULT 0 CHECK (line_synced IN (0, 1))
+) STRICT;
+CREATE INDEX unpaid_owed_by_passenger ON unpaid(pan_key) WHERE cleared_at_ms IS NULL;
+CREATE INDEX unpaid_to_sync ON unpaid(at_ms) WHERE line_synced = 0;
 "#;
 
 /// What a file's header says about it.

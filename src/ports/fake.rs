@@ -43,6 +43,7 @@ struct Tables {
     slow: HashMap<JournalCall, Duration>,
     line_events: Vec<JourneyEvent>,
     entry_unknown: Vec<String>,
+    unpaid: Vec<OpRow>,
 }
 
 /// The journal in memory, with its rules.
@@ -72,6 +73,7 @@ fn new_row(op: &NewOp) -> OpRow {
         created_at_ms: op.created_at_ms,
         updated_at_ms: op.created_at_ms,
         journey_id: op.journey_id,
+        fast_opened: false,
     }
 }
 
@@ -97,6 +99,17 @@ impl Tables {
             return Some(TapBlock::InFlight {
                 partner_reference_no: o.partner_reference_no.clone(),
             });
+        }
+        let owed: Vec<&OpRow> = self
+            .unpaid
+            .iter()
+            .filter(|o| o.pan_key == c.pan_key)
+            .collect();
+        if c.check_unpaid && !owed.is_empty() {
+            return Some(TapBlock::Unpaid(crate::journal::Owed {
+                amount: Rupiah(owed.iter().map(|o| o.amount.0).sum()),
+                count: u32::try_from(owed.len()).unwrap_or(u32::MAX),
+            }));
         }
         if c.passed_since_ms >= c.now_ms {
             return None;
@@ -222,6 +235,9 @@ impl Tables {
                 },
             })?;
         }
+        if row.fast_opened && row.state == OpState::Declined && self.ops[i].state != row.state {
+            self.unpaid.push(row.clone());
+        }
         self.ops[i] = row.clone();
         Ok(Some(row))
     }
@@ -312,6 +328,11 @@ impl MemJournal {
     /// The events written for the line (journeys this journal does not hold).
     pub fn line_events(&self) -> Vec<JourneyEvent> {
         self.lock().line_events.clone()
+    }
+
+    /// The unpaid list: fast-opened operations that ended unpaid, as they ended.
+    pub fn unpaid(&self) -> Vec<OpRow> {
+        self.lock().unpaid.clone()
     }
 
     /// The operations marked as exits whose entry only the line could tell.
@@ -500,6 +521,15 @@ impl OpJournal for MemJournal {
                 Some(c) => t.change(c),
                 None => Ok(()),
             };
+            if s.fast_opened {
+                if let Some(o) = t
+                    .ops
+                    .iter_mut()
+                    .find(|o| o.partner_reference_no == s.partner_reference_no)
+                {
+                    o.fast_opened = true;
+                }
+            }
             let record = t.record(s.partner_reference_no, s.transitions);
             Settled { journey, record }
         })

@@ -125,7 +125,12 @@ impl OpJournal for JournalHandle {
         Box::pin(async move {
             let r = self
                 .run(move |j| {
-                    Ok(j.settle_tap(s.journey.as_ref(), &s.partner_reference_no, &s.transitions))
+                    Ok(j.settle_tap(
+                        s.journey.as_ref(),
+                        &s.partner_reference_no,
+                        &s.transitions,
+                        s.fast_opened,
+                    ))
                 })
                 .await;
             r.unwrap_or_else(|e| Settled {

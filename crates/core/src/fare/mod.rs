@@ -3,13 +3,14 @@
 
 use std::fmt;
 
+pub mod fast_open;
 pub mod policy;
 pub mod settings;
 pub mod tariff;
 
 pub use settings::{
-    AntiPassback, PolicyConfig, StaleJourney, TariffConfig, TariffError, UnknownAtExit,
-    UnreachableAtExit, MAX_FARE,
+    AntiPassback, FastOpenConfig, PolicyConfig, StaleJourney, TariffConfig, TariffError,
+    UnknownAtExit, UnreachableAtExit, MAX_FARE,
 };
 
 /// An amount in whole Indonesian rupiah. IDR has no minor unit in practice; the wire carries

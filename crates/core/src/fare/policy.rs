@@ -38,6 +38,9 @@ pub enum TapOutcome {
     JournalUnavailable,
     /// Free-exit (emergency) mode: no validation, gates held open.
     FreeExit,
+    /// Tap-in refused: a fast-opened payment of this passenger ended unpaid and is on the
+    /// unpaid list until staff clear it. Exits are never refused for it.
+    Unpaid,
 }
 
 impl TapOutcome {
@@ -57,6 +60,7 @@ impl TapOutcome {
             TapOutcome::Passback => "passback",
             TapOutcome::JournalUnavailable => "journal_unavailable",
             TapOutcome::FreeExit => "free_exit",
+            TapOutcome::Unpaid => "unpaid",
         }
     }
 }
@@ -250,6 +254,7 @@ mod tests {
             max_trip_minutes: 240,
             stale_journey: StaleJourney::MaxFare,
             passage_window_ms: 8000,
+            fast_open: Default::default(),
         }
     }
 

@@ -191,6 +191,65 @@ pub struct PolicyConfig {
     /// Milliseconds; only meaningful with a passage input.
     #[serde(default = "default_passage_window_ms")]
     pub passage_window_ms: u64,
+    /// `[policy.fast_open]`: open before the aggregator answers, within limits.
+    #[serde(default)]
+    pub fast_open: FastOpenConfig,
+}
+
+/// `[policy.fast_open]`: when the aggregator has not answered within `wait_ms`, open the gate
+/// anyway if the passenger owes nothing, the issuer is allowed, the station's unconfirmed
+/// exposure stays within `exposure_cap` and the aggregator has been answering. The payment
+/// goes on and is reconciled as any other; one that ends unpaid puts the passenger on the
+/// unpaid list. Off by default: strict mode waits for the answer.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FastOpenConfig {
+    /// Turn fast open on.
+    #[serde(default)]
+    pub enabled: bool,
+    /// How long to wait for the answer before opening without it. Milliseconds.
+    #[serde(default = "default_fast_open_wait_ms")]
+    pub wait_ms: u64,
+    /// The most the station may have opened for without confirmation, whole rupiah.
+    #[serde(default = "default_exposure_cap")]
+    pub exposure_cap: u64,
+    /// The issuers (NNS, 8 digits) whose passengers may be fast-opened; empty: every issuer.
+    #[serde(default)]
+    pub issuers: Vec<String>,
+    /// No answer from the aggregator for this long turns fast open off until it answers
+    /// again. Milliseconds.
+    #[serde(default = "default_degraded_after_ms")]
+    pub degraded_after_ms: u64,
+}
+
+impl Default for FastOpenConfig {
+    fn default() -> Self {
+        FastOpenConfig {
+            enabled: false,
+            wait_ms: default_fast_open_wait_ms(),
+            exposure_cap: default_exposure_cap(),
+            issuers: Vec::new(),
+            degraded_after_ms: default_degraded_after_ms(),
+        }
+    }
+}
+
+impl FastOpenConfig {
+    /// Whether a passenger of issuer `nns` may be fast-opened at all (before the exposure and
+    /// the aggregator's health are looked at).
+    pub fn covers(&self, nns: &str) -> bool {
+        self.enabled && (self.issuers.is_empty() || self.issuers.iter().any(|i| i == nns))
+    }
+}
+
+fn default_fast_open_wait_ms() -> u64 {
+    100
+}
+fn default_exposure_cap() -> u64 {
+    100_000
+}
+fn default_degraded_after_ms() -> u64 {
+    5_000
 }
 
 fn default_passage_window_ms() -> u64 {
@@ -208,6 +267,7 @@ impl Default for PolicyConfig {
             max_trip_minutes: default_max_trip_minutes(),
             stale_journey: StaleJourney::default(),
             passage_window_ms: default_passage_window_ms(),
+            fast_open: FastOpenConfig::default(),
         }
     }
 }

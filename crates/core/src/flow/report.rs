@@ -22,6 +22,8 @@ pub struct Timings {
     pub relay_us: u64,
     /// Journal write after the decision.
     pub settle_us: u64,
+    /// From the decoded payload to the gate's decision (open or not), before the relay.
+    pub decision_us: u64,
     /// From the decoded payload to the decision.
     pub total_us: u64,
 }
@@ -63,6 +65,10 @@ pub struct TapReport {
     pub response_code: Option<String>,
     /// Human explanation for the technician.
     pub message: String,
+    /// The gate opened before the aggregator answered (`[policy.fast_open]`): the payment
+    /// goes on after the passenger has passed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fast_open: bool,
     /// Stage timings.
     pub timings: Timings,
 }
@@ -89,6 +95,7 @@ impl TapReport {
             pan_masked: None,
             response_code: None,
             message: message.into(),
+            fast_open: false,
             timings: Timings::default(),
         }
     }

@@ -9,7 +9,10 @@
 //! 1. `Claim`: this passenger is not the same tap seen again (debounce, another lane).
 //! 2. `Begin`: the passenger's open journey is read, the fare planned and the operation
 //!    journaled `PENDING`, in one transaction of the journal (write before send).
-//! 3. `Pay`: the aggregator is asked, up to the decision deadline.
+//! 3. `Pay`: the aggregator is asked, up to the decision deadline. Under
+//!    `[policy.fast_open]` the flow waits only `wait_ms`; with no answer by then it asks for
+//!    `FastOpen` (the station's exposure and the aggregator's health), and either opens with
+//!    the payment still going on, or goes back to waiting (`AwaitPay`) as in strict mode.
 //! 4. `OpenGate`: only when the verdict says so.
 //! 5. `Settle`: the journey opened or closed and the payment's result recorded, in one
 //!    journal transaction (each part keeping its own result).
@@ -26,12 +29,13 @@ use super::settle::{
     in_flight_window_ms, late_reply_window_ms, learned_from, pay_result, plan_transitions, Learned,
 };
 use crate::cpm;
+use crate::fare::fast_open::FastOpenRefusal;
 use crate::fare::policy::{self, OpenJourney, PayResult, Plan, TapOutcome, Verdict};
 use crate::fare::settings::PolicyConfig;
 use crate::fare::tariff::{FareRule, Tariff};
 use crate::fare::{Direction, Rupiah};
 use crate::journal::{
-    FoundJourney, JourneyClose, JourneyEvent, JourneyEventKind, LineWrites, NewOp, OpKind,
+    FoundJourney, JourneyClose, JourneyEvent, JourneyEventKind, LineWrites, NewOp, OpKind, Owed,
     TapBlock, TapClaim, TapDecision, TapStart, Transition,
 };
 
@@ -288,6 +292,9 @@ pub struct Settlement {
     pub partner_reference_no: String,
     /// Its transitions.
     pub transitions: Vec<Transition>,
+    /// The gate opened before the aggregator answered: the journal marks the operation, so
+    /// that an unpaid end puts the passenger on the unpaid list.
+    pub fast_opened: bool,
 }
 
 /// An effect for the executor to carry out.
@@ -316,13 +323,29 @@ pub enum Effect {
     /// Journal the tap ([`Reply::Begin`]).
     Begin(BeginTap),
     /// Send the payment; answer with [`Reply::Pay`] by `deadline`, or `None` when it passed
-    /// (the payment keeps going: its late reply is [`TapEnd::late`]'s business).
+    /// (the payment keeps going: its late reply is [`TapEnd::late`]'s business). With `wait`,
+    /// answer `None` already when `wait` has passed with no answer: the payment keeps going,
+    /// and [`Effect::AwaitPay`] may follow.
     Pay {
         /// The payment.
         request: TapPayment,
         /// The decision deadline.
         deadline: Duration,
+        /// Fast open's wait (shorter than the deadline).
+        wait: Option<Duration>,
     },
+    /// May this tap open before its answer? The station's unconfirmed exposure and the
+    /// aggregator's health decide ([`Reply::FastOpen`]); a grant counts `amount` as exposure
+    /// until the payment's result is known.
+    FastOpen {
+        /// The payment.
+        partner_reference_no: String,
+        /// Its amount.
+        amount: Rupiah,
+    },
+    /// Go on waiting for the payment sent by the last [`Effect::Pay`], until its deadline
+    /// ([`Reply::Pay`]).
+    AwaitPay,
     /// Pulse the relay ([`Reply::Gate`]).
     OpenGate,
     /// Write the result ([`Reply::Settle`]).
@@ -349,8 +372,11 @@ pub enum Reply {
     Lookup(LineView),
     /// For [`Effect::Begin`]; `Err` is the journal's error, for the technician.
     Begin(Result<TapStart<Planned, TapOutcome>, String>),
-    /// For [`Effect::Pay`]; `None`: no answer by the deadline.
+    /// For [`Effect::Pay`] and [`Effect::AwaitPay`]; `None`: no answer by the deadline (or
+    /// by the wait).
     Pay(Option<PayOutcome>),
+    /// For [`Effect::FastOpen`].
+    FastOpen(Result<(), FastOpenRefusal>),
     /// For [`Effect::OpenGate`].
     Gate(Result<(), String>),
     /// For [`Effect::Settle`]: the journey's write, then the operation's.
@@ -382,6 +408,15 @@ pub enum Notice {
     RecordFailed(String),
     /// The line could not answer in time: the tap went on with the station's knowledge.
     LineUnavailable(String),
+    /// The gate opened before the aggregator answered.
+    FastOpened {
+        /// The amount now unconfirmed.
+        amount: Rupiah,
+    },
+    /// No answer within the fast-open wait, and fast open was refused: the tap waited on.
+    FastOpenRefused(FastOpenRefusal),
+    /// A tap-in refused because the passenger is on the unpaid list.
+    UnpaidRefused(Owed),
 }
 
 /// A payment whose deadline passed: its reply, if it comes, is recorded with
@@ -411,6 +446,10 @@ pub struct TapEnd {
     /// no payment is in flight): the executor releases it, so that the passenger's next tap
     /// is not taken for this one.
     pub release_claim: Option<ClaimRelease>,
+    /// Fast open was granted for this tap: `Some(true)` when the gate then opened (the
+    /// exposure stands until the payment's result), `Some(false)` when the relay failed (the
+    /// executor gives the exposure back).
+    pub fast_open: Option<bool>,
 }
 
 /// A line claim to release: the journey and the claiming tap-out.
@@ -436,6 +475,8 @@ enum Stage {
     Claim,
     Lookup,
     Begin,
+    PayWait,
+    FastOpen,
     Pay,
     Gate,
     Settle,
@@ -457,6 +498,7 @@ pub struct TapFlow {
     verdict: Option<Verdict>,
     learned: Option<Learned>,
     unpaid_why: Option<&'static str>,
+    fast_open: bool,
     opened: bool,
     notices: Vec<Notice>,
 }
@@ -496,6 +538,7 @@ impl TapFlow {
             verdict: None,
             learned: None,
             unpaid_why: None,
+            fast_open: false,
             opened: false,
             notices: Vec::new(),
         };
@@ -531,7 +574,19 @@ impl TapFlow {
             (Stage::Claim, Reply::Claim(c)) => self.on_claim(c),
             (Stage::Lookup, Reply::Lookup(v)) => self.on_lookup(v),
             (Stage::Begin, Reply::Begin(r)) => self.on_begin(r),
-            (Stage::Pay, Reply::Pay(o)) => self.on_pay(o, now_ms),
+            (Stage::PayWait, Reply::Pay(None)) => {
+                self.stage = Stage::FastOpen;
+                Step::Do(Effect::FastOpen {
+                    partner_reference_no: self
+                        .report
+                        .partner_reference_no
+                        .clone()
+                        .unwrap_or_default(),
+                    amount: self.amount,
+                })
+            }
+            (Stage::PayWait | Stage::Pay, Reply::Pay(o)) => self.on_pay(o, now_ms),
+            (Stage::FastOpen, Reply::FastOpen(r)) => self.on_fast_open(r),
             (Stage::Gate, Reply::Gate(r)) => self.on_gate(r, now_ms),
             (Stage::Settle, Reply::Settle { journey, record }) => self.on_settled(journey, record),
             (stage, reply) => {
@@ -566,6 +621,7 @@ impl TapFlow {
             release_claim: self.unused_claim(),
             late,
             passed_pan_key: self.opened.then(|| self.pan_key.clone()),
+            fast_open: self.fast_open.then_some(self.opened),
         })
     }
 
@@ -656,6 +712,7 @@ impl TapFlow {
                 direction: s.direction,
                 now_ms: now,
                 passed_since_ms: now.saturating_sub(debounce),
+                check_unpaid: s.direction == Direction::In,
             },
             plan: BeginPlan {
                 settings: s.clone(),
@@ -685,6 +742,7 @@ impl TapFlow {
                         "this passenger went through a gate of this direction moments ago \
                          ({partner_reference_no}): the same tap, no second payment"
                     ),
+                    TapBlock::Unpaid(owed) => return self.refuse_unpaid(owed),
                 };
                 return self.refuse(TapOutcome::Duplicate, message);
             }
@@ -700,7 +758,15 @@ impl TapFlow {
         self.report.amount = Some(planned.amount.0);
         self.report.fare_rule = planned.rule.map(|f| f.as_str());
         self.trip = planned.trip;
-        self.stage = Stage::Pay;
+        let fo = &s.policy.fast_open;
+        let wait = (fo.wait_ms < s.policy.decision_deadline_ms
+            && fo.covers(self.report.nns.as_deref().unwrap_or_default()))
+        .then(|| Duration::from_millis(fo.wait_ms));
+        self.stage = if wait.is_some() {
+            Stage::PayWait
+        } else {
+            Stage::Pay
+        };
         Step::Do(Effect::Pay {
             request: TapPayment {
                 partner_reference_no: self.report.partner_reference_no.clone().unwrap_or_default(),
@@ -712,7 +778,55 @@ impl TapFlow {
                 tap_in: self.trip.as_ref().map(|t| t.tap_in.clone()),
             },
             deadline: Duration::from_millis(s.policy.decision_deadline_ms),
+            wait,
         })
+    }
+
+    fn refuse_unpaid(&mut self, owed: Owed) -> Step {
+        self.notices.push(Notice::UnpaidRefused(owed));
+        let message = format!(
+            "on the unpaid list: {} owed from {} fast-opened tap(s) that ended unpaid; entry \
+             refused until staff clear it (`tapgate unpaid list`)",
+            owed.amount, owed.count
+        );
+        self.refuse(TapOutcome::Unpaid, message)
+    }
+
+    /// No answer within the fast-open wait: open now when the station allowed it, else wait
+    /// on as in strict mode.
+    fn on_fast_open(&mut self, r: Result<(), FastOpenRefusal>) -> Step {
+        if let Err(why) = r {
+            self.notices.push(Notice::FastOpenRefused(why));
+            self.stage = Stage::Pay;
+            return Step::Do(Effect::AwaitPay);
+        }
+        let s = &self.settings;
+        self.fast_open = true;
+        self.timed_out = true;
+        self.notices.push(Notice::FastOpened {
+            amount: self.amount,
+        });
+        let learned = Learned {
+            result: PayResult::Unknown,
+            reference_no: None,
+            response_code: None,
+            reason: format!(
+                "fast open: no answer within {} ms, opened before the aggregator answered; \
+                 the payment goes on",
+                s.policy.fast_open.wait_ms
+            ),
+            amount_mismatch: None,
+        };
+        self.report.fast_open = true;
+        self.report.message = learned.reason.clone();
+        self.report.outcome = TapOutcome::Approved;
+        self.verdict = Some(Verdict {
+            open_gate: true,
+            outcome: TapOutcome::Approved,
+        });
+        self.learned = Some(learned);
+        self.stage = Stage::Gate;
+        Step::Do(Effect::OpenGate)
     }
 
     fn on_pay(&mut self, outcome: Option<PayOutcome>, now_ms: i64) -> Step {
@@ -833,6 +947,7 @@ impl TapFlow {
             journey,
             partner_reference_no: partner_ref,
             transitions,
+            fast_opened: self.fast_open && self.opened,
         }))
     }
 

@@ -8,6 +8,6 @@ pub mod rules;
 pub use line::{ElsewhereClose, JourneyEvent, JourneyEventKind, LineWrites};
 pub use model::{
     EventRow, FoundJourney, JourneyClose, JourneyRow, JourneyState, NewOp, OpFilter, OpKind, OpRow,
-    TapBlock, TapClaim, TapDecision, TapStart, Transition, MAX_REASON_CHARS,
+    Owed, TapBlock, TapClaim, TapDecision, TapStart, Transition, MAX_REASON_CHARS,
 };
 pub use rules::{allowed, apply, validate_new, Rejection, TransitionError};

@@ -233,6 +233,8 @@ pub struct OpRow {
     pub updated_at_ms: i64,
     /// Its journey, when linked.
     pub journey_id: Option<i64>,
+    /// The gate opened before the aggregator answered (`[policy.fast_open]`).
+    pub fast_opened: bool,
 }
 
 impl OpRow {
@@ -335,6 +337,9 @@ pub struct TapClaim {
     /// is the same tap seen by another reader (the station-wide debounce); `now_ms` or later
     /// turns the check off.
     pub passed_since_ms: i64,
+    /// Refuse the tap when the passenger is on this station's unpaid list (a tap-in whose
+    /// line did not answer, or a station without a line).
+    pub check_unpaid: bool,
 }
 
 /// Why [`super::Journal::begin_tap`] would not start a tap: another tap of the same passenger
@@ -352,6 +357,17 @@ pub enum TapBlock {
         /// The operation that opened that gate.
         partner_reference_no: String,
     },
+    /// The passenger owes fares from fast-opened payments that ended unpaid.
+    Unpaid(Owed),
+}
+
+/// What a passenger owes on the unpaid list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owed {
+    /// The sum of the uncleared entries.
+    pub amount: Rupiah,
+    /// How many entries.
+    pub count: u32,
 }
 
 /// What the caller of [`super::Journal::begin_tap`] decided, given the passenger's open

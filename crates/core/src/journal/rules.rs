@@ -367,6 +367,7 @@ mod tests {
             created_at_ms: 1,
             updated_at_ms: 1,
             journey_id: None,
+            fast_opened: false,
         }
     }
 
