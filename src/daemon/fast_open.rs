@@ -31,6 +31,13 @@ impl StationCore {
         r
     }
 
+    /// The unconfirmed exposure now, its peak since start, and whether fast open is off for
+    /// the aggregator's silence.
+    pub fn fast_open_state(&self) -> (Rupiah, Rupiah, bool) {
+        let e = self.exposure();
+        (e.total(), e.peak(), e.is_degraded())
+    }
+
     /// Counts exposure left by an earlier run (fast-opened operations still unconfirmed).
     pub fn fast_open_restore(&self, rows: &[(String, Rupiah)]) {
         let mut e = self.exposure();
