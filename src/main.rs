@@ -71,6 +71,9 @@ enum Command {
     /// The line database of line-wide journeys ([journeys] store = "postgres"): apply its
     /// schema migrations by hand (migrate), or check this gate against it (status).
     Journeys(cmd::journeys::JourneysArgs),
+    /// The unpaid list ([policy.fast_open]): passengers whose fast-opened payment ended
+    /// unpaid, refused at their next entry until cleared (list, clear KEY|MASKED-PAN).
+    Unpaid(cmd::unpaid::UnpaidArgs),
     /// Run the daemon: lanes, reconciler, metrics; under systemd with Type=notify.
     Run {
         /// The station config.
@@ -163,6 +166,7 @@ fn main() -> ExitCode {
                 .map(|()| ExitCode::SUCCESS),
             Command::Journal(args) => cmd::journal::run(args),
             Command::Journeys(args) => cmd::journeys::run(args).await,
+            Command::Unpaid(args) => cmd::unpaid::run(args),
             Command::Doctor { config } => cmd::doctor::run(&config).await,
             Command::Readers { watch } => cmd::readers(watch).await,
             Command::RelayPulse { config, lane, ms } => cmd::relay_pulse(&config, &lane, ms).await,

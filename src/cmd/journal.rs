@@ -147,15 +147,18 @@ pub enum ExportFormat {
 }
 
 /// Where the journal is and how to show times.
-struct Target {
-    path: PathBuf,
-    tz: TimeZone,
+pub(crate) struct Target {
+    pub(crate) path: PathBuf,
+    pub(crate) tz: TimeZone,
     reconciler: Option<ReconcilerConfig>,
     journal_cfg: Option<crate::config::JournalConfig>,
 }
 
 impl Target {
-    fn from_args(config: Option<&Path>, journal: Option<&Path>) -> anyhow::Result<Target> {
+    pub(crate) fn from_args(
+        config: Option<&Path>,
+        journal: Option<&Path>,
+    ) -> anyhow::Result<Target> {
         match (config, journal) {
             (Some(_), Some(_)) => bail!("give either --config or --journal, not both"),
             (None, None) => {
@@ -179,7 +182,7 @@ impl Target {
         }
     }
 
-    fn open_read_only(&self) -> anyhow::Result<Journal> {
+    pub(crate) fn open_read_only(&self) -> anyhow::Result<Journal> {
         if !self.path.exists() {
             bail!(
                 "no journal at {}: check the path (the daemon creates it on first start)",
@@ -441,7 +444,7 @@ pub fn parse_since(s: &str, now: Timestamp, tz: &TimeZone) -> anyhow::Result<Tim
 }
 
 /// How long ago `ms` was, short: `45s`, `12m`, `3h05m`, `4d02h`.
-fn age(now: Timestamp, ms: i64) -> String {
+pub(crate) fn age(now: Timestamp, ms: i64) -> String {
     let secs = now.as_millisecond().saturating_sub(ms) / 1000;
     if secs < 0 {
         return "future".into();
@@ -479,7 +482,7 @@ fn clip(s: &str, max: usize) -> String {
 /// Text from the journal as printed for a person: strings that came from outside (the
 /// aggregator's referenceNo, responseCode, messages) have their control characters escaped,
 /// so a row can neither forge lines nor drive the terminal.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     crate::escape::escape_controls(s).into_owned()
 }
 
@@ -506,17 +509,18 @@ fn print_rows(rows: &[OpRow], json: bool, now: Timestamp) -> anyhow::Result<()> 
         .max(4);
     writeln!(
         out,
-        "{:<ref_w$}  {:<lane_w$}  {:<3}  {:<14}  {:>9}  {:>7}  REASON",
-        "REF", "LANE", "DIR", "STATE", "AMOUNT", "AGE"
+        "{:<ref_w$}  {:<lane_w$}  {:<3}  {:<14}  {:<4}  {:>9}  {:>7}  REASON",
+        "REF", "LANE", "DIR", "STATE", "GATE", "AMOUNT", "AGE"
     )?;
     for r in rows {
         writeln!(
             out,
-            "{:<ref_w$}  {:<lane_w$}  {:<3}  {:<14}  {:>9}  {:>7}  {}",
+            "{:<ref_w$}  {:<lane_w$}  {:<3}  {:<14}  {:<4}  {:>9}  {:>7}  {}",
             esc(&r.partner_reference_no),
             clip(&r.lane, lane_w),
             r.direction.as_str(),
             r.state.as_str(),
+            gate_column(r),
             r.amount.0,
             age(now, r.created_at_ms),
             clip(r.reason.as_deref().unwrap_or("-"), 80),
@@ -524,6 +528,17 @@ fn print_rows(rows: &[OpRow], json: bool, now: Timestamp) -> anyhow::Result<()> 
     }
     writeln!(out, "{} operation(s)", rows.len())?;
     Ok(out.flush()?)
+}
+
+/// The list's GATE column: `fast` when the gate opened before the aggregator answered
+/// (`[policy.fast_open]`), else whether it opened.
+fn gate_column(r: &OpRow) -> &'static str {
+    match (r.fast_opened, r.gate_opened) {
+        (true, _) => "fast",
+        (false, Some(true)) => "yes",
+        (false, Some(false)) => "no",
+        (false, None) => "-",
+    }
 }
 
 /// Tells stderr how many damaged rows were skipped; returns the count.
@@ -618,8 +633,12 @@ fn write_op(out: &mut dyn std::io::Write, r: &OpRow, tz: &TimeZone) -> std::io::
         ("responseCode", opt(&r.response_code)),
         (
             "gate opened",
-            r.gate_opened
-                .map_or_else(|| "unknown".into(), |g| if g { "yes" } else { "no" }.into()),
+            match (r.fast_opened, r.gate_opened) {
+                (true, _) => "yes, fast open: before the aggregator answered".into(),
+                (false, Some(true)) => "yes".into(),
+                (false, Some(false)) => "no".into(),
+                (false, None) => "unknown".into(),
+            },
         ),
         ("reason", opt(&r.reason)),
         ("attempts", r.attempts.to_string()),

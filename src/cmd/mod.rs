@@ -10,6 +10,7 @@ pub mod journal;
 pub mod journeys;
 #[cfg(feature = "sim")]
 pub mod sim_settings;
+pub mod unpaid;
 
 use std::io::Read as _;
 use std::path::Path;

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use super::model::OpRow;
 
 /// The header line's columns, in order.
-pub const CSV_COLUMNS: [&str; 22] = [
+pub const CSV_COLUMNS: [&str; 23] = [
     "partner_reference_no",
     "kind",
     "lane",
@@ -28,6 +28,7 @@ pub const CSV_COLUMNS: [&str; 22] = [
     "created_at",
     "updated_at_ms",
     "journey_id",
+    "fast_opened",
 ];
 
 /// Writes `rows` as CSV with a header line: CRLF line ends, fields quoted when they hold a
@@ -67,6 +68,7 @@ pub fn write_csv(rows: &[OpRow], w: &mut dyn Write) -> io::Result<()> {
             created,
             r.updated_at_ms.to_string(),
             r.journey_id.map_or_else(String::new, |v| v.to_string()),
+            u8::from(r.fast_opened).to_string(),
         ];
         write_record(w, fields.into_iter())?;
     }
