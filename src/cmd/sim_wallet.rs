@@ -16,7 +16,7 @@ use crate::sim::wallet::{Wallet, WalletCredentials};
 pub enum SimAction {
     /// Pay a QRIS shown at a gate (its text, e.g. read with a QR decoder) as a linked wallet
     /// over the simulator's Linkage API, then query the payment. Exit 0 when paid.
-    PayQr(PayQrArgs),
+    PayQr(Box<PayQrArgs>),
 }
 
 /// `tapgate sim pay-qr` arguments. Defaults: the demo partner and the demo customer.
@@ -76,7 +76,7 @@ impl PayQrArgs {
 /// Runs a `tapgate sim` action.
 pub async fn run(action: SimAction) -> anyhow::Result<ExitCode> {
     match action {
-        SimAction::PayQr(args) => pay_qr(args).await,
+        SimAction::PayQr(args) => pay_qr(*args).await,
     }
 }
 
