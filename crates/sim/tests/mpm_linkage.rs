@@ -462,3 +462,48 @@ async fn every_path_may_sit_under_a_provider_prefix() {
     );
     assert_eq!(s.merchant.status("GATE-MPM-15").await, "00");
 }
+
+#[tokio::test]
+async fn the_merchants_calls_pass_the_same_caller_checks_as_cpm() {
+    let s = setup().await;
+    let tokens = s.wallet.tokens().await.unwrap();
+    let body = json!({ "partnerReferenceNo": "GATE-MPM-16", "merchantId": "MRT-JKT-DEMO",
+                       "amount": { "value": "1000.00", "currency": "IDR" } });
+    let path = tapgate_sim::SimPaths::default().mpm_generate;
+    let call = s
+        .wallet
+        .transaction_call(&path, &tokens, &body)
+        .without("Authorization-Customer");
+    let a = s
+        .wallet
+        .send(&call.clone().without("X-DEVICE-ID"))
+        .await
+        .unwrap();
+    assert_eq!(outcome(&a), (400, "4004702".into()), "{:?}", a.body);
+    let a = s
+        .wallet
+        .send(&call.clone().with_header("X-SIGNATURE", "AAAA"))
+        .await
+        .unwrap();
+    assert_eq!(outcome(&a), (401, "4014700".into()), "{:?}", a.body);
+    let a = s
+        .wallet
+        .send(&call.clone().with_header("Authorization", "Bearer stale"))
+        .await
+        .unwrap();
+    assert_eq!(outcome(&a), (401, "4014701".into()), "{:?}", a.body);
+    assert_eq!(s.wallet.send(&call).await.unwrap().code(), "2004700");
+    // The same external id twice in a day is a conflict.
+    let a = s.wallet.send(&call).await.unwrap();
+    assert_eq!(outcome(&a), (409, "4094700".into()), "{:?}", a.body);
+    let q = s
+        .merchant
+        .call(
+            &tapgate_sim::SimPaths::default().mpm_query,
+            json!({ "originalPartnerReferenceNo": "GATE-MPM-16", "merchantId": "OTHER" }),
+        )
+        .await;
+    assert_eq!(outcome(&q), (404, "4045108".into()), "{:?}", q.body);
+    let unknown = s.merchant.query("NO-SUCH-QR").await;
+    assert_eq!(outcome(&unknown), (404, "4045101".into()));
+}
