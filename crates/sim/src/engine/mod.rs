@@ -7,7 +7,9 @@
 //!
 //! One file per endpoint: `token.rs` (B2B access token), `payment.rs`, `query.rs`,
 //! `refund.rs`; `auth.rs` checks who may call a transaction endpoint and `fields.rs` reads
-//! body fields. This file holds the shared state, the counters and how faults combine with
+//! body fields. QRIS MPM: `mpm.rs` (the merchant's generate, query, refund, and the
+//! notification) and `linkage.rs` (the wallet's customer token, payment and query), with the
+//! same caller checks and field readers. This file holds the shared state, the counters and how faults combine with
 //! processing.
 
 mod auth;
