@@ -112,9 +112,14 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Run the acquirer simulator on loopback (for integration and certification rehearsals).
+    /// Run the acquirer simulator on loopback (for integration and certification rehearsals),
+    /// or with `pay-qr`, pay a gate's QRIS through it as a passenger's wallet.
     #[cfg(feature = "sim")]
+    #[command(args_conflicts_with_subcommands = true)]
     Sim {
+        /// Instead of serving: act as a wallet against a running simulator.
+        #[command(subcommand)]
+        action: Option<cmd::sim_wallet::SimAction>,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8600")]
         listen: String,
@@ -184,6 +189,12 @@ fn main() -> ExitCode {
             } => cmd::reconcile(&config, max_seconds).await,
             #[cfg(feature = "sim")]
             Command::Sim {
+                action: Some(action),
+                ..
+            } => cmd::sim_wallet::run(action).await,
+            #[cfg(feature = "sim")]
+            Command::Sim {
+                action: None,
                 listen,
                 public_key,
                 client_id,

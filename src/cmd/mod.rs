@@ -10,6 +10,8 @@ pub mod journal;
 pub mod journeys;
 #[cfg(feature = "sim")]
 pub mod sim_settings;
+#[cfg(feature = "sim")]
+pub mod sim_wallet;
 pub mod unpaid;
 
 use std::io::Read as _;

@@ -105,6 +105,8 @@ pub fn sim_paths(cfg: &AggregatorConfig) -> SimPaths {
         payment: cfg.payment_path.clone(),
         query: cfg.query_path.clone(),
         refund: cfg.refund_path.clone(),
+        // The gate's config has no MPM paths yet: the simulator's defaults.
+        ..SimPaths::default()
     }
 }
 

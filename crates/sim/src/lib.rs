@@ -30,6 +30,16 @@
 //! | `POST /sim/faults` | `{"fault":{"kind":"drop","applied":true},"service":"payment","count":2}` | 204 |
 //! | `DELETE /sim/faults` | | 204 (queue and random mode cleared) |
 //! | `POST /sim/random` | `{"seed":7,"mix":FaultMix}` | 204 |
+//! | `GET /sim/ledger/mpm` | | [`MpmLedger`]: generated QRs, Linkage payments, refunds, notifications |
+//! | `GET /sim/linkage/customers` | | `[LinkedCustomer]` (balances now) |
+//! | `POST /sim/linkage/customers` | `{"balance":50000}` | the new [`LinkedCustomer`] with its `authCode` |
+//! | `POST /sim/mpm/notifications` | `{"drop":true}` | 204 (later notifications lost, or sent again) |
+//! | `POST /sim/mpm/late` | `{"accept":true}` | 204 (later payments after a QR's validity succeed, marked late) |
+//!
+//! QRIS MPM and Linkage (see [`mpm`] and [`linkage`]): the merchant's `qr-mpm-generate`,
+//! `qr-mpm-query` and `qr-mpm-refund`, the payment notification to the merchant's callback,
+//! and the wallet's B2B2C customer token, Linkage `qr-mpm-payment` and `qr-mpm-query`, all on
+//! [`SimPaths`]; a [wallet client](wallet::Wallet) pays a QR through them.
 //!
 //! The `/sim/*` API has no authentication: bind the simulator to loopback only.
 
@@ -40,10 +50,14 @@ mod engine;
 mod faults;
 mod issuer;
 mod ledger;
+pub mod linkage;
+pub mod mpm;
+pub mod mpm_qr;
 mod passengers;
 mod qr;
 mod server;
 pub mod vphone;
+pub mod wallet;
 
 // The core's modules under their usual names, so the simulator reads like the rest of
 // tapgate (`crate::snap::sign`, `crate::cpm`).
@@ -58,6 +72,8 @@ pub use issuer::{IssuerModel, Latency};
 pub use ledger::{
     mask_pan, HoldReference, HoldState, LedgerEntry, PaymentStatus, RefundEntry, TapInfo,
 };
+pub use linkage::{LinkedCustomer, DEMO_AUTH_CODE};
+pub use mpm::{MpmConfig, MpmEntry, MpmLedger, MpmStats, MpmStatus, NotifyState};
 pub use passengers::{summarize_passengers, Passenger, PassengerTotals, Passengers};
 
 use crate::clock::{Clock, SystemClock};
@@ -83,6 +99,19 @@ pub struct SimPaths {
     pub query: String,
     /// `qr-cpm-refund`.
     pub refund: String,
+    /// QRIS MPM `qr-mpm-generate` (merchant).
+    pub mpm_generate: String,
+    /// QRIS MPM `qr-mpm-query` (merchant).
+    pub mpm_query: String,
+    /// QRIS MPM `qr-mpm-refund` (merchant).
+    pub mpm_refund: String,
+    /// B2B2C customer token (wallet, Linkage).
+    pub customer_token: String,
+    /// Linkage `qr-mpm-payment` (wallet).
+    pub linkage_payment: String,
+    /// Linkage `qr-mpm-query` (wallet). May equal [`SimPaths::mpm_query`]: a call with
+    /// `Authorization-Customer` or body `serviceCode` `54` is then the wallet's.
+    pub linkage_query: String,
 }
 
 impl Default for SimPaths {
@@ -93,20 +122,40 @@ impl Default for SimPaths {
             payment: "/v1.0/qr/qr-cpm-payment".into(),
             query: "/v1.0/qr/qr-cpm-query".into(),
             refund: "/v1.0/qr/qr-cpm-refund".into(),
+            mpm_generate: "/v1.0/qr/qr-mpm-generate".into(),
+            mpm_query: "/v1.0/qr/qr-mpm-query".into(),
+            mpm_refund: "/v1.0/qr/qr-mpm-refund".into(),
+            customer_token: "/v1.0/access-token/b2b2c".into(),
+            linkage_payment: "/v1.0/qr/qr-mpm-payment".into(),
+            linkage_query: "/v1.0/qr/qr-mpm-query".into(),
         }
     }
 }
 
 impl SimPaths {
     fn check(&self) -> Result<(), String> {
-        let all = [&self.token, &self.payment, &self.query, &self.refund];
+        let all = [
+            &self.token,
+            &self.payment,
+            &self.query,
+            &self.refund,
+            &self.mpm_generate,
+            &self.mpm_query,
+            &self.mpm_refund,
+            &self.customer_token,
+            &self.linkage_payment,
+            &self.linkage_query,
+        ];
         for (i, p) in all.iter().enumerate() {
             if !p.starts_with('/') || p.starts_with("/sim/") || p.contains(['?', '#', ' ']) {
                 return Err(format!(
                     "simulator path {p:?} must start with / and not with /sim/"
                 ));
             }
-            if all[..i].contains(p) {
+            // The merchant's and the wallet's query may share one path (told apart by the call).
+            // linkage_query comes last: anything else equal to mpm_query was refused before.
+            let shared_query = i == all.len() - 1 && *p == &self.mpm_query;
+            if all[..i].contains(p) && !shared_query {
                 return Err(format!("simulator path {p:?} is given twice"));
             }
         }
@@ -164,6 +213,8 @@ pub struct SimConfig {
     /// The aggregator's clock: token expiry, timestamp freshness, the external-id day,
     /// pending time. A [`crate::clock::ManualClock`] makes these testable without sleeping.
     pub clock: Arc<dyn Clock>,
+    /// QRIS MPM and Linkage: the merchant in the QRs, validity, notifications, late payments.
+    pub mpm: MpmConfig,
 }
 
 impl std::fmt::Debug for SimConfig {
@@ -179,6 +230,7 @@ impl std::fmt::Debug for SimConfig {
             .field("timestamp_skew_secs", &self.timestamp_skew_secs)
             .field("pending_ms", &self.pending_ms)
             .field("issuer", &self.issuer)
+            .field("mpm", &self.mpm)
             .finish_non_exhaustive()
     }
 }
@@ -214,6 +266,7 @@ impl SimConfig {
             misspelled_partner_reference: false,
             issuer: None,
             clock: Arc::new(SystemClock::new(jakarta())),
+            mpm: MpmConfig::default(),
         }
     }
 }
@@ -357,6 +410,45 @@ impl SimHandle {
         self.shared.lock().faults.queued_len()
     }
 
+    /// Every generated QRIS MPM QR and Linkage payment, statuses as of now.
+    pub fn mpm_ledger(&self) -> MpmLedger {
+        self.shared.lock().mpm_ledger()
+    }
+
+    /// The QR generated under the merchant's `partner_reference_no`.
+    pub fn mpm_entry(&self, partner_reference_no: &str) -> Option<MpmEntry> {
+        self.mpm_ledger()
+            .qrs
+            .into_iter()
+            .find(|e| e.partner_reference_no == partner_reference_no)
+    }
+
+    /// Links a new wallet customer holding `balance` rupiah; its `auth_code` gets a customer
+    /// token for Linkage payments.
+    pub fn link_customer(&self, balance: u64) -> LinkedCustomer {
+        self.shared.lock().link_customer(balance)
+    }
+
+    /// The linked customer `customer_id`, balance as of now.
+    pub fn customer(&self, customer_id: &str) -> Option<LinkedCustomer> {
+        self.shared
+            .lock()
+            .customers()
+            .into_iter()
+            .find(|c| c.customer_id == customer_id)
+    }
+
+    /// Loses every later payment notification (`true`), or sends them again (`false`).
+    pub fn drop_notifications(&self, on: bool) {
+        self.shared.lock().set_drop_notifications(on);
+    }
+
+    /// Lets later payments after a QR's validity succeed, marked late (`true`), or refuses
+    /// them as expired (`false`, the default).
+    pub fn accept_late_payments(&self, on: bool) {
+        self.shared.lock().set_accept_late_payments(on);
+    }
+
     /// Stops accepting, closes every connection (requests in flight get no answer) and waits
     /// for the server task to end.
     pub async fn shutdown(mut self) {
@@ -406,6 +498,14 @@ mod tests {
         p.query = "/sim/ledger".into();
         assert!(p.check().is_err());
         p.query = "v1/query".into();
+        assert!(p.check().is_err());
+        // Only the two MPM queries may share a path.
+        let mut p = SimPaths::default();
+        assert_eq!(p.mpm_query, p.linkage_query);
+        p.linkage_payment = p.mpm_generate.clone();
+        assert!(p.check().is_err());
+        let mut p = SimPaths::default();
+        p.mpm_refund = p.mpm_query.clone();
         assert!(p.check().is_err());
     }
 }

@@ -88,6 +88,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/sim/decline", post(decline))
         .route("/sim/faults", post(push_faults).delete(clear_faults))
         .route("/sim/random", post(random))
+        .route("/sim/ledger/mpm", get(mpm_ledger))
+        .route("/sim/linkage/customers", get(customers).post(link_customer))
+        .route("/sim/mpm/notifications", post(mpm_notifications))
+        .route("/sim/mpm/late", post(mpm_late))
         .fallback(snap)
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(shared)
@@ -159,6 +163,74 @@ async fn random(State(shared): State<Arc<Shared>>, Json(b): Json<RandomBody>) ->
     StatusCode::NO_CONTENT
 }
 
+async fn mpm_ledger(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    Json(shared.lock().mpm_ledger())
+}
+
+async fn customers(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    Json(shared.lock().customers())
+}
+
+#[derive(Deserialize)]
+struct LinkBody {
+    balance: u64,
+}
+
+async fn link_customer(
+    State(shared): State<Arc<Shared>>,
+    Json(b): Json<LinkBody>,
+) -> impl IntoResponse {
+    Json(shared.lock().link_customer(b.balance))
+}
+
+#[derive(Deserialize)]
+struct DropBody {
+    drop: bool,
+}
+
+async fn mpm_notifications(
+    State(shared): State<Arc<Shared>>,
+    Json(b): Json<DropBody>,
+) -> StatusCode {
+    shared.lock().set_drop_notifications(b.drop);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct LateBody {
+    accept: bool,
+}
+
+async fn mpm_late(State(shared): State<Arc<Shared>>, Json(b): Json<LateBody>) -> StatusCode {
+    shared.lock().set_accept_late_payments(b.accept);
+    StatusCode::NO_CONTENT
+}
+
+/// An MPM or Linkage call: answered at once (no faults on these endpoints); a payment's
+/// notification goes out on its own task.
+fn mpm_call(
+    shared: &Arc<Shared>,
+    ep: super::engine::MpmEndpoint,
+    method: &Method,
+    req: &SimRequest<'_>,
+) -> Response {
+    if method != Method::POST {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    let (reply, notification) = shared.lock().handle_mpm(ep, req);
+    let code = reply.body["responseCode"].as_str().unwrap_or_default();
+    tracing::info!(
+        service = ep.name(),
+        status = reply.status,
+        code,
+        "simulator answered"
+    );
+    if let Some(n) = notification {
+        tokio::spawn(super::mpm::deliver(shared.clone(), n));
+    }
+    json_reply(&reply)
+}
+
 /// Every path that is not `/sim/*`: the SNAP endpoints.
 async fn snap(
     State(shared): State<Arc<Shared>>,
@@ -169,6 +241,15 @@ async fn snap(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_string();
+    let mpm = shared.lock().mpm_endpoint_of(&path, &headers, &body);
+    if let Some(ep) = mpm {
+        let req = SimRequest {
+            path: &path,
+            headers: &headers,
+            body: &body,
+        };
+        return mpm_call(&shared, ep, &method, &req);
+    }
     let Some(service) = shared.lock().service_of(&path) else {
         return json_reply(&Reply {
             status: 404,

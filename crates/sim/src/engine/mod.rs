@@ -7,11 +7,15 @@
 //!
 //! One file per endpoint: `token.rs` (B2B access token), `payment.rs`, `query.rs`,
 //! `refund.rs`; `auth.rs` checks who may call a transaction endpoint and `fields.rs` reads
-//! body fields. This file holds the shared state, the counters and how faults combine with
+//! body fields. QRIS MPM: `mpm.rs` (the merchant's generate, query, refund, and the
+//! notification) and `linkage.rs` (the wallet's customer token, payment and query), with the
+//! same caller checks and field readers. This file holds the shared state, the counters and how faults combine with
 //! processing.
 
 mod auth;
 mod fields;
+mod linkage;
+mod mpm;
 mod payment;
 mod query;
 mod refund;
@@ -31,7 +35,11 @@ use serde_json::{json, Value};
 
 use super::faults::{Fault, FaultPlan, Service};
 use super::ledger::{Ledger, LedgerEntry};
+use super::linkage::Customers;
+use super::mpm::{MpmBook, MpmStats};
 use super::SimConfig;
+
+pub(crate) use mpm::MpmEndpoint;
 
 /// Counters of everything the simulator saw, rejections by kind. A correct client causes no
 /// rejection of the kinds summed by [`SimStats::protocol_violations`].
@@ -91,6 +99,11 @@ pub struct SimStats {
     pub faults_injected: u64,
     /// The most recent rejections and warnings, oldest first (at most 64).
     pub recent: Vec<Note>,
+    /// QRIS MPM and Linkage calls and outcomes. Their rejections are counted above by kind
+    /// and noted under the CPM service of the same kind (generate and Linkage payment as
+    /// `payment`, the customer token as `token`), the detail starting with the endpoint.
+    #[serde(default)]
+    pub mpm: MpmStats,
 }
 
 impl SimStats {
@@ -224,13 +237,20 @@ pub(crate) struct Engine {
     pub(crate) faults: FaultPlan,
     stats: SimStats,
     rng: StdRng,
+    /// QRIS MPM: generated QRs, Linkage payments, refunds.
+    mpm: MpmBook,
+    /// Linkage: the linked wallet customers and their tokens.
+    customers: Customers,
 }
 
 impl Engine {
     pub(crate) fn new(cfg: SimConfig) -> Engine {
         let mut faults = FaultPlan::default();
         faults.set_issuer(cfg.issuer.clone());
+        let customers = Customers::with_demo(cfg.mpm.demo_customer_balance);
         Engine {
+            mpm: MpmBook::default(),
+            customers,
             cfg,
             tokens: HashMap::new(),
             external_ids: HashMap::new(),
@@ -314,6 +334,13 @@ impl Engine {
     }
 
     fn rejected(&mut self, service: Service, r: Reject) -> Reply {
+        self.rejected_as(service.code(), service, "", r)
+    }
+
+    /// A rejection answered with service code `code2` in its `responseCode`, counted by kind
+    /// and noted under `noted_as` with `endpoint` leading the detail (the MPM and Linkage
+    /// endpoints have codes of their own but share the CPM counters).
+    fn rejected_as(&mut self, code2: &str, noted_as: Service, endpoint: &str, r: Reject) -> Reply {
         let s = &mut self.stats;
         *match r.kind {
             Kind::Signature => &mut s.signature_failures,
@@ -330,13 +357,18 @@ impl Engine {
             Kind::NotFound => &mut s.not_found,
             Kind::Refund => &mut s.refund_rejections,
         } += 1;
-        let c = code(r.status, service, r.case);
+        let c = format!("{}{code2}{}", r.status, r.case);
         let message = if r.detail.is_empty() || r.kind == Kind::Decline {
             r.message.to_string()
         } else {
             format!("{} {}", r.message, r.detail)
         };
-        self.note(service, r.kind.name(), c.clone(), r.detail);
+        let detail = if endpoint.is_empty() {
+            r.detail
+        } else {
+            format!("{endpoint}: {}", r.detail)
+        };
+        self.note(noted_as, r.kind.name(), c.clone(), detail);
         Reply {
             status: r.status,
             body: json!({ "responseCode": c, "responseMessage": message }),
