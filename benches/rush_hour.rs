@@ -22,7 +22,8 @@
 //! Environment: `RUSH_SECS`, `RUSH_RATE` (passengers a minute per lane, 40), `RUSH_LANES`
 //! (directions, `in,in,out,out`), `RUSH_DEADLINE_MS` (the decision deadline, 1500, today's
 //! default), `RUSH_PASSAGE_MS` (600), `RUSH_RETRY_MS` (1000), `RUSH_SEED` (1),
-//! `RUSH_MODES` (`strict`).
+//! `RUSH_MODES` (`strict,fast_open`), `RUSH_WAIT_MS` (fast open's `wait_ms`, 100),
+//! `RUSH_CAP` (fast open's `exposure_cap`, rupiah, 100000).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,17 +42,20 @@ use tapgate::nfc::CardEvent;
 use tapgate::relay::RecordingRelay;
 use tapgate::sim::{IssuerModel, SimConfig, Simulator};
 
-/// How the gate decides. Fast open (issue 12, items 1-3) is added here as a second mode.
+/// How the gate decides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
-    /// Today's policy: the gate waits for the aggregator up to the decision deadline.
+    /// The default policy: the gate waits for the aggregator up to the decision deadline.
     Strict,
+    /// `[policy.fast_open]`: the gate waits `RUSH_WAIT_MS`, then opens within the cap.
+    FastOpen,
 }
 
 impl Mode {
     fn parse(name: &str) -> Option<Mode> {
         match name.trim() {
             "strict" => Some(Mode::Strict),
+            "fast_open" | "fast-open" => Some(Mode::FastOpen),
             _ => None,
         }
     }
@@ -59,13 +63,18 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::Strict => "strict",
+            Mode::FastOpen => "fast_open",
         }
     }
 
-    /// The `[policy]` lines of this mode (appended to the station's policy table).
-    fn policy_toml(self, deadline_ms: u64) -> String {
+    /// The tables this mode adds at the end of the station's config.
+    fn extra_toml(self, rush: &Rush) -> String {
         match self {
-            Mode::Strict => format!("decision_deadline_ms = {deadline_ms}\n"),
+            Mode::Strict => String::new(),
+            Mode::FastOpen => format!(
+                "\n[policy.fast_open]\nenabled = true\nwait_ms = {}\nexposure_cap = {}\n",
+                rush.wait_ms, rush.cap
+            ),
         }
     }
 }
@@ -81,6 +90,8 @@ struct Rush {
     retry_ms: u64,
     seed: u64,
     modes: Vec<Mode>,
+    wait_ms: u64,
+    cap: u64,
 }
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -93,7 +104,7 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
 impl Rush {
     fn from_env() -> Rush {
         let lanes = std::env::var("RUSH_LANES").unwrap_or_else(|_| "in,in,out,out".into());
-        let modes = std::env::var("RUSH_MODES").unwrap_or_else(|_| "strict".into());
+        let modes = std::env::var("RUSH_MODES").unwrap_or_else(|_| "strict,fast_open".into());
         Rush {
             secs: env("RUSH_SECS", 90),
             rate_per_min: env("RUSH_RATE", 40.0),
@@ -106,6 +117,8 @@ impl Rush {
             retry_ms: env("RUSH_RETRY_MS", 1000),
             seed: env("RUSH_SEED", 1),
             modes: modes.split(',').filter_map(Mode::parse).collect(),
+            wait_ms: env("RUSH_WAIT_MS", 100),
+            cap: env("RUSH_CAP", 100_000),
         }
     }
 }
@@ -209,9 +222,9 @@ async fn run_lane(
             };
             s.taps += 1;
             let t = r.timings;
-            // The decision: the gate opened or the passenger told; the commit after it is not
-            // the passenger's time.
-            s.decision_us.push(t.total_us.saturating_sub(t.settle_us));
+            // The decision: the gate opened or the passenger told, before the relay and the
+            // commit after it.
+            s.decision_us.push(t.decision_us);
             s.outcomes.push((r.outcome, r.amount.unwrap_or(0)));
             if r.outcome == TapOutcome::Released {
                 if let Some(p) = &r.partner_reference_no {
@@ -271,13 +284,14 @@ fn station_toml(rush: &Rush, mode: Mode, base_url: &str, dir: &std::path::Path) 
     demo.replace(demo_lanes, &lanes)
         .replace(
             "decision_deadline_ms = 800\n",
-            &mode.policy_toml(rush.deadline_ms),
+            &format!("decision_deadline_ms = {}\n", rush.deadline_ms),
         )
         .replace("http://127.0.0.1:8600", base_url)
         .replace("\"demo-journal.db\"", &format!("{:?}", dir.join("j.db")))
         .replace("\"demo-client-secret\"", "\"s\"")
         .replace("\"demo-private-key.pem\"", "\"k.pem\"")
         + "\n[reconciler]\ninterval_ms = 250\nbackoff_base_ms = 500\nbackoff_cap_ms = 2000\n"
+        + &mode.extra_toml(rush)
 }
 
 async fn run_mode(rush: &Rush, mode: Mode) {
@@ -336,6 +350,26 @@ async fn run_mode(rush: &Rush, mode: Mode) {
     let rows = station.journal.run(|j| j.export(0)).await.expect("export");
     let mismatches = tapgate::cmd::audit::compare_with_journal(&sim.ledger(), &rows);
     report(rush, mode, &stats, rush_secs, &rows, left, mismatches.len());
+    if mode == Mode::FastOpen {
+        let (_, peak, _) = station.fast_open_state();
+        let fast: Vec<_> = rows.iter().filter(|r| r.fast_opened).collect();
+        let unpaid: Vec<_> = fast.iter().filter(|r| r.state == OpState::Declined).collect();
+        let listed = station
+            .journal
+            .run(|j| j.unpaid_list(false))
+            .await
+            .expect("unpaid list");
+        println!(
+            "fast open: {} fast-opened ({} still not final), exposure peak Rp{} (cap Rp{}); ended unpaid {} (Rp{}), on the unpaid list {}",
+            fast.len(),
+            fast.iter().filter(|r| !r.state.is_final()).count(),
+            peak.0,
+            rush.cap,
+            unpaid.len(),
+            unpaid.iter().map(|r| r.amount.0).sum::<u64>(),
+            listed.len()
+        );
+    }
     let s = sim.stats();
     println!(
         "simulator: {} payments, {} declined, {} queries, {} refunds, {} protocol violations",
