@@ -353,7 +353,10 @@ async fn run_mode(rush: &Rush, mode: Mode) {
     if mode == Mode::FastOpen {
         let (_, peak, _) = station.fast_open_state();
         let fast: Vec<_> = rows.iter().filter(|r| r.fast_opened).collect();
-        let unpaid: Vec<_> = fast.iter().filter(|r| r.state == OpState::Declined).collect();
+        let unpaid: Vec<_> = fast
+            .iter()
+            .filter(|r| r.state == OpState::Declined)
+            .collect();
         let listed = station
             .journal
             .run(|j| j.unpaid_list(false))

@@ -171,7 +171,7 @@ fn main() -> ExitCode {
                 .map(|()| ExitCode::SUCCESS),
             Command::Journal(args) => cmd::journal::run(args),
             Command::Journeys(args) => cmd::journeys::run(args).await,
-            Command::Unpaid(args) => cmd::unpaid::run(args),
+            Command::Unpaid(args) => cmd::unpaid::run(args).await,
             Command::Doctor { config } => cmd::doctor::run(&config).await,
             Command::Readers { watch } => cmd::readers(watch).await,
             Command::RelayPulse { config, lane, ms } => cmd::relay_pulse(&config, &lane, ms).await,

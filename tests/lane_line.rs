@@ -247,3 +247,30 @@ async fn the_stale_sweep_never_charges_the_maximum_for_a_journey_closed_elsewher
         OpState::Succeeded
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_passenger_owing_on_the_lines_unpaid_list_is_refused_at_entry_and_let_out_at_exit() {
+    let rig = Rig::on_line("");
+    let line = rig.line.clone().unwrap();
+    let owing = |open: Option<LineEntry>| {
+        LineView::Answered(LineAnswer {
+            open,
+            unpaid: Some(tapgate::journal::Owed {
+                amount: Rupiah(14_000),
+                count: 1,
+            }),
+            ..LineAnswer::default()
+        })
+    };
+    line.answer(owing(None));
+    let r = rig.tap("in-1", PAN_A).await;
+    assert_eq!(r.outcome, TapOutcome::Unpaid, "{}", r.message);
+    assert!(!r.opened);
+    assert!(rig.pay.payments().is_empty(), "no payment for a refused entry");
+    assert!(rig.journal.ops().is_empty(), "nothing journaled");
+    // At an exit the debt changes nothing: the fare is attempted as usual.
+    line.answer(owing(Some(entry_at("LBB", "TGLBB-IN-9"))));
+    let out = rig.tap("out-1", PAN_A).await;
+    assert_eq!(out.outcome, TapOutcome::Approved, "{}", out.message);
+    assert_eq!(out.amount, Some(FARE_FROM_LBB));
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use pg::PgCluster;
 use tapgate::fare::Rupiah;
-use tapgate::journal::JourneyState;
+use tapgate::journal::{ClearOutcome, JourneyState, UnpaidEntry};
 use tapgate::line::schema::{MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE};
 use tapgate::line::{
     Applied, CloseOutcome, ErrorClass, KeyFingerprint, LineError, LineEvent, LineEventKind,
@@ -1105,6 +1105,7 @@ async fn the_lookup_reports_a_recent_close_and_the_lines_view_of_the_local_journ
             claimed_by: None,
             recent_close: None,
             local: None,
+            owed: None,
         }
     );
 }
@@ -1554,5 +1555,80 @@ fn timed_out_within_budget(e: &LineError, what: &str, took: Duration) {
     assert!(
         took >= Duration::from_millis(200) && took < Duration::from_millis(200 + 300),
         "{took:?}"
+    );
+}
+
+fn unpaid_entry(reference: &str, pan: &str, station: &str, amount: u64) -> UnpaidEntry {
+    UnpaidEntry {
+        partner_reference_no: reference.into(),
+        pan_key: pan.into(),
+        pan_masked: format!("93600009*******{}", &reference[reference.len() - 4..]),
+        nns: "93600009".into(),
+        station: station.into(),
+        direction: tapgate::fare::Direction::In,
+        amount,
+        at_ms: 10_000,
+        reason: "late reply: declined by issuer: Insufficient Funds".into(),
+        cleared_at_ms: None,
+        cleared_by: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unpaid_list_is_line_wide_and_a_clear_at_any_gate_holds_everywhere() {
+    let c = cluster!();
+    let blm = store(&c, "BLM").await;
+    let ist = store(&c, "IST").await;
+    // BLM's fast-opened hold of pan-a ended unpaid; BLM sends it twice (a retry).
+    let e = unpaid_entry("TGBLM-0001", "pan-a", "BLM", 14_000);
+    blm.push_unpaid(std::slice::from_ref(&e), 11_000)
+        .await
+        .unwrap();
+    blm.push_unpaid(std::slice::from_ref(&e), 11_500)
+        .await
+        .unwrap();
+    // An entry lookup at IST sees what pan-a owes, in the same round trip; pan-b owes nothing.
+    let mut q = exit_q("pan-a", "x", 20_000);
+    q.claim = None;
+    let a = ist.lookup(&q).await.unwrap();
+    let owed = a.owed.expect("owed on the line");
+    assert_eq!((owed.amount, owed.count), (Rupiah(14_000), 1));
+    q.pan_key = "pan-b".into();
+    assert_eq!(ist.lookup(&q).await.unwrap().owed, None);
+    assert_eq!(ist.unpaid_list(false).await.unwrap().len(), 1);
+
+    // Staff at IST clear pan-a by masked PAN; BLM learns of it for its own entry.
+    assert_eq!(
+        ist.unpaid_clear("93600009*******0001", "ani", 30_000)
+            .await
+            .unwrap(),
+        ClearOutcome::Cleared(vec![UnpaidEntry {
+            cleared_at_ms: Some(30_000),
+            cleared_by: Some("ani".into()),
+            ..e.clone()
+        }])
+    );
+    let cleared = blm
+        .unpaid_cleared(&["TGBLM-0001".into(), "TGBLM-0002".into()])
+        .await
+        .unwrap();
+    assert_eq!(cleared.len(), 1);
+    assert_eq!(cleared[0].cleared_by.as_deref(), Some("ani"));
+    q.pan_key = "pan-a".into();
+    assert_eq!(
+        ist.lookup(&q).await.unwrap().owed,
+        None,
+        "cleared line-wide"
+    );
+    // A late resend of the uncleared entry does not undo the clear.
+    blm.push_unpaid(std::slice::from_ref(&e), 40_000)
+        .await
+        .unwrap();
+    assert_eq!(ist.lookup(&q).await.unwrap().owed, None);
+    assert!(ist.unpaid_list(false).await.unwrap().is_empty());
+    assert_eq!(ist.unpaid_list(true).await.unwrap().len(), 1);
+    assert_eq!(
+        ist.unpaid_clear("pan-a", "ani", 50_000).await.unwrap(),
+        ClearOutcome::NoMatch
     );
 }

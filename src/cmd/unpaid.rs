@@ -2,6 +2,10 @@
 //! (`[policy.fast_open]`). Their next entry is refused until staff clear them; the list is what
 //! the operator settles with the aggregator. Clearing never collects anything: it records who
 //! decided the passenger may enter again.
+//!
+//! On a line (`[journeys] store = "postgres"`, given with `--config`) the list is the line's:
+//! every station's entries, and a clear made at any gate holds line-wide (the entry's own
+//! station follows it within its replication interval).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -55,18 +59,34 @@ pub enum UnpaidCommand {
 }
 
 /// Runs `tapgate unpaid`.
-pub fn run(args: UnpaidArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: UnpaidArgs) -> anyhow::Result<ExitCode> {
     let target = Target::from_args(args.config.as_deref(), args.journal.as_deref())?;
+    let line = match &args.config {
+        Some(c) => {
+            let cfg = crate::config::Config::load(c)?;
+            match cfg.journeys.line_settings(&cfg.station.id) {
+                Some(s) => Some(crate::line::LineStore::connect(&s)?),
+                None => None,
+            }
+        }
+        None => None,
+    };
     match args.command {
         UnpaidCommand::List { json, all } => {
-            let j = target.open_read_only()?;
-            list(&j.unpaid_list(all)?, json, Timestamp::now())
+            let entries = match &line {
+                Some(store) => store
+                    .unpaid_list(all)
+                    .await
+                    .context("reading the line's unpaid list")?,
+                None => target.open_read_only()?.unpaid_list(all)?,
+            };
+            list(&entries, json, Timestamp::now())
         }
         UnpaidCommand::Clear { who, by } => {
             let by = by
                 .or_else(|| std::env::var("USER").ok())
                 .unwrap_or_else(|| "operator".into());
-            clear(&target, &who, &by)
+            clear(&target, line.as_ref(), &who, &by).await
         }
     }
 }
@@ -149,7 +169,13 @@ fn list(entries: &[UnpaidEntry], json: bool, now: Timestamp) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-fn clear(target: &Target, who: &str, by: &str) -> anyhow::Result<ExitCode> {
+async fn clear(
+    target: &Target,
+    line: Option<&crate::line::LineStore>,
+    who: &str,
+    by: &str,
+) -> anyhow::Result<ExitCode> {
+    let now_ms = Timestamp::now().as_millisecond();
     // Read-only first: a wrong path must not create an empty journal.
     drop(target.open_read_only()?);
     let mut j = Journal::open(&target.path).with_context(|| {
@@ -158,7 +184,20 @@ fn clear(target: &Target, who: &str, by: &str) -> anyhow::Result<ExitCode> {
             target.path.display()
         )
     })?;
-    match j.unpaid_clear(who, by, Timestamp::now().as_millisecond())? {
+    let here = j.unpaid_clear(who, by, now_ms)?;
+    let outcome = match line {
+        // The line holds every station's entries; this journal only its own.
+        Some(store) => match store
+            .unpaid_clear(who, by, now_ms)
+            .await
+            .context("clearing on the line")?
+        {
+            ClearOutcome::NoMatch => here,
+            on_line => on_line,
+        },
+        None => here,
+    };
+    match outcome {
         ClearOutcome::Cleared(entries) => {
             let owed: u64 = entries.iter().map(|e| e.amount).sum();
             let pan = entries.first().map_or("-", |e| e.pan_masked.as_str());

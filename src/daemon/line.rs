@@ -89,6 +89,56 @@ impl LineLink {
     /// event still waiting for its tap-in's result is left). Returns how many were sent.
     pub async fn replicate(&self, journal: &JournalHandle, now_ms: i64) -> Result<usize, String> {
         self.join().await.map_err(|e| e.to_string())?;
+        let sent = self.send_outbox(journal, now_ms).await?;
+        self.sync_unpaid(journal, now_ms).await?;
+        Ok(sent)
+    }
+
+    /// The unpaid list both ways: this journal's new and cleared entries to the line, and the
+    /// clearing of its entries made at other gates back here.
+    pub async fn sync_unpaid(&self, journal: &JournalHandle, now_ms: i64) -> Result<(), String> {
+        let unsynced = journal
+            .run(|j| j.unpaid_unsynced(BATCH))
+            .await
+            .map_err(|e| e.to_string())?;
+        if !unsynced.is_empty() {
+            self.store
+                .push_unpaid(&unsynced, now_ms)
+                .await
+                .map_err(|e| e.to_string())?;
+            journal
+                .run(move |j| j.unpaid_synced(&unsynced))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let owed: Vec<String> = journal
+            .run(|j| j.unpaid_list(false))
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|e| e.partner_reference_no)
+            .collect();
+        let cleared = self
+            .store
+            .unpaid_cleared(&owed)
+            .await
+            .map_err(|e| e.to_string())?;
+        if cleared.is_empty() {
+            return Ok(());
+        }
+        for e in &cleared {
+            tracing::info!(target: "tapgate::fast_open", fare_ref = %e.partner_reference_no,
+                pan = %e.pan_masked, by = e.cleared_by.as_deref().unwrap_or("-"),
+                "unpaid-list entry cleared on the line: cleared here");
+        }
+        journal
+            .run(move |j| j.unpaid_cleared_on_line(&cleared))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    async fn send_outbox(&self, journal: &JournalHandle, now_ms: i64) -> Result<usize, String> {
         let mut sent = 0;
         loop {
             let rows = journal
@@ -356,6 +406,7 @@ fn view(a: crate::line::LookupAnswer) -> LineView {
         claimed_by: a.claimed_by,
         recent_close: a.recent_close,
         local: a.local.as_ref().map(line_state),
+        unpaid: a.owed,
     })
 }
 

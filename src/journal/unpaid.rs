@@ -232,4 +232,60 @@ impl Journal {
             .ctx("reading unconfirmed fast opens")?;
         Ok(rows)
     }
+
+    /// Entries the line has not been told of yet (new, or cleared here), oldest first.
+    pub fn unpaid_unsynced(&self, limit: usize) -> Result<Vec<UnpaidEntry>, JournalError> {
+        let sql = format!(
+            "SELECT {UNPAID_COLUMNS} FROM unpaid WHERE line_synced = 0 ORDER BY at_ms LIMIT ?1"
+        );
+        let mut stmt = self.conn.prepare(&sql).ctx("reading the unpaid list")?;
+        let rows = stmt
+            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], parse_entry)
+            .ctx("reading the unpaid list")?
+            .collect::<Result<Vec<_>, _>>()
+            .ctx("reading the unpaid list")?;
+        Ok(rows)
+    }
+
+    /// The line has `sent` as they were read: marked synced, unless one was cleared since.
+    pub fn unpaid_synced(&mut self, sent: &[UnpaidEntry]) -> Result<(), JournalError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx("marking unpaid entries sent")?;
+        for e in sent {
+            tx.execute(
+                "UPDATE unpaid SET line_synced = 1 WHERE partner_reference_no = ?1 \
+                 AND cleared_at_ms IS ?2",
+                params![e.partner_reference_no, e.cleared_at_ms],
+            )
+            .ctx("marking unpaid entries sent")?;
+        }
+        tx.commit().ctx("committing unpaid entries sent")
+    }
+
+    /// Entries of this journal the line says were cleared (at any gate): cleared here too.
+    /// Returns how many changed.
+    pub fn unpaid_cleared_on_line(
+        &mut self,
+        cleared: &[UnpaidEntry],
+    ) -> Result<usize, JournalError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx("clearing unpaid entries from the line")?;
+        let mut n = 0;
+        for e in cleared {
+            n += tx
+                .execute(
+                    "UPDATE unpaid SET cleared_at_ms = ?2, cleared_by = ?3, line_synced = 1 \
+                     WHERE partner_reference_no = ?1 AND cleared_at_ms IS NULL",
+                    params![e.partner_reference_no, e.cleared_at_ms, e.cleared_by],
+                )
+                .ctx("clearing unpaid entries from the line")?;
+        }
+        tx.commit()
+            .ctx("committing unpaid entries cleared on the line")?;
+        Ok(n)
+    }
 }

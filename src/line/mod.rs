@@ -11,6 +11,7 @@
 //! | `settings.rs` | [`LineSettings`], and the checked connection (no password in the URL, TLS off this machine) |
 //! | `schema.rs` | the versioned migrations |
 //! | `store.rs` | [`LineStore`]: migrate, join, apply, look up and claim, find, close, converge, prune |
+//! | `unpaid.rs` | the line's unpaid list: entries sent, cleared anywhere, followed by their station |
 //! | `model.rs` | events, journeys, outcomes |
 //! | `fingerprint.rs` | [`KeyFingerprint`]: one passenger key per line, checked without holding it |
 //! | `error.rs` | [`LineError`] and its [`ErrorClass`]: degrade and retry, or fatal |
@@ -21,6 +22,7 @@ mod model;
 pub mod schema;
 mod settings;
 mod store;
+mod unpaid;
 
 pub use error::{sqlstate_class, ErrorClass, LineError, SqlClass};
 pub use fingerprint::KeyFingerprint;

@@ -116,6 +116,8 @@ pub struct LookupAnswer {
     pub recent_close: Option<String>,
     /// The line's view of `local_tap_in_ref` (`None`: the line does not know it).
     pub local: Option<LineJourney>,
+    /// What the passenger owes on the line's unpaid list, if anything.
+    pub owed: Option<tapgate_core::journal::Owed>,
 }
 
 /// What [`super::LineStore::close_if_open`] did.

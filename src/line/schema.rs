@@ -8,6 +8,8 @@
 //! - `tapgate_journey_events`: every event applied, keyed by its event id (what makes applying
 //!   idempotent), kept until its journey is pruned.
 //! - `tapgate_lookup(...)`: the exit/entry lookup in one round trip (migration 2).
+//! - `tapgate_unpaid`: the line's unpaid list, one row per fast-opened payment that ended
+//!   unpaid at some station, until staff clear it (migration 3).
 //!
 //! Times are Unix milliseconds (`bigint`), as in the station journal; fares are whole rupiah.
 
@@ -165,5 +167,27 @@ BEGIN
     END IF;
 END
 $fn$;
+",
+    // 3: the line-wide unpaid list ([policy.fast_open]).
+    "
+-- Each station sends its own entries (and their clearing); a clear made at any gate is
+-- written here and followed by the entry's station. Entries are never deleted.
+CREATE TABLE tapgate_unpaid (
+    partner_reference_no text PRIMARY KEY,
+    pan_key text NOT NULL,
+    pan_masked text NOT NULL,
+    nns text NOT NULL,
+    station text NOT NULL,
+    direction text NOT NULL CHECK (direction IN ('in', 'out')),
+    amount bigint NOT NULL CHECK (amount > 0),
+    at_ms bigint NOT NULL,
+    reason text NOT NULL,
+    cleared_at_ms bigint,
+    cleared_by text,
+    updated_at_ms bigint NOT NULL
+);
+CREATE INDEX tapgate_unpaid_owed ON tapgate_unpaid (pan_key) WHERE cleared_at_ms IS NULL;
+CREATE INDEX tapgate_unpaid_cleared ON tapgate_unpaid (station, cleared_at_ms)
+    WHERE cleared_at_ms IS NOT NULL;
 ",
 ];

@@ -43,7 +43,7 @@ macro_rules! journey_columns {
 #[derive(Clone)]
 pub struct LineStore {
     pool: Pool,
-    settings: Arc<LineSettings>,
+    pub(super) settings: Arc<LineSettings>,
     warming: Arc<AtomicBool>,
 }
 
@@ -298,11 +298,19 @@ impl LineStore {
                 Some(_) => Some(journey_at(&row, LOOKUP_LOCAL)?),
                 None => None,
             };
+            let owed: Option<i64> = decode(&row, LOOKUP_OWED)?;
+            let entries: i64 = decode(&row, LOOKUP_OWED + 1)?;
             Ok(LookupAnswer {
                 open,
                 claimed_by: decode(&row, 5)?,
                 recent_close: decode(&row, 6)?,
                 local,
+                owed: owed
+                    .filter(|_| entries > 0)
+                    .map(|o| tapgate_core::journal::Owed {
+                        amount: Rupiah(u64::try_from(o).unwrap_or(0)),
+                        count: u32::try_from(entries).unwrap_or(u32::MAX),
+                    }),
             })
         };
         self.bounded(WHAT, self.settings.lookup_timeout(), fut)
@@ -483,7 +491,10 @@ impl LineStore {
     }
 
     /// A connection from the pool.
-    async fn client(&self, what: &'static str) -> Result<deadpool_postgres::Object, LineError> {
+    pub(super) async fn client(
+        &self,
+        what: &'static str,
+    ) -> Result<deadpool_postgres::Object, LineError> {
         self.pool
             .get()
             .await
@@ -492,7 +503,7 @@ impl LineStore {
 
     /// Runs `fut` within `budget`; when it fails for want of the database, starts a
     /// reconnection in the background.
-    async fn bounded<T>(
+    pub(super) async fn bounded<T>(
         &self,
         what: &'static str,
         budget: Duration,
@@ -727,7 +738,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn decode<'a, T: tokio_postgres::types::FromSql<'a>>(
+pub(super) fn decode<'a, T: tokio_postgres::types::FromSql<'a>>(
     row: &'a Row,
     i: usize,
 ) -> Result<T, LineError> {
@@ -900,9 +911,13 @@ const ENTRY_FOR_UNKNOWN_EXIT: &str = concat!(
 
 /// See `tapgate_lookup` in the schema (migration 2): `$1` pan key, `$2` claim, `$3` local
 /// tap-in ref, `$4` now, `$5` claim lifetime, `$6` debounce since. One row; the local
-/// journey's [`journey_columns`] start at [`LOOKUP_LOCAL`].
-const LOOKUP: &str = "SELECT * FROM tapgate_lookup($1, $2, $3, $4, $5, $6)";
+/// journey's [`journey_columns`] start at [`LOOKUP_LOCAL`]; what the passenger owes on the
+/// unpaid list (migration 3) follows at [`LOOKUP_OWED`], in the same round trip.
+const LOOKUP: &str = "SELECT f.*, u.owed, u.entries FROM tapgate_lookup($1, $2, $3, $4, $5, $6) f \
+     CROSS JOIN LATERAL (SELECT sum(amount)::bigint AS owed, count(*) AS entries \
+     FROM tapgate_unpaid WHERE pan_key = $1 AND cleared_at_ms IS NULL) u";
 const LOOKUP_LOCAL: usize = 7;
+const LOOKUP_OWED: usize = 18;
 
 /// `$1` tap-in ref, `$2` claim.
 const RELEASE_CLAIM: &str = "

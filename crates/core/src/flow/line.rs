@@ -31,6 +31,9 @@ pub struct LineAnswer {
     pub recent_close: Option<String>,
     /// How the line sees the journey this station's journal holds open for the passenger.
     pub local: Option<LineState>,
+    /// What the passenger owes on the line's unpaid list (fast-opened payments that ended
+    /// unpaid at any station): their entry is refused.
+    pub unpaid: Option<crate::journal::Owed>,
 }
 
 /// A journey opened at some station of the line.

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::journey::close_at_max_fare;
-use super::line::{merge, Known, LineDuplicate, LineView};
+use super::line::{merge, Known, LineAnswer, LineDuplicate, LineView};
 use super::outcome::{AmountMismatch, PayOutcome};
 use super::report::TapReport;
 use super::settle::{
@@ -659,6 +659,15 @@ impl TapFlow {
     fn on_lookup(&mut self, view: LineView) -> Step {
         if let LineView::Unavailable(why) = &view {
             self.notices.push(Notice::LineUnavailable(why.clone()));
+        }
+        if let (
+            Direction::In,
+            LineView::Answered(LineAnswer {
+                unpaid: Some(owed), ..
+            }),
+        ) = (self.settings.direction, &view)
+        {
+            return self.refuse_unpaid(*owed);
         }
         self.line = Some(view);
         self.stage = Stage::Begin;
