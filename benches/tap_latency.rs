@@ -115,6 +115,7 @@ async fn run(n: usize) {
         "aggregator",
         "relay",
         "settle",
+        "gate open",
         "total",
     ]
     .iter()
@@ -148,6 +149,7 @@ async fn run(n: usize) {
                 "aggregator" => tm.aggregator_us,
                 "relay" => tm.relay_us,
                 "settle" => tm.settle_us,
+                "gate open" => tm.read_us + tm.decision_us + tm.relay_us,
                 _ => tm.total_us + tm.read_us,
             });
         }
@@ -182,6 +184,20 @@ async fn run(n: usize) {
         n as f64 / secs
     );
 
+    let one_fsync_floor =
+        pct(&mut apdu.clone(), 0.5) + pct(&mut rtt.clone(), 0.5) + pct(&mut fsync.clone(), 0.5);
+    let (open_p50, open_p99) = stages
+        .iter_mut()
+        .find(|(n, _)| *n == "gate open")
+        .map(|(_, v)| (pct(v, 0.5), pct(v, 0.99)))
+        .unwrap_or((0, 0));
+    println!(
+        "read + aggregator round trip + one fsync = {one_fsync_floor} us: gate open p50 {:.2} x, \
+         p99 {:.2} x; full tap p50 {:.2} x",
+        open_p50 as f64 / one_fsync_floor.max(1) as f64,
+        open_p99 as f64 / one_fsync_floor.max(1) as f64,
+        total_p50 as f64 / one_fsync_floor.max(1) as f64,
+    );
     let settle_p50 = stages
         .iter_mut()
         .find(|(n, _)| *n == "settle")
