@@ -266,7 +266,10 @@ async fn a_passenger_owing_on_the_lines_unpaid_list_is_refused_at_entry_and_let_
     let r = rig.tap("in-1", PAN_A).await;
     assert_eq!(r.outcome, TapOutcome::Unpaid, "{}", r.message);
     assert!(!r.opened);
-    assert!(rig.pay.payments().is_empty(), "no payment for a refused entry");
+    assert!(
+        rig.pay.payments().is_empty(),
+        "no payment for a refused entry"
+    );
     assert!(rig.journal.ops().is_empty(), "nothing journaled");
     // At an exit the debt changes nothing: the fare is attempted as usual.
     line.answer(owing(Some(entry_at("LBB", "TGLBB-IN-9"))));

@@ -136,6 +136,7 @@ impl Journal {
         }
         // FULL: with WAL, NORMAL may lose the last commits on power loss; a committed payment
         // row must survive it.
+        conn.set_prepared_statement_cache_capacity(64);
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| JournalError::open(path, e))?;
         conn.pragma_update(None, "foreign_keys", "ON")
@@ -280,7 +281,8 @@ impl Journal {
                 }
                 begin_in(&tx, &op)?;
                 if line.entry_unknown {
-                    tx.execute(
+                    exec(
+                        &tx,
                         "UPDATE fare_ops SET entry_unknown = 1 WHERE partner_reference_no = ?1",
                         [&op.partner_reference_no],
                     )
@@ -374,7 +376,8 @@ impl Journal {
                 field: "refund_amount",
                 why: "too large",
             })?;
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE fare_ops SET state = ?2, reference_no = ?3, response_code = ?4, \
              gate_opened = ?5, reason = ?6, attempts = ?7, next_attempt_at_ms = ?8, \
              refund_no = ?9, refund_amount = ?10, updated_at_ms = ?11 \
@@ -928,25 +931,27 @@ fn open_journey_in(
     line_station: Option<&str>,
 ) -> Result<i64, JournalError> {
     let op_state = op_state(tx, tap_in_ref)?;
-    let open: Option<i64> = tx
-        .query_row(
-            "SELECT id FROM journeys WHERE pan_key = ?1 AND state = 'OPEN'",
-            [pan_key],
-            |r| r.get(0),
-        )
-        .optional()
-        .ctx("looking for an open journey")?;
+    let open: Option<i64> = one(
+        &tx,
+        "SELECT id FROM journeys WHERE pan_key = ?1 AND state = 'OPEN'",
+        [pan_key],
+        |r| r.get(0),
+    )
+    .optional()
+    .ctx("looking for an open journey")?;
     if let Some(id) = open {
         return Err(JournalError::JourneyAlreadyOpen { id });
     }
-    tx.execute(
+    exec(
+        &tx,
         "INSERT INTO journeys (pan_key, entry_station, tap_in_ref, state, opened_at_ms) \
          VALUES (?1, ?2, ?3, 'OPEN', ?4)",
         params![pan_key, entry_station, tap_in_ref, at_ms],
     )
     .ctx("inserting a journey")?;
     let id = tx.last_insert_rowid();
-    tx.execute(
+    exec(
+        &tx,
         "UPDATE fare_ops SET journey_id = ?2 WHERE partner_reference_no = ?1",
         params![tap_in_ref, id],
     )
@@ -985,14 +990,14 @@ fn close_journey_in(
         return Err(JournalError::CloseIntoOpen(id));
     }
     let fare = fare_sql(fare)?;
-    let found: Option<(String, String)> = tx
-        .query_row(
-            "SELECT state, tap_in_ref FROM journeys WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .ctx("reading a journey")?;
+    let found: Option<(String, String)> = one(
+        &tx,
+        "SELECT state, tap_in_ref FROM journeys WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .ctx("reading a journey")?;
     let Some((current, tap_in_ref)) = found else {
         return Err(JournalError::UnknownJourney(id));
     };
@@ -1011,7 +1016,8 @@ fn close_journey_in(
         Some(r) => Some(op_state(tx, r)?),
         None => None,
     };
-    tx.execute(
+    exec(
+        &tx,
         "UPDATE journeys SET state = ?2, tap_out_ref = ?3, fare = ?4, closed_at_ms = ?5 \
              WHERE id = ?1",
         params![id, state.as_str(), tap_out_ref, fare, at_ms],
@@ -1035,7 +1041,8 @@ fn close_journey_in(
     let in_state = op_state(tx, &tap_in_ref)?;
     insert_event(tx, &tap_in_ref, at_ms, Some(in_state), in_state, &detail)?;
     if let (Some(r), Some(s)) = (tap_out_ref, out_state) {
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE fare_ops SET journey_id = ?2 WHERE partner_reference_no = ?1",
             params![r, id],
         )
@@ -1053,13 +1060,13 @@ fn begin_in(tx: &Connection, op: &NewOp) -> Result<(), JournalError> {
         field: "amount",
         why: "too large",
     })?;
-    let exists: bool = tx
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM fare_ops WHERE partner_reference_no = ?1)",
-            [&op.partner_reference_no],
-            |r| r.get(0),
-        )
-        .ctx("checking the reference is new")?;
+    let exists: bool = one(
+        &tx,
+        "SELECT EXISTS (SELECT 1 FROM fare_ops WHERE partner_reference_no = ?1)",
+        [&op.partner_reference_no],
+        |r| r.get(0),
+    )
+    .ctx("checking the reference is new")?;
     if exists {
         return Err(JournalError::DuplicateReference(
             op.partner_reference_no.clone(),
@@ -1070,7 +1077,8 @@ fn begin_in(tx: &Connection, op: &NewOp) -> Result<(), JournalError> {
             return Err(JournalError::UnknownJourney(id));
         }
     }
-    tx.execute(
+    exec(
+        &tx,
         "INSERT INTO fare_ops (partner_reference_no, kind, lane, direction, station_id, \
          amount, pan_key, pan_masked, nns, state, attempts, next_attempt_at_ms, \
          created_at_ms, updated_at_ms, journey_id, owner) \
@@ -1108,6 +1116,26 @@ fn begin_in(tx: &Connection, op: &NewOp) -> Result<(), JournalError> {
 
 /// This process as an operation's `owner`: `pid:start time` (the start time, in clock ticks
 /// since boot, tells a reused pid apart). `None` where `/proc` cannot tell.
+/// `execute` through the connection's statement cache: the tap's statements are parsed once
+/// per connection, not on every tap.
+pub(super) fn exec<P: rusqlite::Params>(
+    c: &Connection,
+    sql: &str,
+    params: P,
+) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(params)
+}
+
+/// `query_row` through the connection's statement cache (see [`exec`]).
+pub(super) fn one<T, P: rusqlite::Params>(
+    c: &Connection,
+    sql: &str,
+    params: P,
+    f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.prepare_cached(sql)?.query_row(params, f)
+}
+
 fn this_process() -> Option<&'static str> {
     static TAG: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     TAG.get_or_init(|| process_tag(std::process::id()))
@@ -1132,16 +1160,16 @@ pub fn owner_is_alive(owner: &str) -> bool {
 
 /// What stands in the way of a new tap of `claim.pan_key`, if anything.
 fn tap_block(conn: &Connection, claim: &TapClaim) -> Result<Option<TapBlock>, JournalError> {
-    let in_flight: Option<String> = conn
-        .query_row(
-            "SELECT partner_reference_no FROM fare_ops WHERE state = 'PENDING' \
+    let in_flight: Option<String> = one(
+        &conn,
+        "SELECT partner_reference_no FROM fare_ops WHERE state = 'PENDING' \
              AND pan_key = ?1 AND coalesce(next_attempt_at_ms, 0) > ?2 \
              ORDER BY created_at_ms DESC LIMIT 1",
-            params![claim.pan_key, claim.now_ms],
-            |r| r.get(0),
-        )
-        .optional()
-        .ctx("looking for a tap in flight")?;
+        params![claim.pan_key, claim.now_ms],
+        |r| r.get(0),
+    )
+    .optional()
+    .ctx("looking for a tap in flight")?;
     if let Some(partner_reference_no) = in_flight {
         return Ok(Some(TapBlock::InFlight {
             partner_reference_no,
@@ -1155,20 +1183,20 @@ fn tap_block(conn: &Connection, claim: &TapClaim) -> Result<Option<TapBlock>, Jo
     if claim.passed_since_ms >= claim.now_ms {
         return Ok(None);
     }
-    let passed: Option<String> = conn
-        .query_row(
-            "SELECT partner_reference_no FROM fare_ops WHERE created_at_ms >= ?1 \
+    let passed: Option<String> = one(
+        &conn,
+        "SELECT partner_reference_no FROM fare_ops WHERE created_at_ms >= ?1 \
              AND pan_key = ?2 AND direction = ?3 AND gate_opened = 1 \
              ORDER BY created_at_ms DESC LIMIT 1",
-            params![
-                claim.passed_since_ms,
-                claim.pan_key,
-                claim.direction.as_str()
-            ],
-            |r| r.get(0),
-        )
-        .optional()
-        .ctx("looking for a passage moments ago")?;
+        params![
+            claim.passed_since_ms,
+            claim.pan_key,
+            claim.direction.as_str()
+        ],
+        |r| r.get(0),
+    )
+    .optional()
+    .ctx("looking for a passage moments ago")?;
     Ok(passed.map(|partner_reference_no| TapBlock::JustPassed {
         partner_reference_no,
     }))
@@ -1184,7 +1212,7 @@ fn find_open_journey_in(
     let sql = format!(
         "SELECT {JOURNEY_COLUMNS} FROM journeys WHERE pan_key = ?1 AND state = 'OPEN' ORDER BY id"
     );
-    let mut stmt = conn.prepare(&sql).ctx("reading the journal")?;
+    let mut stmt = conn.prepare_cached(&sql).ctx("reading the journal")?;
     let mut rows = stmt.query([pan_key]).ctx("reading the journal")?;
     while let Some(row) = rows.next().ctx("reading the journal")? {
         match parse_journey(row) {
@@ -1201,7 +1229,8 @@ fn find_open_journey_in(
 const ALL_STATES: [OpState; 7] = OpState::ALL;
 
 fn journey_exists(conn: &Connection, id: i64) -> Result<bool, JournalError> {
-    conn.query_row(
+    one(
+        &conn,
         "SELECT EXISTS (SELECT 1 FROM journeys WHERE id = ?1)",
         [id],
         |r| r.get(0),
@@ -1211,14 +1240,14 @@ fn journey_exists(conn: &Connection, id: i64) -> Result<bool, JournalError> {
 
 /// The state of a journaled operation; [`JournalError::UnknownReference`] if there is none.
 fn op_state(conn: &Connection, partner_ref: &str) -> Result<OpState, JournalError> {
-    let state: Option<String> = conn
-        .query_row(
-            "SELECT state FROM fare_ops WHERE partner_reference_no = ?1",
-            [partner_ref],
-            |r| r.get(0),
-        )
-        .optional()
-        .ctx("reading an operation's state")?;
+    let state: Option<String> = one(
+        &conn,
+        "SELECT state FROM fare_ops WHERE partner_reference_no = ?1",
+        [partner_ref],
+        |r| r.get(0),
+    )
+    .optional()
+    .ctx("reading an operation's state")?;
     let Some(state) = state else {
         return Err(JournalError::UnknownReference(partner_ref.to_owned()));
     };
@@ -1253,7 +1282,7 @@ fn skip_damaged(table: &str, key: &str, detail: &str, quarantined: &AtomicU64) {
 
 fn load_op(conn: &Connection, partner_ref: &str) -> Result<Option<OpRow>, JournalError> {
     let sql = format!("SELECT {OP_COLUMNS} FROM fare_ops WHERE partner_reference_no = ?1");
-    let mut stmt = conn.prepare(&sql).ctx("reading an operation")?;
+    let mut stmt = conn.prepare_cached(&sql).ctx("reading an operation")?;
     let mut rows = stmt.query([partner_ref]).ctx("reading an operation")?;
     match rows.next().ctx("reading an operation")? {
         None => Ok(None),
@@ -1271,7 +1300,8 @@ fn insert_event(
     to: OpState,
     detail: &str,
 ) -> Result<(), JournalError> {
-    conn.execute(
+    exec(
+        &conn,
         "INSERT INTO events (partner_reference_no, at_ms, from_state, to_state, detail) \
          VALUES (?1, ?2, ?3, ?4, ?5)",
         params![

@@ -13,6 +13,7 @@ use super::{
     close_journey_in, fare_sql, parse_journey, parse_op, Journal, JournalError, JourneyRow, OpRow,
     JOURNEY_COLUMNS, OP_COLUMNS,
 };
+use super::{exec, one};
 use crate::fare::{OpState, Rupiah};
 use tapgate_core::journal::{ElsewhereClose, JourneyEvent, JourneyEventKind, Transition};
 
@@ -91,7 +92,8 @@ pub(super) fn outbox_insert(tx: &Connection, ev: &JourneyEvent) -> Result<(), Jo
         JourneyEventKind::Void | JourneyEventKind::Released => (None, None, None, None),
     };
     let fare = fare_sql(fare)?;
-    tx.execute(
+    exec(
+        &tx,
         "INSERT INTO line_outbox (event_id, tap_in_ref, kind, station, at_ms, pan_key, \
          tap_out_ref, fare, references_hold, created_at_ms) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?5) ON CONFLICT (event_id) DO NOTHING",
@@ -123,14 +125,14 @@ pub(super) fn close_elsewhere_in(
     if !c.release_hold {
         return Ok(());
     }
-    let tap_in: Option<String> = tx
-        .query_row(
-            "SELECT tap_in_ref FROM journeys WHERE id = ?1",
-            [c.id],
-            |r| r.get(0),
-        )
-        .optional()
-        .ctx("reading a journey")?;
+    let tap_in: Option<String> = one(
+        &tx,
+        "SELECT tap_in_ref FROM journeys WHERE id = ?1",
+        [c.id],
+        |r| r.get(0),
+    )
+    .optional()
+    .ctx("reading a journey")?;
     let Some(tap_in) = tap_in else {
         return Ok(());
     };
@@ -279,21 +281,23 @@ impl Journal {
 
     /// Removes sent events (the line holds them now), up to and including `seq`.
     pub fn outbox_sent(&mut self, up_to_seq: i64) -> Result<usize, JournalError> {
-        self.conn
-            .execute("DELETE FROM line_outbox WHERE seq <= ?1", [up_to_seq])
-            .ctx("clearing sent line events")
+        exec(
+            &self.conn,
+            "DELETE FROM line_outbox WHERE seq <= ?1",
+            [up_to_seq],
+        )
+        .ctx("clearing sent line events")
     }
 
     /// How many events wait, and since when.
     pub fn outbox_stats(&self) -> Result<OutboxStats, JournalError> {
-        let (n, oldest): (i64, Option<i64>) = self
-            .conn
-            .query_row(
-                "SELECT count(*), min(created_at_ms) FROM line_outbox",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .ctx("reading the outbox")?;
+        let (n, oldest): (i64, Option<i64>) = one(
+            &self.conn,
+            "SELECT count(*), min(created_at_ms) FROM line_outbox",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ctx("reading the outbox")?;
         Ok(OutboxStats {
             pending: u64::try_from(n).unwrap_or(0),
             oldest_at_ms: oldest,
@@ -349,7 +353,8 @@ impl Journal {
             };
             Journal::transition_in(&tx, partner_ref, &cur, &t)?;
         }
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE fare_ops SET converged_at_ms = ?2, converged_with = ?3 \
              WHERE partner_reference_no = ?1",
             params![partner_ref, at_ms, with],

@@ -10,6 +10,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use serde::Serialize;
 
 use super::error::DbContext;
+use super::{exec, one};
 use super::{Journal, JournalError, OpRow};
 use crate::fare::{Direction, Rupiah};
 use tapgate_core::journal::Owed;
@@ -55,12 +56,12 @@ pub enum ClearOutcome {
 
 /// Marks `partner_ref` as fast-opened, inside the caller's transaction.
 pub(super) fn mark_fast_opened(tx: &Connection, partner_ref: &str) -> Result<(), JournalError> {
-    let n = tx
-        .execute(
-            "UPDATE fare_ops SET fast_opened = 1 WHERE partner_reference_no = ?1",
-            [partner_ref],
-        )
-        .ctx("marking a fast-opened operation")?;
+    let n = exec(
+        &tx,
+        "UPDATE fare_ops SET fast_opened = 1 WHERE partner_reference_no = ?1",
+        [partner_ref],
+    )
+    .ctx("marking a fast-opened operation")?;
     if n == 0 {
         return Err(JournalError::UnknownReference(partner_ref.to_owned()));
     }
@@ -74,7 +75,8 @@ pub(super) fn insert_in(tx: &Connection, op: &OpRow, at_ms: i64) -> Result<(), J
         field: "amount",
         why: "too large",
     })?;
-    tx.execute(
+    exec(
+        &tx,
         "INSERT INTO unpaid (partner_reference_no, pan_key, pan_masked, nns, station, \
          direction, amount, at_ms, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
          ON CONFLICT (partner_reference_no) DO NOTHING",
@@ -96,14 +98,14 @@ pub(super) fn insert_in(tx: &Connection, op: &OpRow, at_ms: i64) -> Result<(), J
 
 /// What the passenger owes, if anything.
 pub(super) fn owed_in(conn: &Connection, pan_key: &str) -> Result<Option<Owed>, JournalError> {
-    let (sum, count): (Option<i64>, i64) = conn
-        .query_row(
-            "SELECT sum(amount), count(*) FROM unpaid WHERE pan_key = ?1 \
+    let (sum, count): (Option<i64>, i64) = one(
+        &conn,
+        "SELECT sum(amount), count(*) FROM unpaid WHERE pan_key = ?1 \
              AND cleared_at_ms IS NULL",
-            [pan_key],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .ctx("reading the unpaid list")?;
+        [pan_key],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .ctx("reading the unpaid list")?;
     Ok(match (sum, count) {
         (Some(sum), n) if n > 0 => Some(Owed {
             amount: Rupiah(u64::try_from(sum).unwrap_or(0)),
@@ -254,7 +256,8 @@ impl Journal {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx("marking unpaid entries sent")?;
         for e in sent {
-            tx.execute(
+            exec(
+                &tx,
                 "UPDATE unpaid SET line_synced = 1 WHERE partner_reference_no = ?1 \
                  AND cleared_at_ms IS ?2",
                 params![e.partner_reference_no, e.cleared_at_ms],
@@ -276,13 +279,13 @@ impl Journal {
             .ctx("clearing unpaid entries from the line")?;
         let mut n = 0;
         for e in cleared {
-            n += tx
-                .execute(
-                    "UPDATE unpaid SET cleared_at_ms = ?2, cleared_by = ?3, line_synced = 1 \
+            n += exec(
+                &tx,
+                "UPDATE unpaid SET cleared_at_ms = ?2, cleared_by = ?3, line_synced = 1 \
                      WHERE partner_reference_no = ?1 AND cleared_at_ms IS NULL",
-                    params![e.partner_reference_no, e.cleared_at_ms, e.cleared_by],
-                )
-                .ctx("clearing unpaid entries from the line")?;
+                params![e.partner_reference_no, e.cleared_at_ms, e.cleared_by],
+            )
+            .ctx("clearing unpaid entries from the line")?;
         }
         tx.commit()
             .ctx("committing unpaid entries cleared on the line")?;
