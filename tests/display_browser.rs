@@ -291,6 +291,11 @@ struct Panel {
     background: String,
 }
 
+/// The panel is connected and shows a screen the server sent (not the page's blank one).
+fn shown(p: &Panel) -> bool {
+    p.link == "up" && !p.id.is_empty()
+}
+
 /// A "daemon": a station over the fakes, its display hub attached, the server on `port`.
 struct Daemon {
     rig: Rig,
@@ -383,7 +388,7 @@ async fn a_kiosk_browser_shows_each_tap_keeps_it_over_a_reload_and_a_restart_and
     // Idle, before any tap.
     browser.goto(&format!("{base}/lane/in-1")).await;
     let idle = browser
-        .wait_for("in-1", "idle", |p| p.link == "up" && p.kind == "idle")
+        .wait_for("in-1", "idle", |p| shown(p) && p.kind == "idle")
         .await;
     assert_eq!(idle.title_id, "Tempelkan ponsel QRIS TAP di sini");
     assert_eq!(idle.title_en, "Tap QRIS TAP here");
@@ -408,9 +413,7 @@ async fn a_kiosk_browser_shows_each_tap_keeps_it_over_a_reload_and_a_restart_and
     // A reload shows the same screen (the snapshot on connect), not idle.
     browser.refresh().await;
     let again = browser
-        .wait_for("in-1", "approved after reload", |p| {
-            p.link == "up" && p.kind != ""
-        })
+        .wait_for("in-1", "approved after reload", |p| shown(p))
         .await;
     assert_eq!(
         (again.kind.as_str(), again.id.as_str()),
@@ -462,7 +465,7 @@ async fn a_kiosk_browser_shows_each_tap_keeps_it_over_a_reload_and_a_restart_and
     // The gate page: both lanes; the exit's fare on its side, the entry's screen untouched.
     browser.goto(&format!("{base}/gate/G1")).await;
     browser
-        .wait_for("out-1", "idle exit", |p| p.link == "up" && p.kind == "idle")
+        .wait_for("out-1", "idle exit", |p| shown(p) && p.kind == "idle")
         .await;
     let r = d.rig.tap("out-1", PAN_A).await;
     assert_eq!(r.outcome, TapOutcome::Approved, "{}", r.message);
@@ -474,9 +477,7 @@ async fn a_kiosk_browser_shows_each_tap_keeps_it_over_a_reload_and_a_restart_and
         ("Silakan keluar", "Please exit")
     );
     assert_eq!(p.amount, "Rp3.000");
-    let entry = browser
-        .wait_for("in-1", "entry side", |p| p.link == "up")
-        .await;
+    let entry = browser.wait_for("in-1", "entry side", shown).await;
     assert_eq!(entry.kind, "wallet_not_ready");
     browser.screenshot("05-gate-two-lanes").await;
 
@@ -488,7 +489,7 @@ async fn a_kiosk_browser_shows_each_tap_keeps_it_over_a_reload_and_a_restart_and
         .show_qr("in-1", &content, Rupiah(9000), expires)
         .expect("the QR is drawn");
     let p = browser
-        .wait_for("in-1", "QR", |p| p.link == "up" && p.kind == "qr" && p.qr)
+        .wait_for("in-1", "QR", |p| shown(p) && p.kind == "qr" && p.qr)
         .await;
     assert_eq!(p.amount, "Rp9.000");
     assert_eq!((p.tone.as_str(), p.background.as_str()), ("qr", WHITE));
@@ -525,7 +526,7 @@ async fn a_kiosk_browser_shows_each_tap_keeps_it_over_a_reload_and_a_restart_and
     let d = Daemon::start(port, Duration::from_secs(3)).await;
     let p = browser
         .wait_for("in-1", "the new daemon's screen", |p| {
-            p.link == "up" && p.offline != "yes" && p.kind == "idle"
+            shown(p) && p.offline != "yes" && p.kind == "idle"
         })
         .await;
     let new_id: u64 = p.id.parse().expect("id");

@@ -99,6 +99,14 @@ impl Presentation {
 
 /// The screen kind and the four texts of a tap's outcome.
 fn words(r: &TapReport) -> (ScreenKind, [&'static str; 4]) {
+    match signal_for(r.outcome) {
+        Signal::Approved => opening_words(r),
+        Signal::Declined | Signal::WalletNotReady => refusal_words(r),
+    }
+}
+
+/// The words of a tap that opens the gate.
+fn opening_words(r: &TapReport) -> (ScreenKind, [&'static str; 4]) {
     use ScreenKind as K;
     let enter_or_exit = match r.direction {
         Direction::In => ["Silakan masuk", "Please enter"],
@@ -125,8 +133,16 @@ fn words(r: &TapReport) -> (ScreenKind, [&'static str; 4]) {
                 "Your payment is being processed",
             ],
         ),
-        TapOutcome::UnpaidExit => (K::Approved, [go_id, go_en, "", ""]),
         TapOutcome::FreeExit => free_exit_words(),
+        // UnpaidExit, and any outcome that opens the gate without more to say.
+        _ => (K::Approved, [go_id, go_en, "", ""]),
+    }
+}
+
+/// The words of a tap that leaves the gate shut: what happened and what the passenger can do.
+fn refusal_words(r: &TapReport) -> (ScreenKind, [&'static str; 4]) {
+    use ScreenKind as K;
+    match r.outcome {
         TapOutcome::Declined if insufficient_funds(r.response_code.as_deref()) => (
             K::Declined,
             [
@@ -208,7 +224,8 @@ fn words(r: &TapReport) -> (ScreenKind, [&'static str; 4]) {
                 "Please see staff.",
             ],
         ),
-        TapOutcome::JournalUnavailable | TapOutcome::Refused => (
+        // JournalUnavailable, Refused: nothing the passenger can do here.
+        _ => (
             K::Declined,
             [
                 "Gerbang ini tidak dapat menerima pembayaran",
