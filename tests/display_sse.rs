@@ -386,3 +386,30 @@ async fn the_daemon_serves_the_display_and_stops_cleanly_with_a_page_connected()
         stopping.elapsed()
     );
 }
+
+/// The emergency input sets the station's free-exit flag; every lane's screen follows it
+/// within a moment, and goes back to idle when it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_screens_follow_the_stations_free_exit_mode() {
+    use std::sync::atomic::Ordering;
+    let s = serve().await;
+    let (_stop, stop_rx) = watch::channel(false);
+    tokio::spawn(tapgate::display::follow_free_exit(
+        s.hub.clone(),
+        s.rig.core.clone(),
+        stop_rx,
+    ));
+    let mut events = Events::open(
+        &format!("http://{}/lane/out-1/events", s.server.addr()),
+        None,
+    )
+    .await;
+    assert_eq!(events.event().await.data["kind"], "idle");
+    s.rig.core.free_exit.store(true, Ordering::SeqCst);
+    let e = events.event().await;
+    assert_eq!(e.data["kind"], "free_exit");
+    assert_eq!(e.data["title_en"], "Emergency: please exit");
+    assert_eq!(e.data["tone"], "go");
+    s.rig.core.free_exit.store(false, Ordering::SeqCst);
+    assert_eq!(events.event().await.data["kind"], "idle");
+}
