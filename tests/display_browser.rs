@@ -413,7 +413,7 @@ async fn a_kiosk_browser_shows_each_tap_keeps_it_over_a_reload_and_a_restart_and
     // A reload shows the same screen (the snapshot on connect), not idle.
     browser.refresh().await;
     let again = browser
-        .wait_for("in-1", "approved after reload", |p| shown(p))
+        .wait_for("in-1", "approved after reload", shown)
         .await;
     assert_eq!(
         (again.kind.as_str(), again.id.as_str()),
