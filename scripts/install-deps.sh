@@ -15,6 +15,9 @@ if [ "$mode" = test ]; then
   want+=(postgresql openssl)
   # strip: the gpio-sim tier packs its init binary without debug symbols.
   want+=(binutils)
+  # The passenger display's browser tier (tests/display_browser.rs): headless Chromium driven
+  # through chromedriver, and zbarimg to read the QR code back from a screenshot.
+  want+=(chromium chromium-driver zbar-tools)
   # The arm64 tier (tests/arm64_qemu.rs): cross compiler and C library, the arm64 libpcsclite
   # to link against, and qemu-system-aarch64. Its kernel is fetched with `apt-get download`.
   want+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross libpcsclite-dev:arm64 qemu-system-arm tzdata)

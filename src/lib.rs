@@ -18,6 +18,7 @@
 //! | [`line`] | line-wide journeys shared by every station, in PostgreSQL (not wired into the lanes yet) |
 //! | [`relay`] | gate relay backends (recording; GPIO) and the gate inputs |
 //! | [`daemon`] | the station, the lanes (the flow's executor), the reconciler, the run loop |
+//! | [`display`] | the passenger's screen: pages for a kiosk browser, live by server-sent events; one presentation of a tap for the screen and the reader |
 //! | `sim` | (feature `sim`) the acquirer simulator used by `tapgate demo`, `tapgate sim` and the tests |
 //! | [`cmd`] | the CLI's commands |
 //! | [`clock`] | (core) the clock port |
@@ -34,6 +35,7 @@ pub mod aggregator;
 pub mod cmd;
 pub mod config;
 pub mod daemon;
+pub mod display;
 pub mod failpoint;
 pub mod journal;
 pub mod line;

@@ -21,7 +21,8 @@ impl Config {
         self.check_aggregator()?;
         self.check_metrics()?;
         self.check_reconciler()?;
-        self.check_journeys()
+        self.check_journeys()?;
+        self.check_display()
     }
 
     fn check_station(&self) -> Result<(), (String, String)> {
@@ -398,6 +399,76 @@ impl Config {
                 other => other.to_string(),
             };
             return Err((k("url"), message));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn check_display(&self) -> Result<(), (String, String)> {
+        let Some(d) = &self.display else {
+            return Ok(());
+        };
+        let addr: std::net::SocketAddr = d.listen.parse().map_err(|_| {
+            (
+                "display.listen".to_string(),
+                format!(
+                    "{:?} is not an address:port such as 127.0.0.1:8700",
+                    d.listen
+                ),
+            )
+        })?;
+        if !addr.ip().is_loopback() && !d.allow_remote {
+            return Err((
+                "display.listen".into(),
+                format!(
+                    "{addr} is reachable from other machines, and the pages show what each \
+                     passenger is told as it happens: listen on 127.0.0.1 (the kiosk browser \
+                     runs on this controller), or set allow_remote = true for a screen driven \
+                     by another computer, behind a firewall"
+                ),
+            ));
+        }
+        in_range("display.idle_after_ms", d.idle_after_ms, 1_000..=60_000)?;
+        for (i, g) in d.gates.iter().enumerate() {
+            let k = |key: &str| format!("display.gate[{i}].{key}");
+            if g.name.is_empty()
+                || g.name.len() > 32
+                || !g
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err((k("name"), "must be 1-32 letters, digits, - or _".into()));
+            }
+            if d.gates[..i].iter().any(|o| o.name == g.name) {
+                return Err((k("name"), format!("gate {:?} is defined twice", g.name)));
+            }
+            if g.lanes.len() != 2 {
+                return Err((
+                    k("lanes"),
+                    format!(
+                        "a gate page shows the two lanes of one gate ({} given); one lane has \
+                         its own page, /lane/<name>",
+                        g.lanes.len()
+                    ),
+                ));
+            }
+            for (j, lane) in g.lanes.iter().enumerate() {
+                let key = format!("display.gate[{i}].lanes[{j}]");
+                if self.lane(lane).is_none() {
+                    return Err((key, format!("no [[lane]] named {lane:?}")));
+                }
+                if g.lanes[..j].contains(lane) {
+                    return Err((key, format!("lane {lane:?} is listed twice")));
+                }
+                if let Some(other) = d.gates[..i].iter().find(|o| o.lanes.contains(lane)) {
+                    return Err((
+                        key,
+                        format!("lane {lane:?} is already on gate {:?}", other.name),
+                    ));
+                }
+            }
         }
         Ok(())
     }

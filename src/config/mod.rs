@@ -152,6 +152,43 @@ pub struct Config {
     /// `[journeys]`: where journeys are matched: this station only, or the whole line.
     #[serde(default)]
     pub journeys: JourneysConfig,
+    /// `[display]`: the passenger display's pages; off when absent.
+    #[serde(default)]
+    pub display: Option<DisplayConfig>,
+}
+
+/// `[display]`: the pages a kiosk browser on the gate's screen shows (see
+/// [`crate::display`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisplayConfig {
+    /// `address:port` the pages are served on (`127.0.0.1:8700`). Loopback only, unless
+    /// `allow_remote` is set.
+    pub listen: String,
+    /// Accept a `listen` address off this machine (a screen driven by another computer). The
+    /// pages show what each passenger is told, live: keep them off the station's network.
+    #[serde(default)]
+    pub allow_remote: bool,
+    /// How long a tap's screen stays before the lane goes back to idle, milliseconds.
+    #[serde(default = "default_idle_after_ms")]
+    pub idle_after_ms: u64,
+    /// `[[display.gate]]`: gates with two lanes, each shown on one page.
+    #[serde(default, rename = "gate")]
+    pub gates: Vec<DisplayGateConfig>,
+}
+
+/// `[[display.gate]]`: the two lanes of one gate, shown side by side on `/gate/<name>`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisplayGateConfig {
+    /// The gate's name in its page's address (`G3`): letters, digits, `-` or `_`.
+    pub name: String,
+    /// Its two lanes, left to right as the page shows them.
+    pub lanes: Vec<String>,
+}
+
+fn default_idle_after_ms() -> u64 {
+    4000
 }
 
 /// `[journeys] store`: where a tap-out looks for its tap-in.

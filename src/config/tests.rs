@@ -1258,3 +1258,195 @@ fn a_local_store_refuses_each_postgres_only_key_with_what_to_do() {
         assert_eq!(e.line, Some(text.lines().count()), "{e}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// [display]
+
+#[test]
+fn the_documented_display_parses_and_is_off_when_absent() {
+    let c = parse(EXAMPLE).expect("annotated example");
+    let d = c.display.expect("[display] in the example");
+    assert_eq!(d.listen, "127.0.0.1:8700");
+    assert!(!d.allow_remote);
+    assert_eq!(d.idle_after_ms, 4000);
+    assert_eq!(d.gates.len(), 1);
+    assert_eq!(d.gates[0].name, "G1");
+    assert_eq!(d.gates[0].lanes, ["in-1", "out-1"]);
+
+    assert!(
+        parse(DEMO).expect("demo").display.is_none(),
+        "off when absent"
+    );
+    let only_listen = strip_display(EXAMPLE) + "\n[display]\nlisten = \"[::1]:8700\"\n";
+    let d = parse(&only_listen)
+        .expect("listen alone")
+        .display
+        .expect("on");
+    assert_eq!(d.idle_after_ms, 4000, "default");
+    assert!(d.gates.is_empty());
+    let remote = EXAMPLE
+        .replace("listen = \"127.0.0.1:8700\"", "listen = \"0.0.0.0:8700\"")
+        .replace("allow_remote = false", "allow_remote = true");
+    assert!(parse(&remote).is_ok(), "allowed explicitly");
+}
+
+/// The example without its `[display]` section (up to the next section's rule).
+fn strip_display(text: &str) -> String {
+    let start = text.find("[display]").expect("[display]");
+    let start = text[..start]
+        .rfind("# ----")
+        .expect("rule before [display]");
+    let end = start + 4 + text[start + 4..].find("# ----").expect("rule after");
+    format!("{}{}", &text[..start], &text[end..])
+}
+
+/// Each bad `[display]` key: named, at its line.
+#[test]
+fn bad_display_keys_are_named_with_their_line() {
+    const LISTEN: &str = "listen = \"127.0.0.1:8700\"";
+    const LANES: &str = "lanes = [\"in-1\", \"out-1\"]";
+    let cases: &[Bad] = &[
+        bad(
+            &[(LISTEN, "listen = \"0.0.0.0:8700\"")],
+            "display.listen",
+            "listen = \"0.0.0.0",
+        ),
+        bad(
+            &[(LISTEN, "listen = \"192.168.1.20:8700\"")],
+            "display.listen",
+            "listen = \"192",
+        ),
+        bad(
+            &[(LISTEN, "listen = \"localhost:8700\"")],
+            "display.listen",
+            "listen = \"localhost",
+        ),
+        bad(
+            &[(LISTEN, "listen = 8700")],
+            "display.listen",
+            "listen = 8700",
+        ),
+        bad(
+            &[(LISTEN, "")],
+            "display.listen",
+            "[display]",
+        ),
+        bad(
+            &[("allow_remote = false", "allow_remote = \"no\"")],
+            "display.allow_remote",
+            "allow_remote =",
+        ),
+        bad(
+            &[("idle_after_ms = 4000", "idle_after_ms = 999")],
+            "display.idle_after_ms",
+            "idle_after_ms =",
+        ),
+        bad(
+            &[("idle_after_ms = 4000", "idle_after_ms = 60001")],
+            "display.idle_after_ms",
+            "idle_after_ms =",
+        ),
+        bad(
+            &[("idle_after_ms = 4000", "idle_after_ms = 4000\nidle_ms = 10")],
+            "display.idle_ms",
+            "idle_ms",
+        ),
+        bad(
+            &[(LANES, "lanes = [\"in-1\", \"out-1\"]\ncolour = \"red\"")],
+            "display.gate[0].colour",
+            "colour =",
+        ),
+        bad(
+            &[("name = \"G1\"", "name = \"G 1\"")],
+            "display.gate[0].name",
+            "name = \"G 1\"",
+        ),
+        bad(
+            &[(LANES, "lanes = [\"in-1\"]")],
+            "display.gate[0].lanes",
+            "lanes =",
+        ),
+        bad(
+            &[(LANES, "lanes = [\"in-1\", \"out-1\", \"in-1\"]")],
+            "display.gate[0].lanes",
+            "lanes =",
+        ),
+        bad(
+            &[(LANES, "lanes = [\"in-1\", \"out-9\"]")],
+            "display.gate[0].lanes[1]",
+            "lanes =",
+        ),
+        bad(
+            &[(LANES, "lanes = [\"in-1\", \"in-1\"]")],
+            "display.gate[0].lanes[1]",
+            "lanes =",
+        ),
+        bad(
+            &[(LANES, "lanes = [\"in-1\", 7]")],
+            "display.gate[0].lanes[1]",
+            "lanes =",
+        ),
+        bad(
+            &[("name = \"G1\"\n", "")],
+            "display.gate[0].name",
+            "[[display.gate]]",
+        ),
+        Bad {
+            edits: &[(
+                LANES,
+                "lanes = [\"in-1\", \"out-1\"]\n[[display.gate]]\nname = \"G1\"\nlanes = [\"out-1\", \"in-1\"]",
+            )],
+            key: "display.gate[1].name",
+            at: "name = \"G1\"",
+            nth: 1,
+        },
+        Bad {
+            edits: &[(
+                LANES,
+                "lanes = [\"in-1\", \"out-1\"]\n[[display.gate]]\nname = \"G2\"\nlanes = [\"out-1\", \"in-1\"]",
+            )],
+            key: "display.gate[1].lanes[0]",
+            at: "lanes = [\"out-1\"",
+            nth: 0,
+        },
+    ];
+    let mut failures = Vec::new();
+    for c in cases {
+        let mut text = EXAMPLE.to_string();
+        for (old, new) in c.edits {
+            assert!(text.contains(old), "edit {old:?} does not apply");
+            text = text.replacen(old, new, 1);
+        }
+        let want_line = nth_line_of(&text, c.at, c.nth);
+        assert!(
+            want_line.is_some(),
+            "{}: no line starts with {:?}",
+            c.key,
+            c.at
+        );
+        match parse(&text) {
+            Ok(_) => failures.push(format!("{}: accepted", c.key)),
+            Err(e) => {
+                let shown = e.to_string();
+                if e.key.as_deref() != Some(c.key) || e.line != want_line {
+                    failures.push(format!("{}: want line {want_line:?}, got {shown}", c.key));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} wrong:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn a_remote_listen_address_says_why_and_what_to_do() {
+    let text = EXAMPLE.replace("listen = \"127.0.0.1:8700\"", "listen = \"0.0.0.0:8700\"");
+    let e = parse(&text).expect_err("remote");
+    assert!(e.message.contains("allow_remote = true"), "{e}");
+    assert!(e.message.contains("127.0.0.1"), "{e}");
+}

@@ -114,9 +114,12 @@ impl Lane {
         r
     }
 
-    /// The one log event and the metrics of a finished tap.
+    /// The one log event, the metrics and the passenger's screen of a finished tap.
     fn finish(&self, r: &TapReport) {
         log_tap(r);
+        if let Some(display) = self.station.display() {
+            display.publish(r);
+        }
         let m = &self.station.metrics;
         m.inc(
             "tapgate_taps_total",

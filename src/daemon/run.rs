@@ -52,6 +52,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             .context("opening the journal's reader for metrics")?,
     );
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Before the lanes: their first tap is shown.
+    let _display = crate::display::start(&cfg, &station.core(), &stop_rx).await?;
     let lanes = start_lanes(&cfg, &station)?;
     let _inputs = start_inputs(&cfg, &station, &lanes.relays, &stop_rx)?;
     let background = Background::start(&station, &stop_rx);
@@ -395,17 +397,10 @@ async fn consume_events<F, Fut>(
     }
 }
 
-/// What the passenger is shown for a tap's outcome: the gate opens, the wallet was not ready,
-/// or anything else that keeps the gate shut.
+/// What the reader shows for a tap's outcome: the one mapping the passenger's screen uses too
+/// ([`crate::display::signal_for`]).
 fn signal_for(outcome: TapOutcome) -> Signal {
-    match outcome {
-        TapOutcome::Approved
-        | TapOutcome::Released
-        | TapOutcome::UnpaidExit
-        | TapOutcome::FreeExit => Signal::Approved,
-        TapOutcome::WalletNotReady => Signal::WalletNotReady,
-        _ => Signal::Declined,
-    }
+    crate::display::signal_for(outcome)
 }
 
 /// Serves `GET /metrics` in the Prometheus text format until `stop` changes.

@@ -253,6 +253,8 @@ pub struct StationCore {
     passengers: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Fast open's exposure ledger and the aggregator's health, shared by the lanes.
     pub(crate) fast_open: Mutex<crate::fare::fast_open::Exposure>,
+    /// The passenger display the lanes publish their taps to, when one is attached.
+    display: std::sync::OnceLock<Arc<crate::display::DisplayHub>>,
 }
 
 /// A station with its real parts: the SQLite journal and the SNAP aggregator behind the
@@ -353,8 +355,20 @@ impl StationCore {
             fast_open: Mutex::new(crate::fare::fast_open::Exposure::new(
                 &config.policy.fast_open,
             )),
+            display: std::sync::OnceLock::new(),
             config,
         })
+    }
+
+    /// Attaches the passenger display: from now on every finished tap is shown on it. Only
+    /// the first attach counts; returns whether this one did.
+    pub fn attach_display(&self, hub: Arc<crate::display::DisplayHub>) -> bool {
+        self.display.set(hub).is_ok()
+    }
+
+    /// The attached passenger display, if any.
+    pub fn display(&self) -> Option<&Arc<crate::display::DisplayHub>> {
+        self.display.get()
     }
 
     /// Claims the passenger `pan_key` for one tap at one lane; `None` while another lane of
