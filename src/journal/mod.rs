@@ -377,7 +377,7 @@ impl Journal {
                 why: "too large",
             })?;
         exec(
-            &tx,
+            tx,
             "UPDATE fare_ops SET state = ?2, reference_no = ?3, response_code = ?4, \
              gate_opened = ?5, reason = ?6, attempts = ?7, next_attempt_at_ms = ?8, \
              refund_no = ?9, refund_amount = ?10, updated_at_ms = ?11 \
@@ -932,7 +932,7 @@ fn open_journey_in(
 ) -> Result<i64, JournalError> {
     let op_state = op_state(tx, tap_in_ref)?;
     let open: Option<i64> = one(
-        &tx,
+        tx,
         "SELECT id FROM journeys WHERE pan_key = ?1 AND state = 'OPEN'",
         [pan_key],
         |r| r.get(0),
@@ -943,7 +943,7 @@ fn open_journey_in(
         return Err(JournalError::JourneyAlreadyOpen { id });
     }
     exec(
-        &tx,
+        tx,
         "INSERT INTO journeys (pan_key, entry_station, tap_in_ref, state, opened_at_ms) \
          VALUES (?1, ?2, ?3, 'OPEN', ?4)",
         params![pan_key, entry_station, tap_in_ref, at_ms],
@@ -951,7 +951,7 @@ fn open_journey_in(
     .ctx("inserting a journey")?;
     let id = tx.last_insert_rowid();
     exec(
-        &tx,
+        tx,
         "UPDATE fare_ops SET journey_id = ?2 WHERE partner_reference_no = ?1",
         params![tap_in_ref, id],
     )
@@ -991,7 +991,7 @@ fn close_journey_in(
     }
     let fare = fare_sql(fare)?;
     let found: Option<(String, String)> = one(
-        &tx,
+        tx,
         "SELECT state, tap_in_ref FROM journeys WHERE id = ?1",
         [id],
         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -1017,7 +1017,7 @@ fn close_journey_in(
         None => None,
     };
     exec(
-        &tx,
+        tx,
         "UPDATE journeys SET state = ?2, tap_out_ref = ?3, fare = ?4, closed_at_ms = ?5 \
              WHERE id = ?1",
         params![id, state.as_str(), tap_out_ref, fare, at_ms],
@@ -1042,7 +1042,7 @@ fn close_journey_in(
     insert_event(tx, &tap_in_ref, at_ms, Some(in_state), in_state, &detail)?;
     if let (Some(r), Some(s)) = (tap_out_ref, out_state) {
         exec(
-            &tx,
+            tx,
             "UPDATE fare_ops SET journey_id = ?2 WHERE partner_reference_no = ?1",
             params![r, id],
         )
@@ -1061,7 +1061,7 @@ fn begin_in(tx: &Connection, op: &NewOp) -> Result<(), JournalError> {
         why: "too large",
     })?;
     let exists: bool = one(
-        &tx,
+        tx,
         "SELECT EXISTS (SELECT 1 FROM fare_ops WHERE partner_reference_no = ?1)",
         [&op.partner_reference_no],
         |r| r.get(0),
@@ -1078,7 +1078,7 @@ fn begin_in(tx: &Connection, op: &NewOp) -> Result<(), JournalError> {
         }
     }
     exec(
-        &tx,
+        tx,
         "INSERT INTO fare_ops (partner_reference_no, kind, lane, direction, station_id, \
          amount, pan_key, pan_masked, nns, state, attempts, next_attempt_at_ms, \
          created_at_ms, updated_at_ms, journey_id, owner) \
@@ -1161,7 +1161,7 @@ pub fn owner_is_alive(owner: &str) -> bool {
 /// What stands in the way of a new tap of `claim.pan_key`, if anything.
 fn tap_block(conn: &Connection, claim: &TapClaim) -> Result<Option<TapBlock>, JournalError> {
     let in_flight: Option<String> = one(
-        &conn,
+        conn,
         "SELECT partner_reference_no FROM fare_ops WHERE state = 'PENDING' \
              AND pan_key = ?1 AND coalesce(next_attempt_at_ms, 0) > ?2 \
              ORDER BY created_at_ms DESC LIMIT 1",
@@ -1184,7 +1184,7 @@ fn tap_block(conn: &Connection, claim: &TapClaim) -> Result<Option<TapBlock>, Jo
         return Ok(None);
     }
     let passed: Option<String> = one(
-        &conn,
+        conn,
         "SELECT partner_reference_no FROM fare_ops WHERE created_at_ms >= ?1 \
              AND pan_key = ?2 AND direction = ?3 AND gate_opened = 1 \
              ORDER BY created_at_ms DESC LIMIT 1",
@@ -1230,7 +1230,7 @@ const ALL_STATES: [OpState; 7] = OpState::ALL;
 
 fn journey_exists(conn: &Connection, id: i64) -> Result<bool, JournalError> {
     one(
-        &conn,
+        conn,
         "SELECT EXISTS (SELECT 1 FROM journeys WHERE id = ?1)",
         [id],
         |r| r.get(0),
@@ -1241,7 +1241,7 @@ fn journey_exists(conn: &Connection, id: i64) -> Result<bool, JournalError> {
 /// The state of a journaled operation; [`JournalError::UnknownReference`] if there is none.
 fn op_state(conn: &Connection, partner_ref: &str) -> Result<OpState, JournalError> {
     let state: Option<String> = one(
-        &conn,
+        conn,
         "SELECT state FROM fare_ops WHERE partner_reference_no = ?1",
         [partner_ref],
         |r| r.get(0),
@@ -1301,7 +1301,7 @@ fn insert_event(
     detail: &str,
 ) -> Result<(), JournalError> {
     exec(
-        &conn,
+        conn,
         "INSERT INTO events (partner_reference_no, at_ms, from_state, to_state, detail) \
          VALUES (?1, ?2, ?3, ?4, ?5)",
         params![

@@ -93,7 +93,7 @@ pub(super) fn outbox_insert(tx: &Connection, ev: &JourneyEvent) -> Result<(), Jo
     };
     let fare = fare_sql(fare)?;
     exec(
-        &tx,
+        tx,
         "INSERT INTO line_outbox (event_id, tap_in_ref, kind, station, at_ms, pan_key, \
          tap_out_ref, fare, references_hold, created_at_ms) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?5) ON CONFLICT (event_id) DO NOTHING",
@@ -126,7 +126,7 @@ pub(super) fn close_elsewhere_in(
         return Ok(());
     }
     let tap_in: Option<String> = one(
-        &tx,
+        tx,
         "SELECT tap_in_ref FROM journeys WHERE id = ?1",
         [c.id],
         |r| r.get(0),

@@ -57,7 +57,7 @@ pub enum ClearOutcome {
 /// Marks `partner_ref` as fast-opened, inside the caller's transaction.
 pub(super) fn mark_fast_opened(tx: &Connection, partner_ref: &str) -> Result<(), JournalError> {
     let n = exec(
-        &tx,
+        tx,
         "UPDATE fare_ops SET fast_opened = 1 WHERE partner_reference_no = ?1",
         [partner_ref],
     )
@@ -76,7 +76,7 @@ pub(super) fn insert_in(tx: &Connection, op: &OpRow, at_ms: i64) -> Result<(), J
         why: "too large",
     })?;
     exec(
-        &tx,
+        tx,
         "INSERT INTO unpaid (partner_reference_no, pan_key, pan_masked, nns, station, \
          direction, amount, at_ms, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
          ON CONFLICT (partner_reference_no) DO NOTHING",
@@ -99,7 +99,7 @@ pub(super) fn insert_in(tx: &Connection, op: &OpRow, at_ms: i64) -> Result<(), J
 /// What the passenger owes, if anything.
 pub(super) fn owed_in(conn: &Connection, pan_key: &str) -> Result<Option<Owed>, JournalError> {
     let (sum, count): (Option<i64>, i64) = one(
-        &conn,
+        conn,
         "SELECT sum(amount), count(*) FROM unpaid WHERE pan_key = ?1 \
              AND cleared_at_ms IS NULL",
         [pan_key],
