@@ -8,7 +8,7 @@
 mod rig;
 
 use rig::*;
-use tapgate::aggregator::{PayOutcome, QueryOutcome, TxStatus};
+use tapgate::aggregator::{QueryOutcome, TxStatus};
 use tapgate::fare::policy::TapOutcome;
 use tapgate::fare::{OpState, Rupiah};
 use tapgate::journal::JourneyState;
@@ -21,27 +21,6 @@ fn fast_open(extra: &str) -> Rig {
         &format!("[policy.fast_open]\nenabled = true\nwait_ms = {WAIT_MS}\n{extra}"),
         "",
     )
-}
-
-fn success(reference: &str) -> PayOutcome {
-    PayOutcome::Success {
-        reference_no: Some(reference.into()),
-        response_code: "2006000".into(),
-        amount_mismatch: None,
-    }
-}
-
-fn declined() -> PayOutcome {
-    PayOutcome::Declined {
-        response_code: "4036014".into(),
-        message: "Insufficient Funds".into(),
-    }
-}
-
-fn pref(r: &tapgate::daemon::lane::TapReport) -> String {
-    r.partner_reference_no
-        .clone()
-        .expect("a payment was journaled")
 }
 
 #[tokio::test(start_paused = true)]

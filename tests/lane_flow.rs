@@ -22,21 +22,6 @@ use tapgate::journal::{JourneyState, OpKind};
 use tapgate::nfc::{CardEvent, TapReadError};
 use tapgate::ports::fake::{Answer, JournalCall};
 
-fn success(reference: &str) -> PayOutcome {
-    PayOutcome::Success {
-        reference_no: Some(reference.into()),
-        response_code: "2006000".into(),
-        amount_mismatch: None,
-    }
-}
-
-fn declined() -> PayOutcome {
-    PayOutcome::Declined {
-        response_code: "4036014".into(),
-        message: "Insufficient Funds".into(),
-    }
-}
-
 fn refused(why: RefusedWhy) -> PayOutcome {
     PayOutcome::Refused {
         response_code: None,
@@ -59,12 +44,6 @@ fn status(s: TxStatus, reference: Option<&str>) -> QueryOutcome {
         response_code: "2005100".into(),
         amount: None,
     }
-}
-
-fn pref(r: &tapgate::daemon::lane::TapReport) -> String {
-    r.partner_reference_no
-        .clone()
-        .expect("a payment was journaled")
 }
 
 /// What a tap that moved no money leaves: nothing asked, nothing journaled, gate shut.

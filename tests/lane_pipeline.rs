@@ -61,12 +61,7 @@ async fn rig(policy: &str) -> Rig {
 
 impl Rig {
     async fn settle(&self) {
-        self.station.drain().await;
-        let left = Reconciler::new(self.station.clone())
-            .run_until_settled(Duration::from_secs(20))
-            .await
-            .unwrap();
-        assert_eq!(left, 0, "operations left non-final");
+        common::settle(&self.station).await;
     }
 
     async fn state_of(&self, partner_ref: &str) -> OpState {
@@ -81,10 +76,7 @@ impl Rig {
     }
 
     async fn assert_books_agree(&self) {
-        let rows = self.station.journal.run(|j| j.export(0)).await.unwrap();
-        let mismatches = tapgate::cmd::audit::compare_with_journal(&self.sim.ledger(), &rows);
-        assert!(mismatches.is_empty(), "{mismatches:#?}");
-        assert_eq!(self.sim.stats().protocol_violations(), 0);
+        common::assert_books_agree(&self.station, &self.sim).await;
     }
 }
 

@@ -153,3 +153,22 @@ impl SplitMix {
         self.below(100) < percent
     }
 }
+
+/// Late replies journaled, then the reconciler until every operation is final (20 s at most).
+pub async fn settle(station: &std::sync::Arc<tapgate::daemon::Station>) {
+    station.drain().await;
+    let left = tapgate::daemon::reconcile::Reconciler::new(station.clone())
+        .run_until_settled(std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "operations left non-final");
+}
+
+/// The station's journal and the simulator's ledger tell the same story, and the simulator
+/// saw no protocol violation.
+pub async fn assert_books_agree(station: &tapgate::daemon::Station, sim: &SimHandle) {
+    let rows = station.journal.run(|j| j.export(0)).await.unwrap();
+    let mismatches = tapgate::cmd::audit::compare_with_journal(&sim.ledger(), &rows);
+    assert!(mismatches.is_empty(), "{mismatches:#?}");
+    assert_eq!(sim.stats().protocol_violations(), 0);
+}

@@ -469,3 +469,27 @@ pub fn refund_owed(amount: u64, at_ms: i64) -> Transition {
 pub async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
+
+/// A success with `reference` as the `referenceNo`.
+pub fn success(reference: &str) -> PayOutcome {
+    PayOutcome::Success {
+        reference_no: Some(reference.into()),
+        response_code: "2006000".into(),
+        amount_mismatch: None,
+    }
+}
+
+/// The issuer's decline for insufficient funds.
+pub fn declined() -> PayOutcome {
+    PayOutcome::Declined {
+        response_code: "4036014".into(),
+        message: "Insufficient Funds".into(),
+    }
+}
+
+/// The tap's `partnerReferenceNo` (it journaled a payment).
+pub fn pref(r: &TapReport) -> String {
+    r.partner_reference_no
+        .clone()
+        .expect("a payment was journaled")
+}
