@@ -1,7 +1,7 @@
 //! Reading body fields leniently but strictly: the simulator's own field checks, independent
 //! of the client's wire types.
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use super::{reject, Kind, Reject};
 
@@ -97,6 +97,53 @@ pub(super) fn parse_amount(s: &str) -> Option<u64> {
         return None;
     }
     whole.parse().ok()
+}
+
+/// The payment a query or refund names.
+pub(super) struct Original<'a> {
+    /// `originalPartnerReferenceNo`.
+    pub(super) partner: Option<&'a str>,
+    /// `originalReferenceNo`.
+    pub(super) reference: Option<&'a str>,
+}
+
+/// `originalPartnerReferenceNo` and `originalReferenceNo`, at least one of them (`missing`
+/// is the field named when both are absent).
+pub(super) fn original<'a>(
+    obj: &'a Map<String, Value>,
+    missing: &str,
+) -> Result<Original<'a>, FieldErr> {
+    original_refs(obj, false, missing)
+}
+
+/// [`original`] for a query, which takes `originalExternalId` too: read between the two and
+/// the check that one is there, so that a malformed one is what is answered.
+pub(super) fn original_with_external_id<'a>(
+    obj: &'a Map<String, Value>,
+    missing: &str,
+) -> Result<Original<'a>, FieldErr> {
+    original_refs(obj, true, missing)
+}
+
+fn original_refs<'a>(
+    obj: &'a Map<String, Value>,
+    external_id: bool,
+    missing: &str,
+) -> Result<Original<'a>, FieldErr> {
+    let partner = opt_str(obj, "originalPartnerReferenceNo", 64)?;
+    let reference = opt_str(obj, "originalReferenceNo", 64)?;
+    if external_id {
+        opt_str(obj, "originalExternalId", 36)?;
+    }
+    if partner.is_none() && reference.is_none() {
+        return Err(FieldErr::Missing(missing.into()));
+    }
+    Ok(Original { partner, reference })
+}
+
+/// An amount in whole rupiah in its wire form, `{"value":"5000.00","currency":"IDR"}`.
+pub(super) fn rupiah(amount: u64) -> Value {
+    json!({ "value": format!("{amount}.00"), "currency": "IDR" })
 }
 
 /// Counts body keys outside `known` (returns their names).
