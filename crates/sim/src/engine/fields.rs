@@ -154,6 +154,27 @@ pub(super) fn unknown_keys(obj: &Map<String, Value>, known: &[&str]) -> Vec<Stri
         .collect()
 }
 
+/// For the field tests: `good` with one change.
+#[cfg(test)]
+pub(super) fn changed(
+    good: &Value,
+    change: &dyn Fn(&mut Map<String, Value>),
+) -> Map<String, Value> {
+    let mut b = good.as_object().cloned().unwrap_or_default();
+    change(&mut b);
+    b
+}
+
+/// For the field tests: what a parse said, `ok`, `missing <field>` or `format <field>`.
+#[cfg(test)]
+pub(super) fn verdict<T>(parsed: Result<T, FieldErr>) -> String {
+    match parsed {
+        Ok(_) => "ok".to_string(),
+        Err(FieldErr::Missing(f)) => format!("missing {f}"),
+        Err(FieldErr::Format(f, _)) => format!("format {f}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

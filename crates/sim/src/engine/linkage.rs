@@ -348,6 +348,7 @@ fn parse_linkage_payment(body: &Map<String, Value>) -> Result<LinkagePaymentFiel
 
 #[cfg(test)]
 mod tests {
+    use super::super::fields::{changed, verdict};
     use super::*;
 
     #[test]
@@ -365,14 +366,8 @@ mod tests {
             (p.amount, p.fee, p.reff_flag),
             (5000, 0, "SIMMPM0000000001")
         );
-        let case = |mutate: &dyn Fn(&mut Map<String, Value>)| {
-            let mut b = good.as_object().unwrap().clone();
-            mutate(&mut b);
-            match parse_linkage_payment(&b) {
-                Ok(_) => "ok".to_string(),
-                Err(FieldErr::Missing(f)) => format!("missing {f}"),
-                Err(FieldErr::Format(f, _)) => format!("format {f}"),
-            }
+        let case = |change: &dyn Fn(&mut Map<String, Value>)| {
+            verdict(parse_linkage_payment(&changed(&good, change)))
         };
         assert_eq!(case(&|b| drop(b.remove("feeAmount"))), "ok");
         assert_eq!(
