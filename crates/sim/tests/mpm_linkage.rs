@@ -105,7 +105,7 @@ async fn generate_then_the_wallet_pays_then_query_and_notification_agree() {
     assert!(delivered, "{:?}", s.sim.mpm_entry("GATE-MPM-1"));
     let e = s.sim.mpm_entry("GATE-MPM-1").unwrap();
     assert_eq!((e.status, e.net_charged()), (MpmStatus::Paid, 14000));
-    let over_http: Value = reqwest_free_get(&format!("{}/sim/ledger/mpm", s.sim.base_url())).await;
+    let over_http: Value = get_json(&s.sim.base_url(), "/sim/ledger/mpm").await;
     assert_eq!(over_http["qrs"][0]["status"], "PAID");
     assert_eq!(
         over_http["payments"][0]["reference_no"],
@@ -127,20 +127,32 @@ async fn generate_then_the_wallet_pays_then_query_and_notification_agree() {
     );
 }
 
-/// GET over the simulator's own client-free path: a raw HTTP/1.0 request.
-async fn reqwest_free_get(url: &str) -> Value {
+/// GETs one of the simulator's own JSON paths.
+async fn get_json(base: &str, path: &str) -> Value {
+    let text = raw_http(base, "GET", path, None).await;
+    serde_json::from_str(&text[text.find("\r\n\r\n").unwrap() + 4..]).unwrap()
+}
+
+/// Sends one raw HTTP/1.0 request, with a JSON body if any, to the simulator at `base`
+/// (`http://host:port`) and returns the whole answer: its control paths need no HTTP client.
+async fn raw_http(base: &str, method: &str, path: &str, body: Option<&Value>) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let host = base.strip_prefix("http://").unwrap();
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\n");
+    if let Some(body) = body {
+        let body = body.to_string();
+        req += &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+    } else {
+        req += "\r\n";
+    }
     let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8(buf).unwrap();
-    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
-    serde_json::from_str(body).unwrap()
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 #[tokio::test]
@@ -292,18 +304,7 @@ async fn the_late_payment_knob_works_over_the_control_api_too() {
 
 /// POSTs a control body; expects 204.
 async fn control(base: &str, path: &str, body: Value) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let host = base.strip_prefix("http://").unwrap();
-    let body = body.to_string();
-    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
-    let req = format!(
-        "POST {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf);
+    let text = raw_http(base, "POST", path, Some(&body)).await;
     assert!(
         text.starts_with("HTTP/1.0 204") || text.starts_with("HTTP/1.1 204"),
         "{text}"
@@ -474,24 +475,22 @@ async fn the_merchants_calls_pass_the_same_caller_checks_as_cpm() {
         .wallet
         .transaction_call(&path, &tokens, &body)
         .without("Authorization-Customer");
-    let a = s
-        .wallet
-        .send(&call.clone().without("X-DEVICE-ID"))
-        .await
-        .unwrap();
-    assert_eq!(outcome(&a), (400, "4004702".into()), "{:?}", a.body);
-    let a = s
-        .wallet
-        .send(&call.clone().with_header("X-SIGNATURE", "AAAA"))
-        .await
-        .unwrap();
-    assert_eq!(outcome(&a), (401, "4014700".into()), "{:?}", a.body);
-    let a = s
-        .wallet
-        .send(&call.clone().with_header("Authorization", "Bearer stale"))
-        .await
-        .unwrap();
-    assert_eq!(outcome(&a), (401, "4014701".into()), "{:?}", a.body);
+    for (bad, status, code) in [
+        (call.clone().without("X-DEVICE-ID"), 400, "4004702"),
+        (
+            call.clone().with_header("X-SIGNATURE", "AAAA"),
+            401,
+            "4014700",
+        ),
+        (
+            call.clone().with_header("Authorization", "Bearer stale"),
+            401,
+            "4014701",
+        ),
+    ] {
+        let a = s.wallet.send(&bad).await.unwrap();
+        assert_eq!(outcome(&a), (status, code.into()), "{:?}", a.body);
+    }
     assert_eq!(s.wallet.send(&call).await.unwrap().code(), "2004700");
     // The same external id twice in a day is a conflict.
     let a = s.wallet.send(&call).await.unwrap();

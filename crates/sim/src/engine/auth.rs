@@ -4,7 +4,7 @@
 use axum::http::HeaderMap;
 use jiff::{Timestamp, Zoned};
 
-use super::{reject, Engine, Kind, Reject, SimRequest};
+use super::{missing_header, reject, unauthorized, Engine, Kind, Reject, SimRequest};
 use crate::snap::sign;
 
 /// The transaction headers docs/protocol.md §3 makes mandatory, lower-case.
@@ -85,13 +85,38 @@ impl Engine {
     pub(super) fn check_fresh(&self, ts: Timestamp, now: &Zoned) -> Result<(), Reject> {
         let skew = (now.timestamp().as_second() - ts.as_second()).unsigned_abs();
         if skew > self.cfg.timestamp_skew_secs {
-            return Err(reject(
+            return Err(unauthorized(
                 Kind::Header,
-                401,
-                "00",
-                "Unauthorized.",
                 format!("X-TIMESTAMP is {skew} s away from the aggregator's clock"),
             ));
+        }
+        Ok(())
+    }
+
+    /// The headers of a token request (B2B or B2B2C), in the order an aggregator checks
+    /// them: all four present, the content type, `X-TIMESTAMP`, our `X-CLIENT-KEY`, the
+    /// clock skew, then the partner's RSA signature over client key and timestamp.
+    pub(super) fn check_token_request(&self, h: &HeaderMap, now: &Zoned) -> Result<(), Reject> {
+        for name in ["content-type", "x-timestamp", "x-client-key", "x-signature"] {
+            if header(h, name).is_none() {
+                return Err(missing_header(name));
+            }
+        }
+        let get = |n: &str| header(h, n).unwrap_or_default();
+        self.check_content_type(h)?;
+        let ts = self.timestamp(get("x-timestamp"))?;
+        if get("x-client-key") != self.cfg.client_id {
+            return Err(unauthorized(Kind::Header, "unknown X-CLIENT-KEY"));
+        }
+        self.check_fresh(ts, now)?;
+        let signed = sign::verify_b2b(
+            &self.cfg.partner_public_key_der,
+            get("x-client-key"),
+            get("x-timestamp"),
+            get("x-signature"),
+        );
+        if !signed {
+            return Err(unauthorized(Kind::Signature, "X-SIGNATURE does not verify"));
         }
         Ok(())
     }
@@ -113,13 +138,7 @@ impl Engine {
     /// `X-IP-ADDRESS` and coordinates. Returns the timestamp.
     fn check_transaction_headers(&self, h: &HeaderMap) -> Result<Timestamp, Reject> {
         if let Some(missing) = MANDATORY_HEADERS.iter().find(|n| header(h, n).is_none()) {
-            return Err(reject(
-                Kind::Header,
-                400,
-                "02",
-                "Invalid Mandatory Field",
-                missing.to_ascii_uppercase(),
-            ));
+            return Err(missing_header(missing));
         }
         let get = |n: &str| header(h, n).unwrap_or_default();
         self.check_content_type(h)?;
@@ -186,23 +205,11 @@ impl Engine {
     fn check_partner(&self, h: &HeaderMap) -> Result<(), Reject> {
         let get = |n: &str| header(h, n).unwrap_or_default();
         if get("x-partner-id") != self.cfg.partner_id {
-            return Err(reject(
-                Kind::Header,
-                401,
-                "00",
-                "Unauthorized.",
-                "unknown X-PARTNER-ID",
-            ));
+            return Err(unauthorized(Kind::Header, "unknown X-PARTNER-ID"));
         }
         if let Some(ch) = &self.cfg.channel_id {
             if get("channel-id") != ch {
-                return Err(reject(
-                    Kind::Header,
-                    401,
-                    "00",
-                    "Unauthorized.",
-                    "unexpected CHANNEL-ID",
-                ));
+                return Err(unauthorized(Kind::Header, "unexpected CHANNEL-ID"));
             }
         }
         Ok(())
@@ -222,11 +229,8 @@ impl Engine {
             &expected,
             header(req.headers, "x-signature").unwrap_or_default(),
         ) {
-            return Err(reject(
+            return Err(unauthorized(
                 Kind::Signature,
-                401,
-                "00",
-                "Unauthorized.",
                 "X-SIGNATURE does not match the body",
             ));
         }

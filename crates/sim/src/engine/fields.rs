@@ -1,7 +1,7 @@
 //! Reading body fields leniently but strictly: the simulator's own field checks, independent
 //! of the client's wire types.
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use super::{reject, Kind, Reject};
 
@@ -99,12 +99,80 @@ pub(super) fn parse_amount(s: &str) -> Option<u64> {
     whole.parse().ok()
 }
 
+/// The payment a query or refund names.
+pub(super) struct Original<'a> {
+    /// `originalPartnerReferenceNo`.
+    pub(super) partner: Option<&'a str>,
+    /// `originalReferenceNo`.
+    pub(super) reference: Option<&'a str>,
+}
+
+/// `originalPartnerReferenceNo` and `originalReferenceNo`, at least one of them (`missing`
+/// is the field named when both are absent).
+pub(super) fn original<'a>(
+    obj: &'a Map<String, Value>,
+    missing: &str,
+) -> Result<Original<'a>, FieldErr> {
+    original_refs(obj, false, missing)
+}
+
+/// [`original`] for a query, which takes `originalExternalId` too: read between the two and
+/// the check that one is there, so that a malformed one is what is answered.
+pub(super) fn original_with_external_id<'a>(
+    obj: &'a Map<String, Value>,
+    missing: &str,
+) -> Result<Original<'a>, FieldErr> {
+    original_refs(obj, true, missing)
+}
+
+fn original_refs<'a>(
+    obj: &'a Map<String, Value>,
+    external_id: bool,
+    missing: &str,
+) -> Result<Original<'a>, FieldErr> {
+    let partner = opt_str(obj, "originalPartnerReferenceNo", 64)?;
+    let reference = opt_str(obj, "originalReferenceNo", 64)?;
+    if external_id {
+        opt_str(obj, "originalExternalId", 36)?;
+    }
+    if partner.is_none() && reference.is_none() {
+        return Err(FieldErr::Missing(missing.into()));
+    }
+    Ok(Original { partner, reference })
+}
+
+/// An amount in whole rupiah in its wire form, `{"value":"5000.00","currency":"IDR"}`.
+pub(super) fn rupiah(amount: u64) -> Value {
+    json!({ "value": format!("{amount}.00"), "currency": "IDR" })
+}
+
 /// Counts body keys outside `known` (returns their names).
 pub(super) fn unknown_keys(obj: &Map<String, Value>, known: &[&str]) -> Vec<String> {
     obj.keys()
         .filter(|k| !known.contains(&k.as_str()))
         .cloned()
         .collect()
+}
+
+/// For the field tests: `good` with one change.
+#[cfg(test)]
+pub(super) fn changed(
+    good: &Value,
+    change: &dyn Fn(&mut Map<String, Value>),
+) -> Map<String, Value> {
+    let mut b = good.as_object().cloned().unwrap_or_default();
+    change(&mut b);
+    b
+}
+
+/// For the field tests: what a parse said, `ok`, `missing <field>` or `format <field>`.
+#[cfg(test)]
+pub(super) fn verdict<T>(parsed: Result<T, FieldErr>) -> String {
+    match parsed {
+        Ok(_) => "ok".to_string(),
+        Err(FieldErr::Missing(f)) => format!("missing {f}"),
+        Err(FieldErr::Format(f, _)) => format!("format {f}"),
+    }
 }
 
 #[cfg(test)]

@@ -11,15 +11,17 @@
 //! a query reports as failed (`06`): QR already paid (`404xx14`), expired (`403xx00`),
 //! insufficient funds (`403xx14`).
 
-use jiff::{Timestamp, Zoned};
-use rand::distr::Alphanumeric;
-use rand::Rng as _;
+use jiff::Zoned;
 use serde_json::{json, Map, Value};
 
 use super::auth::header;
-use super::fields::{opt_amount, opt_obj, opt_str, prefix, req_str, unknown_keys, FieldErr};
-use super::mpm::rupiah;
-use super::{reject, Engine, Kind, Reject, Reply, SimRequest};
+use super::fields::{
+    opt_amount, opt_obj, opt_str, original_with_external_id, prefix, req_str, rupiah, FieldErr,
+};
+use super::{
+    duplicate_reference, invalid_amount, json_object, not_found, reject, unauthorized, Engine,
+    Kind, Reject, Reply, SimRequest,
+};
 use crate::faults::Service;
 use crate::ledger::mask_pan;
 use crate::linkage::CustomerTokenError;
@@ -34,88 +36,24 @@ impl Engine {
         req: &SimRequest<'_>,
         now: &Zoned,
     ) -> Result<Reply, Reject> {
-        let h = req.headers;
-        for name in ["content-type", "x-timestamp", "x-client-key", "x-signature"] {
-            if header(h, name).is_none() {
-                return Err(reject(
-                    Kind::Header,
-                    400,
-                    "02",
-                    "Invalid Mandatory Field",
-                    name.to_ascii_uppercase(),
-                ));
-            }
-        }
-        let get = |n: &str| header(h, n).unwrap_or_default();
-        self.check_content_type(h)?;
-        let ts = self.timestamp(get("x-timestamp"))?;
-        if get("x-client-key") != self.cfg.client_id {
-            return Err(reject(
-                Kind::Header,
-                401,
-                "00",
-                "Unauthorized.",
-                "unknown X-CLIENT-KEY",
-            ));
-        }
-        self.check_fresh(ts, now)?;
-        let signed = sign::verify_b2b(
-            &self.cfg.partner_public_key_der,
-            get("x-client-key"),
-            get("x-timestamp"),
-            get("x-signature"),
-        );
-        if !signed {
-            return Err(reject(
-                Kind::Signature,
-                401,
-                "00",
-                "Unauthorized.",
-                "X-SIGNATURE does not verify",
-            ));
-        }
-        let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(req.body) else {
-            return Err(reject(
-                Kind::Body,
-                400,
-                "00",
-                "Bad Request",
-                "body is not a JSON object",
-            ));
-        };
+        self.check_token_request(req.headers, now)?;
+        let body = json_object(req.body)?;
         let known = ["grantType", "authCode", "refreshToken", "additionalInfo"];
-        self.warn_unknown(Service::Token, unknown_keys(&body, &known));
-        let (grant, code) = (|| {
-            Ok((
-                req_str(&body, "grantType", 64)?,
-                req_str(&body, "authCode", 256)?,
-            ))
-        })()
-        .map_err(FieldErr::into_reject)?;
+        let (grant, code) = self.read_fields(Service::Token, &body, &known, |b| {
+            Ok((req_str(b, "grantType", 64)?, req_str(b, "authCode", 256)?))
+        })?;
         if !grant.eq_ignore_ascii_case("authorization_code") {
             return Err(
                 FieldErr::Format("grantType".into(), "not authorization_code").into_reject(),
             );
         }
-        let token: String = (&mut self.rng)
-            .sample_iter(Alphanumeric)
-            .take(48)
-            .map(char::from)
-            .collect();
-        let ttl = i64::try_from(self.cfg.token_ttl_secs).unwrap_or(i64::MAX / 2);
-        let expires = now
-            .timestamp()
-            .checked_add(jiff::SignedDuration::from_secs(ttl))
-            .unwrap_or(Timestamp::MAX);
+        let (token, expires) = self.new_token(now);
         let Some(customer) = self
             .customers
             .issue(code, token.clone(), now.timestamp(), expires)
         else {
-            return Err(reject(
+            return Err(unauthorized(
                 Kind::Token,
-                401,
-                "00",
-                "Unauthorized.",
                 "authCode is no linked customer's",
             ));
         };
@@ -186,8 +124,7 @@ impl Engine {
             "verificationId",
             "additionalInfo",
         ];
-        self.warn_unknown(Service::Payment, unknown_keys(body, &KNOWN));
-        let p = parse_linkage_payment(body).map_err(FieldErr::into_reject)?;
+        let p = self.read_fields(Service::Payment, body, &KNOWN, parse_linkage_payment)?;
         let (qi, late) = self.payable_qr(&p, customer, now)?;
         Ok(self.pay_qr(qi, &p, customer, late, now))
     }
@@ -200,17 +137,10 @@ impl Engine {
         customer: &str,
         now: &Zoned,
     ) -> Result<(usize, bool), Reject> {
-        self.check_mpm_merchant(p.merchant_id)?;
+        self.check_merchant(p.merchant_id)?;
         if self.mpm.has_payment_reference(p.partner_reference_no) {
-            return Err(reject(
-                Kind::Duplicate,
-                409,
-                "01",
-                "Duplicate partnerReferenceNo",
-                "",
-            ));
+            return Err(duplicate_reference());
         }
-        let not_found = |why: &str| reject(Kind::NotFound, 404, "01", "Transaction Not Found", why);
         let qi = self
             .mpm
             .find(None, Some(p.reff_flag))
@@ -220,13 +150,7 @@ impl Engine {
             None => return Err(not_found("")),
         };
         if p.amount != qr_amount {
-            return Err(reject(
-                Kind::Amount,
-                404,
-                "13",
-                "Invalid Amount",
-                "amount is not the QR's",
-            ));
+            return Err(invalid_amount("amount is not the QR's"));
         }
         let late = now.timestamp() >= valid_until;
         let balance = self.customers.get(customer).map_or(0, |c| c.balance);
@@ -345,31 +269,18 @@ impl Engine {
             "subMerchantId",
             "additionalInfo",
         ];
-        self.warn_unknown(Service::Query, unknown_keys(body, &KNOWN));
-        let fields = (|| {
-            let partner = opt_str(body, "originalPartnerReferenceNo", 64)?;
-            let reference = opt_str(body, "originalReferenceNo", 64)?;
-            opt_str(body, "originalExternalId", 36)?;
-            if partner.is_none() && reference.is_none() {
-                return Err(FieldErr::Missing("originalReferenceNo".into()));
-            }
-            if req_str(body, "serviceCode", 2)? != "54" {
+        let (o, merchant) = self.read_fields(Service::Query, body, &KNOWN, |b| {
+            let o = original_with_external_id(b, "originalReferenceNo")?;
+            if req_str(b, "serviceCode", 2)? != "54" {
                 return Err(FieldErr::Format("serviceCode".into(), "not 54"));
             }
-            opt_str(body, "subMerchantId", 64)?;
-            opt_obj(body, "additionalInfo")?;
-            Ok((partner, reference, req_str(body, "merchantId", 64)?))
-        })();
-        let (partner, reference, merchant) = fields.map_err(FieldErr::into_reject)?;
-        self.check_mpm_merchant(merchant)?;
-        let Some(p) = self.mpm.find_payment(partner, reference) else {
-            return Err(reject(
-                Kind::NotFound,
-                404,
-                "01",
-                "Transaction Not Found",
-                "",
-            ));
+            opt_str(b, "subMerchantId", 64)?;
+            opt_obj(b, "additionalInfo")?;
+            Ok((o, req_str(b, "merchantId", 64)?))
+        })?;
+        self.check_merchant(merchant)?;
+        let Some(p) = self.mpm.find_payment(o.partner, o.reference) else {
+            return Err(not_found(""));
         };
         let refunded = p.reference_no.as_deref().and_then(|r| {
             self.mpm
@@ -437,6 +348,7 @@ fn parse_linkage_payment(body: &Map<String, Value>) -> Result<LinkagePaymentFiel
 
 #[cfg(test)]
 mod tests {
+    use super::super::fields::{changed, verdict};
     use super::*;
 
     #[test]
@@ -454,14 +366,8 @@ mod tests {
             (p.amount, p.fee, p.reff_flag),
             (5000, 0, "SIMMPM0000000001")
         );
-        let case = |mutate: &dyn Fn(&mut Map<String, Value>)| {
-            let mut b = good.as_object().unwrap().clone();
-            mutate(&mut b);
-            match parse_linkage_payment(&b) {
-                Ok(_) => "ok".to_string(),
-                Err(FieldErr::Missing(f)) => format!("missing {f}"),
-                Err(FieldErr::Format(f, _)) => format!("format {f}"),
-            }
+        let case = |change: &dyn Fn(&mut Map<String, Value>)| {
+            verdict(parse_linkage_payment(&changed(&good, change)))
         };
         assert_eq!(case(&|b| drop(b.remove("feeAmount"))), "ok");
         assert_eq!(

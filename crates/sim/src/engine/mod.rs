@@ -6,11 +6,13 @@
 //! own field lists), so that a mistake in the client's types shows up as a rejection.
 //!
 //! One file per endpoint: `token.rs` (B2B access token), `payment.rs`, `query.rs`,
-//! `refund.rs`; `auth.rs` checks who may call a transaction endpoint and `fields.rs` reads
-//! body fields. QRIS MPM: `mpm.rs` (the merchant's generate, query, refund, and the
-//! notification) and `linkage.rs` (the wallet's customer token, payment and query), with the
-//! same caller checks and field readers. This file holds the shared state, the counters and how faults combine with
-//! processing.
+//! `refund.rs`; `auth.rs` checks who may call (a transaction endpoint, a token request) and
+//! `fields.rs` reads body fields (amounts, the original references a query or refund names).
+//! QRIS MPM: `mpm.rs` (the merchant's generate, query, refund, and the notification) and
+//! `linkage.rs` (the wallet's customer token, payment and query), with the same caller
+//! checks and field readers. This file holds the shared state, the counters, how faults
+//! combine with processing, and the rejections and checks several endpoints share (merchant,
+//! new payment, refund amount, token minting), so that each answers them alike.
 
 mod auth;
 mod fields;
@@ -28,10 +30,13 @@ use std::collections::{HashMap, HashSet};
 
 use axum::http::HeaderMap;
 use jiff::{civil::Date, Timestamp, Zoned};
+use rand::distr::Alphanumeric;
 use rand::rngs::StdRng;
-use rand::SeedableRng as _;
+use rand::{Rng as _, SeedableRng as _};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
+
+use fields::{unknown_keys, FieldErr};
 
 use super::faults::{Fault, FaultPlan, Service};
 use super::ledger::{Ledger, LedgerEntry};
@@ -222,6 +227,73 @@ fn reject(
     }
 }
 
+// The rejections several endpoints give, each with its one status, case and message.
+
+/// `400xx02`: a mandatory header is missing (named upper-case in the detail).
+fn missing_header(name: &str) -> Reject {
+    reject(
+        Kind::Header,
+        400,
+        "02",
+        "Invalid Mandatory Field",
+        name.to_ascii_uppercase(),
+    )
+}
+
+/// `401xx00`: a header or signature the aggregator does not accept.
+fn unauthorized(kind: Kind, detail: impl Into<String>) -> Reject {
+    reject(kind, 401, "00", "Unauthorized.", detail)
+}
+
+/// `409xx01`: a payment's (QR's) `partnerReferenceNo` used before.
+fn duplicate_reference() -> Reject {
+    reject(
+        Kind::Duplicate,
+        409,
+        "01",
+        "Duplicate partnerReferenceNo",
+        "",
+    )
+}
+
+/// `404xx01`: the payment (QR, refund) named is not known.
+fn not_found(detail: &str) -> Reject {
+    reject(Kind::NotFound, 404, "01", "Transaction Not Found", detail)
+}
+
+/// `404xx13`: a zero amount, or one the payment or QR does not allow.
+fn invalid_amount(detail: &'static str) -> Reject {
+    reject(Kind::Amount, 404, "13", "Invalid Amount", detail)
+}
+
+/// `403xx15`: a refund of a payment that cannot be refunded (now).
+fn not_permitted(detail: impl Into<String>) -> Reject {
+    reject(Kind::Refund, 403, "15", "Transaction Not Permitted", detail)
+}
+
+/// The body as a JSON object, or `400xx00`.
+fn json_object(body: &[u8]) -> Result<Map<String, Value>, Reject> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) => Ok(o),
+        _ => Err(reject(
+            Kind::Body,
+            400,
+            "00",
+            "Bad Request",
+            "body is not a JSON object",
+        )),
+    }
+}
+
+/// A refund of `amount` out of a payment of `total` of which `refunded` went back already:
+/// not zero and no more than is left (`404xx13`).
+fn check_refund_amount(amount: u64, refunded: u64, total: u64) -> Result<(), Reject> {
+    if amount == 0 || refunded.saturating_add(amount) > total {
+        return Err(invalid_amount("refund exceeds what is left to refund"));
+    }
+    Ok(())
+}
+
 /// `responseCode`: HTTP status, service code, case.
 fn code(status: u16, service: Service, case: &str) -> String {
     format!("{status}{}{case}", service.code())
@@ -382,6 +454,62 @@ impl Engine {
         }
     }
 
+    /// Reads a body: warns of each key outside `known` (noted under `service`), then `parse`
+    /// takes the fields the endpoint acts on (`400xx02` missing, `400xx01` malformed).
+    fn read_fields<'a, T>(
+        &mut self,
+        service: Service,
+        body: &'a Map<String, Value>,
+        known: &[&str],
+        parse: impl FnOnce(&'a Map<String, Value>) -> Result<T, FieldErr>,
+    ) -> Result<T, Reject> {
+        self.warn_unknown(service, unknown_keys(body, known));
+        parse(body).map_err(FieldErr::into_reject)
+    }
+
+    /// `merchantId` is the simulator's merchant (`404xx08` otherwise).
+    fn check_merchant(&self, merchant: &str) -> Result<(), Reject> {
+        if merchant == self.cfg.merchant_id {
+            return Ok(());
+        }
+        Err(reject(
+            Kind::Merchant,
+            404,
+            "08",
+            "Invalid Merchant",
+            "merchantId is not ours",
+        ))
+    }
+
+    /// What a new payment (CPM) or QR (MPM) needs before anything else: our merchant, a
+    /// `partnerReferenceNo` not `seen` before (`409xx01`) and a non-zero amount (`404xx13`).
+    fn check_new_payment(&self, merchant: &str, seen: bool, amount: u64) -> Result<(), Reject> {
+        self.check_merchant(merchant)?;
+        if seen {
+            return Err(duplicate_reference());
+        }
+        if amount == 0 {
+            return Err(invalid_amount("amount is zero"));
+        }
+        Ok(())
+    }
+
+    /// A new 48-character access token (B2B or customer) and when it expires,
+    /// `token_ttl_secs` from now.
+    fn new_token(&mut self, now: &Zoned) -> (String, Timestamp) {
+        let token: String = (&mut self.rng)
+            .sample_iter(Alphanumeric)
+            .take(48)
+            .map(char::from)
+            .collect();
+        let ttl = i64::try_from(self.cfg.token_ttl_secs).unwrap_or(i64::MAX / 2);
+        let expires = now
+            .timestamp()
+            .checked_add(jiff::SignedDuration::from_secs(ttl))
+            .unwrap_or(Timestamp::MAX);
+        (token, expires)
+    }
+
     /// Handles one call whose fault has been drawn (and whose delay, if any, has passed).
     pub(crate) fn handle(
         &mut self,
@@ -462,23 +590,14 @@ impl Engine {
         let now = self.now();
         let result = match service {
             Service::Token => self.token(req, &now),
-            _ => match self.authorize(req, &now) {
-                Err(r) => Err(r),
-                Ok(()) => match serde_json::from_slice::<Value>(req.body) {
-                    Ok(Value::Object(body)) => match service {
-                        Service::Payment => self.payment(req, &body, &now, fault),
-                        Service::Query => self.query(&body, &now),
-                        _ => self.refund(&body, &now, fault),
-                    },
-                    _ => Err(reject(
-                        Kind::Body,
-                        400,
-                        "00",
-                        "Bad Request",
-                        "body is not a JSON object",
-                    )),
-                },
-            },
+            _ => self
+                .authorize(req, &now)
+                .and_then(|()| json_object(req.body))
+                .and_then(|body| match service {
+                    Service::Payment => self.payment(req, &body, &now, fault),
+                    Service::Query => self.query(&body, &now),
+                    _ => self.refund(&body, &now, fault),
+                }),
         };
         match result {
             Ok((reply, recorded)) => (reply, recorded),

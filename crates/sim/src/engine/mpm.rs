@@ -10,8 +10,14 @@ use jiff::{Timestamp, Zoned};
 use serde_json::{json, Map, Value};
 
 use super::auth::header;
-use super::fields::{opt_amount, opt_obj, opt_str, req_str, unknown_keys, FieldErr};
-use super::{reject, Engine, Kind, Reject, Reply, SimRequest};
+use super::fields::{
+    opt_amount, opt_obj, opt_str, original, original_with_external_id, req_str, rupiah, FieldErr,
+    Original,
+};
+use super::{
+    check_refund_amount, json_object, missing_header, not_found, not_permitted, reject, Engine,
+    Kind, Reject, Reply, SimRequest,
+};
 use crate::faults::Service;
 use crate::mpm::{MpmLedger, MpmRefundEntry, MpmStatus, Notification, NotifyState, Qr};
 use crate::mpm_qr::MpmQrSpec;
@@ -73,11 +79,6 @@ impl MpmEndpoint {
             MpmEndpoint::LinkagePayment | MpmEndpoint::LinkageQuery
         )
     }
-}
-
-/// `{"value":"5000.00","currency":"IDR"}`.
-pub(super) fn rupiah(amount: u64) -> Value {
-    json!({ "value": format!("{amount}.00"), "currency": "IDR" })
 }
 
 /// 32 random digits: an `X-EXTERNAL-ID` that fits MPM's 32-character limit.
@@ -161,13 +162,7 @@ impl Engine {
         // Checked first so that a missing customer header is answered like any other missing
         // header, before the external id is spent.
         if ep.is_linkage() && header(req.headers, "authorization-customer").is_none() {
-            return Err(reject(
-                Kind::Header,
-                400,
-                "02",
-                "Invalid Mandatory Field",
-                "AUTHORIZATION-CUSTOMER",
-            ));
+            return Err(missing_header("authorization-customer"));
         }
         self.authorize(req, now)?;
         let customer = if ep.is_linkage() {
@@ -175,15 +170,7 @@ impl Engine {
         } else {
             None
         };
-        let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(req.body) else {
-            return Err(reject(
-                Kind::Body,
-                400,
-                "00",
-                "Bad Request",
-                "body is not a JSON object",
-            ));
-        };
+        let body = json_object(req.body)?;
         let customer = customer.unwrap_or_default();
         match ep {
             MpmEndpoint::Generate => self.mpm_generate(&body, now).map(|r| (r, None)),
@@ -192,20 +179,6 @@ impl Engine {
             MpmEndpoint::LinkagePayment => self.linkage_payment(&body, &customer, now),
             _ => self.linkage_query(&body, now).map(|r| (r, None)),
         }
-    }
-
-    /// `merchantId` is the simulator's merchant (`404xx08` otherwise).
-    pub(super) fn check_mpm_merchant(&self, merchant: &str) -> Result<(), Reject> {
-        if merchant == self.cfg.merchant_id {
-            return Ok(());
-        }
-        Err(reject(
-            Kind::Merchant,
-            404,
-            "08",
-            "Invalid Merchant",
-            "merchantId is not ours",
-        ))
     }
 
     /// `qr-mpm-generate`: a dynamic QR for the amount, valid for `validityPeriod`.
@@ -220,27 +193,9 @@ impl Engine {
             "validityPeriod",
             "additionalInfo",
         ];
-        self.warn_unknown(Service::Payment, unknown_keys(body, &KNOWN));
-        let g = parse_generate(body).map_err(FieldErr::into_reject)?;
-        self.check_mpm_merchant(g.merchant_id)?;
-        if self.mpm.has_partner_reference(g.partner_reference_no) {
-            return Err(reject(
-                Kind::Duplicate,
-                409,
-                "01",
-                "Duplicate partnerReferenceNo",
-                "",
-            ));
-        }
-        if g.amount == 0 {
-            return Err(reject(
-                Kind::Amount,
-                404,
-                "13",
-                "Invalid Amount",
-                "amount is zero",
-            ));
-        }
+        let g = self.read_fields(Service::Payment, body, &KNOWN, parse_generate)?;
+        let seen = self.mpm.has_partner_reference(g.partner_reference_no);
+        self.check_new_payment(g.merchant_id, seen, g.amount)?;
         let valid_until = self
             .validity(g.validity, now)
             .map_err(|why| FieldErr::Format("validityPeriod".into(), why).into_reject())?;
@@ -358,34 +313,21 @@ impl Engine {
             "merchantId",
             "additionalInfo",
         ];
-        self.warn_unknown(Service::Query, unknown_keys(body, &KNOWN));
-        let fields = (|| {
-            let partner = opt_str(body, "originalPartnerReferenceNo", 64)?;
-            let reference = opt_str(body, "originalReferenceNo", 64)?;
-            opt_str(body, "originalExternalId", 36)?;
-            if partner.is_none() && reference.is_none() {
-                return Err(FieldErr::Missing("originalReferenceNo".into()));
-            }
-            if opt_str(body, "serviceCode", 2)?.is_some_and(|c| c != "47") {
+        let (o, merchant) = self.read_fields(Service::Query, body, &KNOWN, |b| {
+            let o = original_with_external_id(b, "originalReferenceNo")?;
+            if opt_str(b, "serviceCode", 2)?.is_some_and(|c| c != "47") {
                 return Err(FieldErr::Format("serviceCode".into(), "not 47"));
             }
-            opt_obj(body, "additionalInfo")?;
-            Ok((partner, reference, req_str(body, "merchantId", 64)?))
-        })();
-        let (partner, reference, merchant) = fields.map_err(FieldErr::into_reject)?;
-        self.check_mpm_merchant(merchant)?;
+            opt_obj(b, "additionalInfo")?;
+            Ok((o, req_str(b, "merchantId", 64)?))
+        })?;
+        self.check_merchant(merchant)?;
         let Some(q) = self
             .mpm
-            .find(partner, reference)
+            .find(o.partner, o.reference)
             .and_then(|i| self.mpm.qrs.get(i))
         else {
-            return Err(reject(
-                Kind::NotFound,
-                404,
-                "01",
-                "Transaction Not Found",
-                "",
-            ));
+            return Err(not_found(""));
         };
         let status = q.status(now.timestamp());
         let mut out = json!({
@@ -431,19 +373,12 @@ impl Engine {
             "reason",
             "additionalInfo",
         ];
-        self.warn_unknown(Service::Refund, unknown_keys(body, &KNOWN));
-        let f = parse_mpm_refund(body).map_err(FieldErr::into_reject)?;
+        let f = self.read_fields(Service::Refund, body, &KNOWN, parse_mpm_refund)?;
         if let Some(m) = f.merchant {
-            self.check_mpm_merchant(m)?;
+            self.check_merchant(m)?;
         }
-        let Some(qi) = self.mpm.find(f.original_partner, f.original_reference) else {
-            return Err(reject(
-                Kind::NotFound,
-                404,
-                "01",
-                "Transaction Not Found",
-                "",
-            ));
+        let Some(qi) = self.mpm.find(f.original.partner, f.original.reference) else {
+            return Err(not_found(""));
         };
         if let Some(key) = self.mpm.refunds.get(f.partner_reference_no).cloned() {
             if key.qr != qi || key.amount != f.amount {
@@ -459,35 +394,15 @@ impl Engine {
             return self.refund_answer(qi, key.refund);
         }
         let Some(q) = self.mpm.qrs.get(qi) else {
-            return Err(reject(
-                Kind::NotFound,
-                404,
-                "01",
-                "Transaction Not Found",
-                "",
-            ));
+            return Err(not_found(""));
         };
         let Some(payer) = q.payment.as_ref().map(|p| p.customer_id.clone()) else {
-            return Err(reject(
-                Kind::Refund,
-                403,
-                "15",
-                "Transaction Not Permitted",
-                match q.status(now.timestamp()) {
-                    MpmStatus::Expired => "QR expired unpaid",
-                    _ => "QR not paid",
-                },
-            ));
+            return Err(not_permitted(match q.status(now.timestamp()) {
+                MpmStatus::Expired => "QR expired unpaid",
+                _ => "QR not paid",
+            }));
         };
-        if f.amount == 0 || q.refunded().saturating_add(f.amount) > q.amount {
-            return Err(reject(
-                Kind::Amount,
-                404,
-                "13",
-                "Invalid Amount",
-                "refund exceeds what is left to refund",
-            ));
-        }
+        check_refund_amount(f.amount, q.refunded(), q.amount)?;
         let entry = MpmRefundEntry {
             partner_reference_no: f.partner_reference_no.to_string(),
             reference_no: self.mpm.new_reference("SIMMRF"),
@@ -496,13 +411,7 @@ impl Engine {
             refund_time: sign::timestamp(now),
         };
         let Some(q) = self.mpm.qrs.get_mut(qi) else {
-            return Err(reject(
-                Kind::NotFound,
-                404,
-                "01",
-                "Transaction Not Found",
-                "",
-            ));
+            return Err(not_found(""));
         };
         q.refunds.push(entry);
         let ri = q.refunds.len() - 1;
@@ -528,13 +437,7 @@ impl Engine {
             .get(qi)
             .and_then(|q| Some((q, q.refunds.get(ri)?)));
         let Some((q, r)) = found else {
-            return Err(reject(
-                Kind::NotFound,
-                404,
-                "01",
-                "Transaction Not Found",
-                "",
-            ));
+            return Err(not_found(""));
         };
         Ok(Reply {
             status: 200,
@@ -690,8 +593,7 @@ fn parse_generate(body: &Map<String, Value>) -> Result<GenerateFields<'_>, Field
 /// The fields of a refund body the simulator acts on.
 struct MpmRefundFields<'a> {
     partner_reference_no: &'a str,
-    original_partner: Option<&'a str>,
-    original_reference: Option<&'a str>,
+    original: Original<'a>,
     merchant: Option<&'a str>,
     amount: u64,
     reason: Option<&'a str>,
@@ -699,19 +601,14 @@ struct MpmRefundFields<'a> {
 
 fn parse_mpm_refund(body: &Map<String, Value>) -> Result<MpmRefundFields<'_>, FieldErr> {
     let partner_reference_no = req_str(body, "partnerReferenceNo", 64)?;
-    let original_partner = opt_str(body, "originalPartnerReferenceNo", 64)?;
-    let original_reference = opt_str(body, "originalReferenceNo", 64)?;
-    if original_partner.is_none() && original_reference.is_none() {
-        return Err(FieldErr::Missing("originalReferenceNo".into()));
-    }
+    let original = original(body, "originalReferenceNo")?;
     let merchant = opt_str(body, "merchantId", 64)?;
     let amount = opt_amount(body, "amount")?.ok_or_else(|| FieldErr::Missing("amount".into()))?;
     let reason = opt_str(body, "reason", 256)?;
     opt_obj(body, "additionalInfo")?;
     Ok(MpmRefundFields {
         partner_reference_no,
-        original_partner,
-        original_reference,
+        original,
         merchant,
         amount,
         reason,

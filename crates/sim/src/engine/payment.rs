@@ -4,7 +4,7 @@ use jiff::{Timestamp, Zoned};
 use serde_json::{json, Map, Value};
 
 use super::auth::header;
-use super::fields::{opt_amount, opt_obj, opt_str, prefix, req_str, unknown_keys, FieldErr};
+use super::fields::{opt_amount, opt_obj, opt_str, prefix, req_str, rupiah, FieldErr};
 use super::{reject, Engine, Kind, Reject, Reply, SimRequest};
 use crate::faults::{Fault, Service};
 use crate::ledger::{Payment, TapInfo};
@@ -33,8 +33,7 @@ impl Engine {
             "scannerInfo",
             "additionalInfo",
         ];
-        self.warn_unknown(Service::Payment, unknown_keys(body, &KNOWN));
-        let p = parse_payment(body).map_err(FieldErr::into_reject)?;
+        let p = self.read_fields(Service::Payment, body, &KNOWN, parse_payment)?;
         let pan = self.check_payable(&p)?;
         let ext = header(req.headers, "x-external-id").unwrap_or_default();
         let recorded = self.record_payment(p, pan, ext, now, fault);
@@ -44,33 +43,8 @@ impl Engine {
     /// Our merchant, a new `partnerReferenceNo`, a non-zero amount and a decodable `qrContent`
     /// not presented before (it is used up here). Returns the payload's PAN.
     fn check_payable(&mut self, p: &PaymentFields<'_>) -> Result<String, Reject> {
-        if p.merchant_id != self.cfg.merchant_id {
-            return Err(reject(
-                Kind::Merchant,
-                404,
-                "08",
-                "Invalid Merchant",
-                "merchantId is not ours",
-            ));
-        }
-        if self.ledger.has_partner_reference(p.partner_reference_no) {
-            return Err(reject(
-                Kind::Duplicate,
-                409,
-                "01",
-                "Duplicate partnerReferenceNo",
-                "",
-            ));
-        }
-        if p.amount == 0 {
-            return Err(reject(
-                Kind::Amount,
-                404,
-                "13",
-                "Invalid Amount",
-                "amount is zero",
-            ));
-        }
+        let seen = self.ledger.has_partner_reference(p.partner_reference_no);
+        self.check_new_payment(p.merchant_id, seen, p.amount)?;
         let Some(pan) = pan_of(p.qr_content) else {
             return Err(reject(
                 Kind::Qr,
@@ -175,7 +149,7 @@ impl Engine {
             "referenceNo": r.reference_no,
             "partnerReferenceNo": r.partner_reference_no,
             "transactionDate": r.transaction_date,
-            "amount": { "value": format!("{}.00", r.amount), "currency": "IDR" },
+            "amount": rupiah(r.amount),
         });
         Reply { status: 200, body }
     }
@@ -251,6 +225,7 @@ fn parse_payment(body: &Map<String, Value>) -> Result<PaymentFields<'_>, FieldEr
 
 #[cfg(test)]
 mod tests {
+    use super::super::fields::{changed, verdict};
     use super::*;
 
     #[test]
@@ -264,14 +239,8 @@ mod tests {
         assert_eq!(p.amount, 3000);
         assert_eq!(p.tap.tap_type.as_deref(), Some("IN"));
         assert_eq!(p.tap.station_id.as_deref(), Some("LBB"));
-        let case = |mutate: &dyn Fn(&mut Map<String, Value>)| {
-            let mut b = good.as_object().unwrap().clone();
-            mutate(&mut b);
-            match parse_payment(&b) {
-                Ok(_) => "ok".to_string(),
-                Err(FieldErr::Missing(f)) => format!("missing {f}"),
-                Err(FieldErr::Format(f, _)) => format!("format {f}"),
-            }
+        let case = |change: &dyn Fn(&mut Map<String, Value>)| {
+            verdict(parse_payment(&changed(&good, change)))
         };
         assert_eq!(case(&|b| drop(b.remove("qrContent"))), "missing qrContent");
         assert_eq!(case(&|b| drop(b.remove("amount"))), "missing amount");

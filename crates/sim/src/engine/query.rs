@@ -3,8 +3,8 @@
 use jiff::Zoned;
 use serde_json::{json, Map, Value};
 
-use super::fields::{opt_str, req_str, unknown_keys, FieldErr};
-use super::{reject, Engine, Kind, Reject, Reply};
+use super::fields::{opt_str, original_with_external_id, req_str, rupiah, FieldErr};
+use super::{not_found, Engine, Reject, Reply};
 use crate::faults::Service;
 use crate::ledger::PaymentStatus;
 use crate::snap::sign;
@@ -26,38 +26,16 @@ impl Engine {
             "externalStoreId",
             "additionalInfo",
         ];
-        self.warn_unknown(Service::Query, unknown_keys(body, &KNOWN));
-        let fields = (|| {
-            let partner = opt_str(body, "originalPartnerReferenceNo", 64)?;
-            let reference = opt_str(body, "originalReferenceNo", 64)?;
-            opt_str(body, "originalExternalId", 36)?;
-            if partner.is_none() && reference.is_none() {
-                return Err(FieldErr::Missing("originalPartnerReferenceNo".into()));
-            }
-            if opt_str(body, "serviceCode", 2)?.is_some_and(|c| c != "60") {
+        let (o, merchant) = self.read_fields(Service::Query, body, &KNOWN, |b| {
+            let o = original_with_external_id(b, "originalPartnerReferenceNo")?;
+            if opt_str(b, "serviceCode", 2)?.is_some_and(|c| c != "60") {
                 return Err(FieldErr::Format("serviceCode".into(), "not 60"));
             }
-            let merchant = req_str(body, "merchantId", 64)?;
-            Ok((partner, reference, merchant))
-        })();
-        let (partner, reference, merchant) = fields.map_err(FieldErr::into_reject)?;
-        if merchant != self.cfg.merchant_id {
-            return Err(reject(
-                Kind::Merchant,
-                404,
-                "08",
-                "Invalid Merchant",
-                "merchantId is not ours",
-            ));
-        }
-        let Some(p) = self.ledger.get(partner, reference) else {
-            return Err(reject(
-                Kind::NotFound,
-                404,
-                "01",
-                "Transaction Not Found",
-                "",
-            ));
+            Ok((o, req_str(b, "merchantId", 64)?))
+        })?;
+        self.check_merchant(merchant)?;
+        let Some(p) = self.ledger.get(o.partner, o.reference) else {
+            return Err(not_found(""));
         };
         let now_ts = now.timestamp();
         let status = p.status(now_ts);
@@ -73,8 +51,8 @@ impl Engine {
             "serviceCode": "60",
             "latestTransactionStatus": status.latest_transaction_status(),
             "transactionStatusDesc": status.description(),
-            "amount": { "value": format!("{}.00", p.amount), "currency": "IDR" },
-            "additionalInfo": { "refundedAmount": { "value": format!("{}.00", p.refunded()), "currency": "IDR" } },
+            "amount": rupiah(p.amount),
+            "additionalInfo": { "refundedAmount": rupiah(p.refunded()) },
         });
         if let Some(o) = out.as_object_mut() {
             o.insert(partner_key.into(), json!(p.partner_reference_no));

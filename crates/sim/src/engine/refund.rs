@@ -4,8 +4,8 @@
 use jiff::Zoned;
 use serde_json::{json, Map, Value};
 
-use super::fields::{opt_amount, opt_str, req_str, unknown_keys, FieldErr};
-use super::{reject, Engine, Kind, Reject, Reply};
+use super::fields::{opt_amount, opt_str, req_str, rupiah, FieldErr};
+use super::{check_refund_amount, not_found, not_permitted, reject, Engine, Kind, Reject, Reply};
 use crate::faults::{Fault, Service};
 use crate::ledger::{Payment, PaymentStatus, RefundEntry};
 use crate::snap::sign;
@@ -31,17 +31,8 @@ impl Engine {
             "externalStoreId",
             "additionalInfo",
         ];
-        self.warn_unknown(Service::Refund, unknown_keys(body, &KNOWN));
-        let f = parse_refund(body).map_err(FieldErr::into_reject)?;
-        if f.merchant != self.cfg.merchant_id {
-            return Err(reject(
-                Kind::Merchant,
-                404,
-                "08",
-                "Invalid Merchant",
-                "merchantId is not ours",
-            ));
-        }
+        let f = self.read_fields(Service::Refund, body, &KNOWN, parse_refund)?;
+        self.check_merchant(f.merchant)?;
         if let Some(reply) = self.refund_again(&f)? {
             return Ok((reply, false));
         }
@@ -55,19 +46,11 @@ impl Engine {
                 sign::timestamp(now),
                 fault.map(|f| f.name().to_string()),
             )
-            .ok_or_else(|| reject(Kind::NotFound, 404, "01", "Transaction Not Found", ""))?;
+            .ok_or_else(|| not_found(""))?;
         self.stats.refunds_made += 1;
         let reply = match self.ledger.get(None, Some(f.reference)) {
             Some(p) => refund_reply(p, &entry),
-            None => {
-                return Err(reject(
-                    Kind::NotFound,
-                    404,
-                    "01",
-                    "Transaction Not Found",
-                    "",
-                ))
-            }
+            None => return Err(not_found("")),
         };
         Ok((reply, true))
     }
@@ -106,55 +89,20 @@ impl Engine {
     /// least the amount left to refund.
     fn check_refundable(&self, f: &RefundFields<'_>, now: &Zoned) -> Result<(), Reject> {
         let Some(p) = self.ledger.get(f.partner, Some(f.reference)) else {
-            return Err(reject(
-                Kind::NotFound,
-                404,
-                "01",
-                "Transaction Not Found",
-                "",
-            ));
+            return Err(not_found(""));
         };
         match p.status(now.timestamp()) {
-            PaymentStatus::Pending => {
-                return Err(reject(
-                    Kind::Refund,
-                    403,
-                    "15",
-                    "Transaction Not Permitted",
-                    "payment still pending",
-                ));
-            }
-            PaymentStatus::Declined => {
-                return Err(reject(
-                    Kind::NotFound,
-                    404,
-                    "01",
-                    "Transaction Not Found",
-                    "payment was declined",
-                ));
-            }
+            PaymentStatus::Pending => return Err(not_permitted("payment still pending")),
+            PaymentStatus::Declined => return Err(not_found("payment was declined")),
             _ => {}
         }
         if let Some(by) = &p.finalized_by {
             // The tap-out charged its fare and released the hold: nothing is left to release.
-            return Err(reject(
-                Kind::Refund,
-                403,
-                "15",
-                "Transaction Not Permitted",
-                format!("hold already finalized by tap-out {by}"),
-            ));
+            return Err(not_permitted(format!(
+                "hold already finalized by tap-out {by}"
+            )));
         }
-        if f.amount == 0 || p.refunded().saturating_add(f.amount) > p.amount {
-            return Err(reject(
-                Kind::Amount,
-                404,
-                "13",
-                "Invalid Amount",
-                "refund exceeds what is left to refund",
-            ));
-        }
-        Ok(())
+        check_refund_amount(f.amount, p.refunded(), p.amount)
     }
 }
 
@@ -196,7 +144,7 @@ fn refund_reply(p: &Payment, r: &RefundEntry) -> Reply {
             "originalPartnerReferenceNo": p.partner_reference_no,
             "refundNo": r.refund_no,
             "partnerRefundNo": r.partner_refund_no,
-            "refundAmount": { "value": format!("{}.00", r.amount), "currency": "IDR" },
+            "refundAmount": rupiah(r.amount),
             "refundTime": r.refund_time,
         }),
     }
