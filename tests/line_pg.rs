@@ -678,7 +678,8 @@ async fn a_gate_role_without_ddl_rights_needs_the_operator_to_migrate() {
         "line",
         "GRANT SELECT ON tapgate_schema TO gate; \
          GRANT SELECT, INSERT ON tapgate_line TO gate; \
-         GRANT SELECT, INSERT, UPDATE, DELETE ON tapgate_journeys, tapgate_journey_events TO gate",
+         GRANT SELECT, INSERT, UPDATE, DELETE ON tapgate_journeys, tapgate_journey_events TO gate; \
+         GRANT SELECT, INSERT, UPDATE ON tapgate_unpaid TO gate",
     );
     let s = LineStore::open(&gate, &key(1)).await.unwrap();
     s.apply_event(&opened("BLM-1", "J1", "BLM", "pan-a", 1))
@@ -1631,4 +1632,48 @@ async fn the_unpaid_list_is_line_wide_and_a_clear_at_any_gate_holds_everywhere()
         ist.unpaid_clear("pan-a", "ani", 50_000).await.unwrap(),
         ClearOutcome::NoMatch
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_role_granted_at_schema_2_keeps_its_lookups_after_the_unpaid_list_arrives() {
+    let c = cluster!();
+    c.create_db("line");
+    c.psql(
+        "postgres",
+        "CREATE ROLE gate LOGIN PASSWORD 'line-test-password'",
+    );
+    c.psql("line", "REVOKE CREATE ON SCHEMA public FROM PUBLIC");
+    // The line at schema 2, its gate role granted what schema 2 needs.
+    c.psql(
+        "line",
+        &format!(
+            "BEGIN; {VERSION_TABLE}; {} {} \
+             INSERT INTO tapgate_schema VALUES (1, 0, 'old'), (2, 0, 'old'); COMMIT",
+            MIGRATIONS[0], MIGRATIONS[1]
+        ),
+    );
+    c.psql(
+        "line",
+        "GRANT SELECT ON tapgate_schema TO gate; \
+         GRANT SELECT, INSERT ON tapgate_line TO gate; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON tapgate_journeys, tapgate_journey_events TO gate",
+    );
+    let mut owner = c.settings("line", "ops");
+    owner.background_timeout_ms = 20_000;
+    owner.connect_timeout_ms = 10_000;
+    let m = LineStore::connect(&owner).unwrap().migrate().await.unwrap();
+    assert_eq!((m.from, m.to), (2, SCHEMA_VERSION));
+    let mut gate = c.settings("line", "BLM");
+    gate.url = format!("postgresql://gate@127.0.0.1:{}/line", c.port);
+    gate.background_timeout_ms = 20_000;
+    gate.connect_timeout_ms = 10_000;
+    gate.lookup_timeout_ms = 10_000;
+    let s = LineStore::open(&gate, &key(1)).await.unwrap();
+    let a = s.lookup(&exit_q("pan-a", "OUT-1", 10)).await.unwrap();
+    assert_eq!(a.owed, None);
+    s.push_unpaid(&[unpaid_entry("TGBLM-0009", "pan-a", "BLM", 6_000)], 20)
+        .await
+        .unwrap();
+    let a = s.lookup(&exit_q("pan-a", "OUT-2", 30)).await.unwrap();
+    assert_eq!(a.owed.map(|o| o.amount), Some(Rupiah(6_000)));
 }

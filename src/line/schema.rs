@@ -189,5 +189,18 @@ CREATE TABLE tapgate_unpaid (
 CREATE INDEX tapgate_unpaid_owed ON tapgate_unpaid (pan_key) WHERE cleared_at_ms IS NULL;
 CREATE INDEX tapgate_unpaid_cleared ON tapgate_unpaid (station, cleared_at_ms)
     WHERE cleared_at_ms IS NOT NULL;
+-- Every entry lookup reads this table: a gate role that may update journeys gets the rights
+-- it needs here in the same migration, or its lookups would fail after the upgrade.
+DO $grant$
+DECLARE r record;
+BEGIN
+    FOR r IN SELECT DISTINCT grantee FROM information_schema.role_table_grants
+             WHERE table_name = 'tapgate_journeys' AND privilege_type = 'UPDATE'
+               AND grantee NOT IN (current_user, 'PUBLIC')
+    LOOP
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE ON tapgate_unpaid TO %I', r.grantee);
+    END LOOP;
+END
+$grant$;
 ",
 ];
