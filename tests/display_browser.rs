@@ -14,23 +14,18 @@
 mod rig;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use rig::{Rig, PAN_A, PAN_B};
+use rig::{Displayed, PAN_A, PAN_B};
 use serde_json::{json, Value};
-use tapgate::aggregator::PayOutcome;
-use tapgate::display::{DisplayHub, DisplayServer};
 use tapgate::fare::policy::TapOutcome;
 use tapgate::fare::Rupiah;
 use tapgate::nfc::feedback::Signal;
 use tapgate::nfc::{CardEvent, TapReadError};
 use tapgate::ports::fake::Answer;
-use tokio::sync::watch;
 
 /// How long the browser gets to show a change.
 const SHOWN_WITHIN: Duration = Duration::from_secs(10);
@@ -297,63 +292,6 @@ fn shown(p: &Panel) -> bool {
 }
 
 /// A "daemon": a station over the fakes, its display hub attached, the server on `port`.
-struct Daemon {
-    rig: Rig,
-    hub: Arc<DisplayHub>,
-    server: DisplayServer,
-    stop: watch::Sender<bool>,
-}
-
-impl Daemon {
-    async fn start(port: u16, idle_after: Duration) -> Daemon {
-        let rig = Rig::new();
-        let hub = DisplayHub::new(
-            rig.core
-                .config
-                .lanes
-                .iter()
-                .map(|l| (l.name.clone(), l.direction)),
-            idle_after,
-            // The daemon's clock: a restarted daemon's ids start above the last one's.
-            Arc::new(tapgate::clock::SystemClock::new(jiff::tz::TimeZone::UTC)),
-        );
-        assert!(rig.core.attach_display(hub.clone()));
-        let (stop, stop_rx) = watch::channel(false);
-        let gates = HashMap::from([("G1".to_string(), vec!["in-1".into(), "out-1".into()])]);
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        // The previous server's port may take a moment to be free again.
-        let started = Instant::now();
-        let server = loop {
-            match DisplayServer::start(addr, hub.clone(), gates.clone(), stop_rx.clone()).await {
-                Ok(s) => break s,
-                Err(e) if started.elapsed() < Duration::from_secs(10) => {
-                    eprintln!("binding {addr}: {e}; again");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => panic!("binding {addr}: {e}"),
-            }
-        };
-        Daemon {
-            rig,
-            hub,
-            server,
-            stop,
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(true);
-        self.server.stopped().await;
-    }
-}
-
-fn declined_insufficient_funds() -> PayOutcome {
-    PayOutcome::Declined {
-        response_code: "4036014".into(),
-        message: "Insufficient Funds".into(),
-    }
-}
-
 /// What the simulator's aggregator would put in a dynamic QRIS for a 9 000 rupiah fare.
 fn simulator_qr_content() -> String {
     tapgate::sim::mpm_qr::MpmQrSpec {
@@ -381,7 +319,7 @@ async fn a_kiosk_browser_shows_each_tap_keeps_it_over_a_reload_and_a_restart_and
     };
     let started = Instant::now();
     let port = free_port();
-    let d = Daemon::start(port, Duration::from_secs(60)).await;
+    let d = Displayed::start(port, Duration::from_secs(60)).await;
     let browser = Browser::start(&chromium, &chromedriver).await;
     let base = format!("http://127.0.0.1:{port}");
 
@@ -424,7 +362,7 @@ async fn a_kiosk_browser_shows_each_tap_keeps_it_over_a_reload_and_a_restart_and
     // Declined for insufficient funds: what to do, no amount, the reader's red.
     d.rig
         .pay
-        .then_pay(Answer::After(Duration::ZERO, declined_insufficient_funds()));
+        .then_pay(Answer::After(Duration::ZERO, rig::declined()));
     let r = d.rig.tap("in-1", PAN_B).await;
     assert_eq!(r.outcome, TapOutcome::Declined, "{}", r.message);
     assert_eq!(tapgate::display::signal_for(r.outcome), Signal::Declined);
@@ -523,7 +461,7 @@ async fn a_kiosk_browser_shows_each_tap_keeps_it_over_a_reload_and_a_restart_and
         .await;
     browser.screenshot("07-daemon-away").await;
     assert_eq!(p.kind, "qr", "the last screen stays underneath, covered");
-    let d = Daemon::start(port, Duration::from_secs(3)).await;
+    let d = Displayed::start(port, Duration::from_secs(3)).await;
     let p = browser
         .wait_for("in-1", "the new daemon's screen", |p| {
             shown(p) && p.offline != "yes" && p.kind == "idle"

@@ -7,51 +7,20 @@ mod common;
 #[path = "lane_flow/rig.rs"]
 mod rig;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rig::{Rig, PAN_A};
+use rig::{Displayed, PAN_A};
 use serde_json::Value;
-use tapgate::display::{DisplayHub, DisplayServer};
 use tokio::sync::watch;
 
-struct Served {
-    rig: Rig,
-    hub: Arc<DisplayHub>,
-    server: DisplayServer,
-    stop: watch::Sender<bool>,
-}
-
-async fn serve() -> Served {
-    let rig = Rig::new();
-    let hub = DisplayHub::new(
-        rig.core
-            .config
-            .lanes
-            .iter()
-            .map(|l| (l.name.clone(), l.direction)),
-        Duration::from_secs(60),
-        Arc::new(tapgate::clock::SystemClock::new(jiff::tz::TimeZone::UTC)),
-    );
-    assert!(rig.core.attach_display(hub.clone()));
+/// The rig on a display, on any free port; a second attach of a hub is refused.
+async fn serve() -> Displayed {
+    let s = Displayed::start(0, Duration::from_secs(60)).await;
     assert!(
-        !rig.core.attach_display(hub.clone()),
+        !s.rig.core.attach_display(s.hub.clone()),
         "only the first attach counts"
     );
-    let (stop, stop_rx) = watch::channel(false);
-    let gates = HashMap::from([("G1".to_string(), vec!["in-1".into(), "out-1".into()])]);
-    let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let server = DisplayServer::start(addr, hub.clone(), gates, stop_rx)
-        .await
-        .expect("bound");
-    Served {
-        rig,
-        hub,
-        server,
-        stop,
-    }
+    s
 }
 
 fn client() -> reqwest::Client {

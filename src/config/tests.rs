@@ -184,6 +184,48 @@ fn nth_line_of(text: &str, marker: &str, n: usize) -> Option<usize> {
         .map(|(i, _)| i + 1)
 }
 
+/// Applies each case's edits to the annotated example and checks the error names the case's
+/// key at the case's line, as `station.toml:LINE:` with "key `KEY`"; reports every case that
+/// does not, at once.
+fn assert_each_refused_at_its_key(cases: &[Bad]) {
+    let mut failures = Vec::new();
+    for c in cases {
+        let mut text = EXAMPLE.to_string();
+        for (old, new) in c.edits {
+            assert!(text.contains(old), "edit {old:?} does not apply");
+            text = text.replacen(old, new, 1);
+        }
+        let want_line = nth_line_of(&text, c.at, c.nth);
+        assert!(
+            want_line.is_some(),
+            "{}: no line starts with {:?}",
+            c.key,
+            c.at
+        );
+        match parse(&text) {
+            Ok(_) => failures.push(format!("{}: accepted", c.key)),
+            Err(e) => {
+                let shown = e.to_string();
+                let want = format!("station.toml:{}:", want_line.unwrap_or(0));
+                if e.key.as_deref() != Some(c.key)
+                    || e.line != want_line
+                    || !shown.starts_with(&want)
+                    || !shown.contains(&format!("key `{}`", c.key))
+                {
+                    failures.push(format!("{}: want line {want_line:?}, got {shown}", c.key));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} wrong:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
 /// One bad config: `(old, new)` edits of the annotated example, the key the error must
 /// name, and the line it must point at (the first line starting with `at`, its `nth`).
 struct Bad {
@@ -783,42 +825,7 @@ fn every_bad_key_is_named_with_its_line() {
         bad(&[("active_low = true\n# Kernel", "active_low = \"yes\"\n# Kernel")], "input[0].active_low", "active_low = \"yes\""),
         Bad { edits: &[("line = \"GATE1_PASSAGE\"", "chip = \"gpiochip0\"")], key: "input[1].offset", at: "[[input]]", nth: 1 },
     ];
-    let mut failures = Vec::new();
-    for c in cases {
-        let mut text = EXAMPLE.to_string();
-        for (old, new) in c.edits {
-            assert!(text.contains(old), "edit {old:?} does not apply");
-            text = text.replacen(old, new, 1);
-        }
-        let want_line = nth_line_of(&text, c.at, c.nth);
-        assert!(
-            want_line.is_some(),
-            "{}: no line starts with {:?}",
-            c.key,
-            c.at
-        );
-        match parse(&text) {
-            Ok(_) => failures.push(format!("{}: accepted", c.key)),
-            Err(e) => {
-                let shown = e.to_string();
-                let want = format!("station.toml:{}:", want_line.unwrap_or(0));
-                if e.key.as_deref() != Some(c.key)
-                    || e.line != want_line
-                    || !shown.starts_with(&want)
-                    || !shown.contains(&format!("key `{}`", c.key))
-                {
-                    failures.push(format!("{}: want line {want_line:?}, got {shown}", c.key));
-                }
-            }
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} wrong:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    assert_each_refused_at_its_key(cases);
 }
 
 #[test]
@@ -1410,37 +1417,7 @@ fn bad_display_keys_are_named_with_their_line() {
             nth: 0,
         },
     ];
-    let mut failures = Vec::new();
-    for c in cases {
-        let mut text = EXAMPLE.to_string();
-        for (old, new) in c.edits {
-            assert!(text.contains(old), "edit {old:?} does not apply");
-            text = text.replacen(old, new, 1);
-        }
-        let want_line = nth_line_of(&text, c.at, c.nth);
-        assert!(
-            want_line.is_some(),
-            "{}: no line starts with {:?}",
-            c.key,
-            c.at
-        );
-        match parse(&text) {
-            Ok(_) => failures.push(format!("{}: accepted", c.key)),
-            Err(e) => {
-                let shown = e.to_string();
-                if e.key.as_deref() != Some(c.key) || e.line != want_line {
-                    failures.push(format!("{}: want line {want_line:?}, got {shown}", c.key));
-                }
-            }
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} wrong:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    assert_each_refused_at_its_key(cases);
 }
 
 #[test]

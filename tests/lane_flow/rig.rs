@@ -493,3 +493,71 @@ pub fn pref(r: &TapReport) -> String {
         .clone()
         .expect("a payment was journaled")
 }
+
+/// The rig's lanes on a passenger display: a hub attached to the station, its server on
+/// 127.0.0.1:`port` (0: any) with gate G1 (`in-1`, `out-1`). A restarted server's port may take
+/// a moment to be free again: the bind is retried for up to 10 s.
+pub struct Displayed {
+    /// The station and its lanes.
+    pub rig: Rig,
+    /// The screens.
+    pub hub: Arc<tapgate::display::DisplayHub>,
+    /// The pages.
+    pub server: tapgate::display::DisplayServer,
+    /// Stops the server.
+    pub stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Displayed {
+    /// Starts it; screens go back to idle after `idle_after`.
+    pub async fn start(port: u16, idle_after: Duration) -> Displayed {
+        let rig = Rig::new();
+        let hub = tapgate::display::DisplayHub::new(
+            rig.core
+                .config
+                .lanes
+                .iter()
+                .map(|l| (l.name.clone(), l.direction)),
+            idle_after,
+            // The daemon's clock: a restarted daemon's ids start above the last one's.
+            Arc::new(tapgate::clock::SystemClock::new(jiff::tz::TimeZone::UTC)),
+        );
+        assert!(rig.core.attach_display(hub.clone()));
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let gates = std::collections::HashMap::from([(
+            "G1".to_string(),
+            vec!["in-1".into(), "out-1".into()],
+        )]);
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let started = std::time::Instant::now();
+        let server = loop {
+            match tapgate::display::DisplayServer::start(
+                addr,
+                hub.clone(),
+                gates.clone(),
+                stop_rx.clone(),
+            )
+            .await
+            {
+                Ok(s) => break s,
+                Err(e) if started.elapsed() < Duration::from_secs(10) => {
+                    eprintln!("binding {addr}: {e}; again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("binding {addr}: {e}"),
+            }
+        };
+        Displayed {
+            rig,
+            hub,
+            server,
+            stop,
+        }
+    }
+
+    /// Stops the server and waits until it has.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.server.stopped().await;
+    }
+}
