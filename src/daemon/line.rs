@@ -97,10 +97,13 @@ impl LineLink {
     /// The unpaid list both ways: this journal's new and cleared entries to the line, and the
     /// clearing of its entries made at other gates back here.
     pub async fn sync_unpaid(&self, journal: &JournalHandle, now_ms: i64) -> Result<(), String> {
-        let unsynced = journal
-            .run(|j| j.unpaid_unsynced(BATCH))
+        // One read of the journal per round: what the line has not been told, and what is
+        // still owed here.
+        let (unsynced, owed) = journal
+            .run(|j| Ok((j.unpaid_unsynced(BATCH)?, j.unpaid_list(false)?)))
             .await
             .map_err(|e| e.to_string())?;
+        let owed: Vec<String> = owed.into_iter().map(|e| e.partner_reference_no).collect();
         if !unsynced.is_empty() {
             self.store
                 .push_unpaid(&unsynced, now_ms)
@@ -111,13 +114,6 @@ impl LineLink {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        let owed: Vec<String> = journal
-            .run(|j| j.unpaid_list(false))
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .map(|e| e.partner_reference_no)
-            .collect();
         let cleared = self
             .store
             .unpaid_cleared(&owed)
