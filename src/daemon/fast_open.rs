@@ -4,13 +4,19 @@
 
 use crate::aggregator::PayOutcome;
 use crate::daemon::station::StationCore;
-use crate::fare::fast_open::{FastOpenRefusal, Health};
+use crate::fare::fast_open::{Exposure, FastOpenRefusal, Health};
 use crate::fare::{OpState, Rupiah};
 use crate::journal::OpRow;
 
 impl StationCore {
-    fn exposure(&self) -> std::sync::MutexGuard<'_, crate::fare::fast_open::Exposure> {
+    fn exposure(&self) -> std::sync::MutexGuard<'_, Exposure> {
         self.fast_open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The exposure gauge, from the ledger just changed.
+    fn show_exposure(&self, e: &Exposure) {
+        self.metrics
+            .set("tapgate_fast_open_exposure_rupiah", &[], e.total().0 as f64);
     }
 
     /// Takes `amount` of exposure for `partner_ref` when the cap and the aggregator's health
@@ -26,8 +32,7 @@ impl StationCore {
             self.log_health(h);
         }
         let r = e.admit(partner_ref, amount, now);
-        self.metrics
-            .set("tapgate_fast_open_exposure_rupiah", &[], e.total().0 as f64);
+        self.show_exposure(&e);
         r
     }
 
@@ -44,16 +49,14 @@ impl StationCore {
         for (r, a) in rows {
             e.restore(r, *a);
         }
-        self.metrics
-            .set("tapgate_fast_open_exposure_rupiah", &[], e.total().0 as f64);
+        self.show_exposure(&e);
     }
 
     /// Gives back the exposure of a fast open whose gate did not open after all.
     pub fn fast_open_withdraw(&self, partner_ref: &str) {
         let mut e = self.exposure();
         e.release(partner_ref);
-        self.metrics
-            .set("tapgate_fast_open_exposure_rupiah", &[], e.total().0 as f64);
+        self.show_exposure(&e);
     }
 
     /// A payment is being sent now.
@@ -105,8 +108,7 @@ impl StationCore {
         let held = {
             let mut e = self.exposure();
             let held = e.release(&row.partner_reference_no);
-            self.metrics
-                .set("tapgate_fast_open_exposure_rupiah", &[], e.total().0 as f64);
+            self.show_exposure(&e);
             held
         };
         if held.is_none() {

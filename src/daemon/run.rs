@@ -24,7 +24,6 @@ use crate::daemon::reconcile::Reconciler;
 use crate::daemon::Station;
 use crate::fare::policy::TapOutcome;
 use crate::journal::{JournalError, JournalReader};
-use crate::nfc::feedback::Signal;
 use crate::nfc::pcsc::{PcscSource, ReaderOptions, ReaderPattern};
 use crate::nfc::source::{CardSource, SourceControl};
 use crate::nfc::CardEvent;
@@ -392,15 +391,10 @@ async fn consume_events<F, Fut>(
             }
         };
         if let Some(outcome) = handle_tap(ev).await {
-            source.show(&reader, signal_for(outcome));
+            // The one mapping the passenger's screen uses too.
+            source.show(&reader, crate::display::signal_for(outcome));
         }
     }
-}
-
-/// What the reader shows for a tap's outcome: the one mapping the passenger's screen uses too
-/// ([`crate::display::signal_for`]).
-fn signal_for(outcome: TapOutcome) -> Signal {
-    crate::display::signal_for(outcome)
 }
 
 /// Serves `GET /metrics` in the Prometheus text format until `stop` changes.
@@ -437,6 +431,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::nfc::feedback::Signal;
     use crate::nfc::scripted::{Fault, ScriptedPhone};
     use crate::nfc::source::{tap_event, ScriptedSource};
     use crate::nfc::TapReadError;
@@ -635,7 +630,7 @@ mod tests {
             (JournalUnavailable, Signal::Declined),
             (Unpaid, Signal::Declined),
         ] {
-            assert_eq!(signal_for(outcome), signal, "{outcome:?}");
+            assert_eq!(crate::display::signal_for(outcome), signal, "{outcome:?}");
         }
     }
 }

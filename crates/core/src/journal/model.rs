@@ -337,8 +337,8 @@ pub struct TapClaim {
     /// is the same tap seen by another reader (the station-wide debounce); `now_ms` or later
     /// turns the check off.
     pub passed_since_ms: i64,
-    /// Refuse the tap when the passenger is on this station's unpaid list (a tap-in whose
-    /// line did not answer, or a station without a line).
+    /// Refuse the tap when the passenger is on this journal's unpaid list (tap-ins; on a line,
+    /// the line's list is asked as well, with the lookup).
     pub check_unpaid: bool,
 }
 
