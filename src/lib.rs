@@ -15,10 +15,11 @@
 //! | [`flow`] | (core) one tap as a flow of effects, and how a result becomes journal transitions |
 //! | [`ports`] | the traits a tap and the reconciler work through, their real adapters and fakes |
 //! | [`journal`] | the SQLite journal of fare operations and journeys; (core) its rules |
-//! | [`line`] | line-wide journeys shared by every station, in PostgreSQL (not wired into the lanes yet) |
+//! | [`line`] | line-wide journeys shared by every station, in PostgreSQL |
 //! | [`relay`] | gate relay backends (recording; GPIO) and the gate inputs |
 //! | [`daemon`] | the station, the lanes (the flow's executor), the reconciler, the run loop |
 //! | [`display`] | the passenger's screen: pages for a kiosk browser, live by server-sent events; one presentation of a tap for the screen and the reader |
+//! | [`qr`] | QRIS MPM at an exit: a QR on the screen for phones that cannot tap, journaled, paid, opened or refunded; the payment notification |
 //! | `sim` | (feature `sim`) the acquirer simulator used by `tapgate demo`, `tapgate sim` and the tests |
 //! | [`cmd`] | the CLI's commands |
 //! | [`clock`] | (core) the clock port |
@@ -41,5 +42,6 @@ pub mod journal;
 pub mod line;
 pub mod nfc;
 pub mod ports;
+pub mod qr;
 pub mod relay;
 pub mod snap;

@@ -65,6 +65,7 @@ impl Real {
                 journeys: Arc::new(journal.clone()),
                 ops: Arc::new(journal.clone()),
                 line: None,
+                qr: None,
             },
         );
         Real {

@@ -21,6 +21,7 @@
 //! byte of the payment left the gate, so no money can have moved. Everything after the
 //! connection is open — a timeout, a reset, a cut or unreadable answer — may have moved money.
 
+pub mod mpm;
 pub mod profile;
 pub mod warm;
 
@@ -49,6 +50,15 @@ pub struct Aggregator {
     payment_path: String,
     query_path: String,
     refund_path: String,
+    mpm: MpmPaths,
+}
+
+/// The paths of the QRIS MPM endpoints (`[aggregator] mpm_*_path`).
+#[derive(Clone, Debug)]
+struct MpmPaths {
+    generate: String,
+    query: String,
+    refund: String,
 }
 
 /// Compares the amount an answer reports with the one asked for. No amount in the answer is
@@ -276,7 +286,17 @@ impl Aggregator {
             payment_path: cfg.payment_path.clone(),
             query_path: cfg.query_path.clone(),
             refund_path: cfg.refund_path.clone(),
+            mpm: MpmPaths {
+                generate: cfg.mpm_generate_path.clone(),
+                query: cfg.mpm_query_path.clone(),
+                refund: cfg.mpm_refund_path.clone(),
+            },
         }
+    }
+
+    /// What the aggregator's payment notifications are checked with ([`crate::qr::notify`]).
+    pub fn notify_keys(&self, partner_id: &str) -> crate::qr::NotifyKeys {
+        self.client.notify_keys(partner_id)
     }
 
     /// Gets a token if none is cached: for `doctor`, and for a periodic tick so taps never

@@ -105,7 +105,10 @@ pub fn sim_paths(cfg: &AggregatorConfig) -> SimPaths {
         payment: cfg.payment_path.clone(),
         query: cfg.query_path.clone(),
         refund: cfg.refund_path.clone(),
-        // The gate's config has no MPM paths yet: the simulator's defaults.
+        mpm_generate: cfg.mpm_generate_path.clone(),
+        mpm_query: cfg.mpm_query_path.clone(),
+        mpm_refund: cfg.mpm_refund_path.clone(),
+        // The wallet's (Linkage) paths are the simulator's: the gate never calls them.
         ..SimPaths::default()
     }
 }

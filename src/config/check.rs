@@ -22,7 +22,8 @@ impl Config {
         self.check_metrics()?;
         self.check_reconciler()?;
         self.check_journeys()?;
-        self.check_display()
+        self.check_display()?;
+        self.check_qr()
     }
 
     fn check_station(&self) -> Result<(), (String, String)> {
@@ -271,6 +272,9 @@ impl Config {
             ("aggregator.payment_path", &a.payment_path),
             ("aggregator.query_path", &a.query_path),
             ("aggregator.refund_path", &a.refund_path),
+            ("aggregator.mpm_generate_path", &a.mpm_generate_path),
+            ("aggregator.mpm_query_path", &a.mpm_query_path),
+            ("aggregator.mpm_refund_path", &a.mpm_refund_path),
         ] {
             let ok = v.starts_with('/')
                 && !v.contains(['?', '#'])
@@ -405,6 +409,70 @@ impl Config {
 }
 
 impl Config {
+    fn check_qr(&self) -> Result<(), (String, String)> {
+        let Some(q) = &self.qr else {
+            return Ok(());
+        };
+        if self.display.is_none() {
+            return Err((
+                "qr".into(),
+                "a QR is shown on the passenger display and asked for there: configure                  [display] too"
+                    .into(),
+            ));
+        }
+        if q.lanes.is_empty() {
+            return Err((
+                "qr.lanes".into(),
+                "name at least one exit lane (or remove [qr])".into(),
+            ));
+        }
+        for (i, name) in q.lanes.iter().enumerate() {
+            let key = format!("qr.lanes[{i}]");
+            let Some(lane) = self.lane(name) else {
+                return Err((key, format!("no [[lane]] named {name:?}")));
+            };
+            if lane.direction != crate::fare::Direction::Out {
+                return Err((
+                    key,
+                    format!(
+                        "lane {name:?} is an entry: a QR is offered at exits only, where the fare                          is known without a tap (an entry paid by QR could not be matched at                          the exit, and the passenger would pay twice)"
+                    ),
+                ));
+            }
+            if q.lanes[..i].contains(name) {
+                return Err((key, format!("lane {name:?} is listed twice")));
+            }
+        }
+        in_range("qr.validity_seconds", q.validity_seconds, 30..=900)?;
+        in_range("qr.poll_ms", q.poll_ms, 250..=10_000)?;
+        let p = &q.notify_path;
+        let ok = p.starts_with('/')
+            && p.len() > 1
+            && !p.starts_with("/lane/")
+            && !p.starts_with("/gate/")
+            && !p.contains(['?', '#'])
+            && p.bytes().all(|b| b.is_ascii_graphic());
+        if !ok {
+            return Err((
+                "qr.notify_path".into(),
+                "must start with /, not be / or under /lane/ or /gate/ (the pages' paths), and                  hold no query, fragment, spaces or non-ASCII characters"
+                    .into(),
+            ));
+        }
+        if let Some(url) = &q.callback_url {
+            let ok = (url.starts_with("https://") || url.starts_with("http://"))
+                && url.len() <= 512
+                && url.bytes().all(|b| b.is_ascii_graphic());
+            if !ok {
+                return Err((
+                    "qr.callback_url".into(),
+                    "must be an http:// or https:// URL of at most 512 characters".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn check_display(&self) -> Result<(), (String, String)> {
         let Some(d) = &self.display else {
             return Ok(());

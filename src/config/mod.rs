@@ -89,6 +89,15 @@ pub struct AggregatorConfig {
     /// Path of `qr-cpm-refund` (service 80).
     #[serde(default = "default_refund_path")]
     pub refund_path: String,
+    /// Path of `qr-mpm-generate` (service 47): a dynamic QR for `[qr]`.
+    #[serde(default = "default_mpm_generate_path")]
+    pub mpm_generate_path: String,
+    /// Path of the merchant's `qr-mpm-query` (service 51).
+    #[serde(default = "default_mpm_query_path")]
+    pub mpm_query_path: String,
+    /// Path of `qr-mpm-refund`.
+    #[serde(default = "default_mpm_refund_path")]
+    pub mpm_refund_path: String,
 }
 
 fn default_device_ip() -> String {
@@ -120,6 +129,15 @@ fn default_query_path() -> String {
 }
 fn default_refund_path() -> String {
     "/v1.0/qr/qr-cpm-refund".into()
+}
+fn default_mpm_generate_path() -> String {
+    "/v1.0/qr/qr-mpm-generate".into()
+}
+fn default_mpm_query_path() -> String {
+    "/v1.0/qr/qr-mpm-query".into()
+}
+fn default_mpm_refund_path() -> String {
+    "/v1.0/qr/qr-mpm-refund".into()
 }
 
 /// The whole station configuration, as read from one TOML file.
@@ -155,6 +173,46 @@ pub struct Config {
     /// `[display]`: the passenger display's pages; off when absent.
     #[serde(default)]
     pub display: Option<DisplayConfig>,
+    /// `[qr]`: a QRIS QR on the passenger display for phones that cannot tap; off when
+    /// absent.
+    #[serde(default)]
+    pub qr: Option<QrConfig>,
+}
+
+/// `[qr]`: QRIS MPM at the gate (see [`crate::qr`]). An exit lane listed here offers, on its
+/// screen, a dynamic QR for the fare a gate knows without a tap (the flat fare, or the
+/// unknown-entry fare); the gate opens once the aggregator reports it paid.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QrConfig {
+    /// The exit lanes that offer a QR, by their `[[lane]]` names.
+    pub lanes: Vec<String>,
+    /// How long a QR can be paid, seconds.
+    #[serde(default = "default_qr_validity_seconds")]
+    pub validity_seconds: u64,
+    /// How often the gate asks the aggregator whether the QR on screen was paid,
+    /// milliseconds.
+    #[serde(default = "default_qr_poll_ms")]
+    pub poll_ms: u64,
+    /// The path, on the display's address, where the aggregator's payment notification
+    /// (`qr-mpm-notify`) is received.
+    #[serde(default = "default_qr_notify_path")]
+    pub notify_path: String,
+    /// The URL sent to the aggregator as `additionalInfo.callback_payment`: where it can reach
+    /// `notify_path` (usually through the station's back office). Absent: none is sent, and
+    /// the aggregator uses the one registered for the merchant, if any.
+    #[serde(default)]
+    pub callback_url: Option<String>,
+}
+
+fn default_qr_validity_seconds() -> u64 {
+    120
+}
+fn default_qr_poll_ms() -> u64 {
+    1000
+}
+fn default_qr_notify_path() -> String {
+    "/v1.0/qr/qr-mpm-notify".into()
 }
 
 /// `[display]`: the pages a kiosk browser on the gate's screen shows (see

@@ -117,6 +117,9 @@ impl Lane {
     /// The one log event, the metrics and the passenger's screen of a finished tap.
     fn finish(&self, r: &TapReport) {
         log_tap(r);
+        if let (true, Some(desk)) = (r.opened, self.station.qr_desk()) {
+            desk.withdraw(&r.lane, crate::qr::Withdrawn::Tapped);
+        }
         if let Some(display) = self.station.display() {
             display.publish(r);
         }

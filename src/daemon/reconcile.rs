@@ -13,7 +13,16 @@ use crate::fare::policy::PayResult;
 use crate::fare::OpState;
 use crate::flow::journey::stale_close;
 use crate::flow::settle::{self as record, in_flight_window_ms, Learned};
-use crate::journal::{JournalError, JourneyClose, OpRow, Transition};
+use crate::journal::{Channel, JournalError, JourneyClose, OpRow, Transition};
+
+/// The metric label of a call: `query`, `refund`; `qr_query`, `qr_refund` for a QR sale.
+fn endpoint(channel: Channel, call: &'static str) -> &'static str {
+    match (channel, call) {
+        (Channel::Mpm, "query") => "qr_query",
+        (Channel::Mpm, "refund") => "qr_refund",
+        _ => call,
+    }
+}
 
 /// What to do next with one operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -382,6 +391,42 @@ impl Reconciler {
         Ok(n)
     }
 
+    /// Asks where an operation stands, through the endpoints of its channel.
+    async fn query(&self, row: &OpRow) -> QueryOutcome {
+        let ports = &self.station.ports;
+        match (row.channel, &ports.qr) {
+            (Channel::Cpm, _) => ports.payments.query(&row.partner_reference_no).await,
+            (Channel::Mpm, Some(qr)) => {
+                qr.query(&row.partner_reference_no, row.reference_no.as_deref())
+                    .await
+            }
+            (Channel::Mpm, None) => QueryOutcome::Unavailable {
+                reason: "this station has no QRIS MPM endpoints to query a QR sale".into(),
+            },
+        }
+    }
+
+    /// Refunds an operation the gate did not open for, through the endpoints of its channel.
+    async fn refund(&self, row: &OpRow, reference: &str) -> RefundOutcome {
+        let ports = &self.station.ports;
+        let (pref, amount) = (&row.partner_reference_no, row.amount_to_refund());
+        match (row.channel, &ports.qr) {
+            (Channel::Cpm, _) => {
+                ports
+                    .payments
+                    .refund(pref, reference, amount, "gate did not open")
+                    .await
+            }
+            (Channel::Mpm, Some(qr)) => {
+                qr.refund(pref, reference, amount, "QR paid but the gate did not open")
+                    .await
+            }
+            (Channel::Mpm, None) => RefundOutcome::Unavailable {
+                reason: "this station has no QRIS MPM endpoints to refund a QR sale".into(),
+            },
+        }
+    }
+
     async fn pass_operations(&self) -> Result<PassStats, crate::journal::JournalError> {
         let st = &self.station;
         let now = st.now_ms();
@@ -404,7 +449,7 @@ impl Reconciler {
                 }
                 Step::Query => {
                     stats.queries += 1;
-                    let q = st.ports.payments.query(&row.partner_reference_no).await;
+                    let q = self.query(&row).await;
                     if let QueryOutcome::Status {
                         status: TxStatus::Success,
                         amount,
@@ -423,7 +468,7 @@ impl Reconciler {
                     st.metrics.inc(
                         "tapgate_aggregator_requests_total",
                         &[
-                            ("endpoint", "query"),
+                            ("endpoint", endpoint(row.channel, "query")),
                             ("code", q.code().unwrap_or("no_answer")),
                         ],
                     );
@@ -432,20 +477,11 @@ impl Reconciler {
                 Step::Refund => {
                     stats.refunds += 1;
                     let reference = row.reference_no.clone().unwrap_or_default();
-                    let r = st
-                        .ports
-                        .payments
-                        .refund(
-                            &row.partner_reference_no,
-                            &reference,
-                            row.amount_to_refund(),
-                            "gate did not open",
-                        )
-                        .await;
+                    let r = self.refund(&row, &reference).await;
                     st.metrics.inc(
                         "tapgate_aggregator_requests_total",
                         &[
-                            ("endpoint", "refund"),
+                            ("endpoint", endpoint(row.channel, "refund")),
                             ("code", r.code().unwrap_or("no_answer")),
                         ],
                     );
@@ -623,6 +659,7 @@ mod tests {
             updated_at_ms: 0,
             journey_id: None,
             fast_opened: false,
+            channel: Default::default(),
         }
     }
 

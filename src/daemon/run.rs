@@ -54,6 +54,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     // Before the lanes: their first tap is shown.
     let _display = crate::display::start(&cfg, &station.core(), &stop_rx).await?;
     let lanes = start_lanes(&cfg, &station)?;
+    let qr = start_qr(&cfg, &station, &lanes.relays);
     let _inputs = start_inputs(&cfg, &station, &lanes.relays, &stop_rx)?;
     let background = Background::start(&station, &stop_rx);
     start_metrics(&cfg, &gauges, &stop_rx).await?;
@@ -68,8 +69,40 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     ]);
     tracing::info!(station = %cfg.station.id, lanes = cfg.lanes.len(), "tapgate ready");
     wait_for_signal(&station, &gauges, &lanes.sources).await?;
+    if let Some(desk) = qr {
+        desk.shut_down().await;
+    }
     shut_down(lanes, &station, stop_tx, background).await;
     Ok(())
+}
+
+/// The QR desk of `[qr]`, attached to the station (its display must be up): from now on the
+/// offered lanes' screens sell QRs.
+fn start_qr(
+    cfg: &Config,
+    station: &Arc<Station>,
+    relays: &HashMap<String, Arc<dyn Relay>>,
+) -> Option<Arc<crate::qr::QrDesk>> {
+    let q = cfg.qr.as_ref()?;
+    let hub = station.display()?.clone();
+    let desk = crate::qr::QrDesk::new(
+        station.core(),
+        hub,
+        q.clone(),
+        station.aggregator.notify_keys(&cfg.aggregator.partner_id),
+        relays.clone(),
+    );
+    station.attach_qr(desk.clone());
+    let mut offers: Vec<String> = desk
+        .offers()
+        .iter()
+        .map(|(lane, fare)| format!("{lane} {fare}"))
+        .collect();
+    offers.sort();
+    tracing::info!(target: "tapgate::qr", lanes = %offers.join(", "),
+        validity_seconds = q.validity_seconds, poll_ms = q.poll_ms,
+        notify_path = %q.notify_path, "QR sales open");
+    Some(desk)
 }
 
 /// Marks payments left PENDING by a previous process UNKNOWN, for the reconciler to query.

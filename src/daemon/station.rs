@@ -226,6 +226,9 @@ pub struct Ports {
     /// The line's shared journeys, when the station belongs to one (`[journeys] store =
     /// "postgres"`).
     pub line: Option<Arc<dyn crate::ports::LinePort>>,
+    /// The aggregator's QRIS MPM endpoints (the QR a gate shows, `[qr]`); `None` over fakes
+    /// that sell no QR.
+    pub qr: Option<Arc<dyn crate::ports::QrPayments>>,
 }
 
 /// What the lanes of one station share, real parts or fakes alike: config, tariff, clock,
@@ -255,6 +258,8 @@ pub struct StationCore {
     pub(crate) fast_open: Mutex<crate::fare::fast_open::Exposure>,
     /// The passenger display the lanes publish their taps to, when one is attached.
     display: std::sync::OnceLock<Arc<crate::display::DisplayHub>>,
+    /// The QR desk (`[qr]`), when one is attached.
+    qr: std::sync::OnceLock<Arc<crate::qr::QrDesk>>,
 }
 
 /// A station with its real parts: the SQLite journal and the SNAP aggregator behind the
@@ -316,6 +321,7 @@ impl Station {
             journeys: Arc::new(journal.clone()),
             ops: Arc::new(journal.clone()),
             line: line.clone().map(|l| l as Arc<dyn crate::ports::LinePort>),
+            qr: Some(aggregator.clone()),
         };
         let core = StationCore::new(config, clock, passenger_key, ports);
         core.fast_open_restore(&unconfirmed);
@@ -356,6 +362,7 @@ impl StationCore {
                 &config.policy.fast_open,
             )),
             display: std::sync::OnceLock::new(),
+            qr: std::sync::OnceLock::new(),
             config,
         })
     }
@@ -364,6 +371,17 @@ impl StationCore {
     /// the first attach counts; returns whether this one did.
     pub fn attach_display(&self, hub: Arc<crate::display::DisplayHub>) -> bool {
         self.display.set(hub).is_ok()
+    }
+
+    /// Attaches the QR desk: from now on a tap that opens a lane's gate withdraws the QR that
+    /// lane shows. Only the first attach counts; returns whether this one did.
+    pub fn attach_qr(&self, desk: Arc<crate::qr::QrDesk>) -> bool {
+        self.qr.set(desk).is_ok()
+    }
+
+    /// The attached QR desk, if any.
+    pub fn qr_desk(&self) -> Option<&Arc<crate::qr::QrDesk>> {
+        self.qr.get()
     }
 
     /// The attached passenger display, if any.

@@ -74,6 +74,9 @@ pub struct Screen {
     pub qr_svg: Option<String>,
     /// When the QR stops being payable, Unix milliseconds (the `qr` screen only).
     pub expires_at_ms: Option<i64>,
+    /// On a resting screen of a lane that sells QRs: the fare a QR asks, written `Rp14.000`
+    /// (the page then offers "pay by QR").
+    pub qr_offer: Option<String>,
 }
 
 impl Screen {
@@ -91,6 +94,7 @@ impl Screen {
             amount: None,
             qr_svg: None,
             expires_at_ms: None,
+            qr_offer: None,
         }
     }
 
@@ -156,6 +160,7 @@ pub struct DisplayHub {
     idle_after: Duration,
     free_exit: AtomicBool,
     clock: Arc<dyn Clock>,
+    offers: std::sync::RwLock<HashMap<String, Rupiah>>,
 }
 
 impl std::fmt::Debug for DisplayHub {
@@ -191,6 +196,7 @@ impl DisplayHub {
             idle_after,
             free_exit: AtomicBool::new(false),
             clock,
+            offers: std::sync::RwLock::new(HashMap::new()),
         })
     }
 
@@ -288,13 +294,43 @@ impl DisplayHub {
         }
     }
 
-    /// The screen between taps: idle, or the emergency screen in free-exit mode.
+    /// The screen between taps: idle (with the QR offer, on a lane that sells QRs), or the
+    /// emergency screen in free-exit mode.
     fn resting(&self, lane: &str, direction: Direction) -> Screen {
         if self.free_exit.load(Ordering::SeqCst) {
             Screen::free_exit(self.next_id(), lane, direction)
         } else {
-            Screen::idle(self.next_id(), lane, direction)
+            let mut s = Screen::idle(self.next_id(), lane, direction);
+            s.qr_offer = self
+                .offers
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(lane)
+                .map(|f| rupiah_id(f.0));
+            s
         }
+    }
+
+    /// Offers (or stops offering) a QR for `fare` on `lane`'s idle screen; an idle lane shows
+    /// the change at once.
+    pub fn set_qr_offer(&self, lane: &str, fare: Option<Rupiah>) {
+        let Some(slot) = self.lanes.get(lane) else {
+            return;
+        };
+        {
+            let mut offers = self.offers.write().unwrap_or_else(|e| e.into_inner());
+            match fare {
+                Some(f) => offers.insert(lane.to_string(), f),
+                None => offers.remove(lane),
+            };
+        }
+        slot.tx.send_if_modified(|current| {
+            if current.kind != ScreenKind::Idle {
+                return false;
+            }
+            *current = self.resting(lane, slot.direction);
+            true
+        });
     }
 
     fn show_for(self: &Arc<Self>, lane: &str, screen: Screen, stay: Duration) {

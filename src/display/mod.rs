@@ -28,7 +28,7 @@ mod server;
 
 pub use hub::{first_event, DisplayError, DisplayHub, Screen, Tone};
 pub use present::{rupiah_id, signal_for, Presentation, ScreenKind};
-pub use server::DisplayServer;
+pub use server::{DisplayServer, QrRoutes};
 
 /// How long a tap's screen stays when `[display] idle_after_ms` is not set.
 pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_millis(4000);
@@ -58,7 +58,11 @@ pub async fn start(
         .iter()
         .map(|g| (g.name.clone(), g.lanes.clone()))
         .collect();
-    let server = DisplayServer::start(listen, hub.clone(), gates, stop.clone())
+    let qr = cfg.qr.as_ref().map(|q| QrRoutes {
+        notify_path: q.notify_path.clone(),
+        station: station.clone(),
+    });
+    let server = DisplayServer::start_with(listen, hub.clone(), gates, stop.clone(), qr)
         .await
         .with_context(|| format!("binding the passenger display {listen}"))?;
     station.attach_display(hub.clone());

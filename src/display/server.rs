@@ -7,17 +7,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use futures_util::Stream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::hub::{first_event, DisplayHub, Screen};
+use crate::daemon::station::StationCore;
 
 const PAGE: &str = include_str!("page/page.html");
 const STYLE: &str = include_str!("page/page.css");
@@ -37,6 +39,19 @@ struct App {
     hub: Arc<DisplayHub>,
     gates: Arc<HashMap<String, Vec<String>>>,
     stop: watch::Receiver<bool>,
+    station: Option<Arc<StationCore>>,
+}
+
+/// The QR routes of a display whose lanes sell QRs (`[qr]`): a passenger's request and
+/// cancel, and the aggregator's payment notification at `notify_path`. They reach the
+/// station's QR desk once it is attached ([`StationCore::attach_qr`]); before, they answer
+/// 503.
+#[derive(Clone)]
+pub struct QrRoutes {
+    /// Where the aggregator's `qr-mpm-notify` is received.
+    pub notify_path: String,
+    /// The station whose desk sells.
+    pub station: Arc<StationCore>,
 }
 
 /// The running display server.
@@ -56,13 +71,29 @@ impl DisplayServer {
         gates: HashMap<String, Vec<String>>,
         stop: watch::Receiver<bool>,
     ) -> std::io::Result<DisplayServer> {
+        DisplayServer::start_with(listen, hub, gates, stop, None).await
+    }
+
+    /// [`DisplayServer::start`], with the QR routes when `qr` is given.
+    pub async fn start_with(
+        listen: SocketAddr,
+        hub: Arc<DisplayHub>,
+        gates: HashMap<String, Vec<String>>,
+        stop: watch::Receiver<bool>,
+        qr: Option<QrRoutes>,
+    ) -> std::io::Result<DisplayServer> {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        let app = router(App {
-            hub,
-            gates: Arc::new(gates),
-            stop: stop.clone(),
-        });
+        let notify_path = qr.as_ref().map(|q| q.notify_path.clone());
+        let app = router(
+            App {
+                hub,
+                gates: Arc::new(gates),
+                stop: stop.clone(),
+                station: qr.map(|q| q.station),
+            },
+            notify_path.as_deref(),
+        );
         let mut stop = stop;
         let task = tokio::spawn(async move {
             let shutdown = async move {
@@ -89,13 +120,88 @@ impl DisplayServer {
     }
 }
 
-fn router(app: App) -> Router {
-    Router::new()
+fn router(app: App, notify_path: Option<&str>) -> Router {
+    let mut r = Router::new()
         .route("/", get(index))
         .route("/lane/{name}", get(lane_page))
         .route("/gate/{name}", get(gate_page))
         .route("/lane/{name}/events", get(events))
-        .with_state(app)
+        .route("/lane/{name}/qr", post(qr_request))
+        .route("/lane/{name}/qr/cancel", post(qr_cancel));
+    if let Some(path) = notify_path {
+        r = r.route(
+            path,
+            post(qr_notify).layer(DefaultBodyLimit::max(crate::qr::notify::MAX_BODY)),
+        );
+    }
+    r.with_state(app)
+}
+
+fn plain(status: StatusCode, text: String) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        format!("{text}\n"),
+    )
+        .into_response()
+}
+
+fn desk(app: &App) -> Result<&Arc<crate::qr::QrDesk>, Response> {
+    app.station
+        .as_ref()
+        .and_then(|s| s.qr_desk())
+        .ok_or_else(|| plain(StatusCode::SERVICE_UNAVAILABLE, "no QR sales here".into()))
+}
+
+/// A passenger's "pay by QR": starts the lane's sale (`202`), or says why not.
+async fn qr_request(State(app): State<App>, Path(name): Path<String>) -> Response {
+    let desk = match desk(&app) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    match desk.request(&name) {
+        Ok(fare) => plain(
+            StatusCode::ACCEPTED,
+            format!("QR for {} on its way", super::rupiah_id(fare.0)),
+        ),
+        Err(e @ crate::qr::QrRefusal::NotOffered(_)) => plain(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e) => plain(StatusCode::CONFLICT, e.to_string()),
+    }
+}
+
+/// A passenger's "cancel" on the QR screen.
+async fn qr_cancel(State(app): State<App>, Path(name): Path<String>) -> Response {
+    let desk = match desk(&app) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    if desk.withdraw(&name, crate::qr::Withdrawn::Cancelled) {
+        plain(StatusCode::ACCEPTED, "QR withdrawn".into())
+    } else {
+        plain(StatusCode::NOT_FOUND, "no QR on this lane".into())
+    }
+}
+
+/// The aggregator's payment notification, answered as SNAP specifies.
+async fn qr_notify(
+    State(app): State<App>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let desk = match desk(&app) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let answer = desk.notify(uri.path(), header, &body).await;
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(answer.body)).into_response()
 }
 
 /// The page showing `lanes` side by side.

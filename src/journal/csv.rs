@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use super::model::OpRow;
 
 /// The header line's columns, in order.
-pub const CSV_COLUMNS: [&str; 23] = [
+pub const CSV_COLUMNS: [&str; 24] = [
     "partner_reference_no",
     "kind",
     "lane",
@@ -29,6 +29,7 @@ pub const CSV_COLUMNS: [&str; 23] = [
     "updated_at_ms",
     "journey_id",
     "fast_opened",
+    "channel",
 ];
 
 /// Writes `rows` as CSV with a header line: CRLF line ends, fields quoted when they hold a
@@ -69,6 +70,7 @@ pub fn write_csv(rows: &[OpRow], w: &mut dyn Write) -> io::Result<()> {
             r.updated_at_ms.to_string(),
             r.journey_id.map_or_else(String::new, |v| v.to_string()),
             u8::from(r.fast_opened).to_string(),
+            r.channel.as_str().to_owned(),
         ];
         write_record(w, fields.into_iter())?;
     }

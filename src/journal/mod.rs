@@ -40,9 +40,9 @@ pub use error::{ErrorClass, JournalError, StorageFault};
 pub use outbox::{OutboxRow, OutboxStats};
 pub use reader::{JournalReader, StateCounts, FULL_COUNT_EVERY};
 pub use tapgate_core::journal::{
-    allowed, apply, validate_new, EventRow, FoundJourney, JourneyClose, JourneyRow, JourneyState,
-    NewOp, OpFilter, OpKind, OpRow, Owed, Rejection, TapBlock, TapClaim, TapDecision, TapStart,
-    Transition, TransitionError, MAX_REASON_CHARS,
+    allowed, apply, validate_new, Channel, EventRow, FoundJourney, JourneyClose, JourneyRow,
+    JourneyState, NewOp, OpFilter, OpKind, OpRow, Owed, Rejection, TapBlock, TapClaim, TapDecision,
+    TapStart, Transition, TransitionError, MAX_REASON_CHARS, MPM_PAYER,
 };
 pub use tapgate_core::journal::{model, rules};
 pub use tapgate_core::journal::{ElsewhereClose, JourneyEvent, JourneyEventKind, LineWrites};
@@ -71,7 +71,7 @@ fn non_final_sql() -> String {
 const OP_COLUMNS: &str = "partner_reference_no, kind, lane, direction, station_id, amount, \
      pan_key, pan_masked, nns, state, reference_no, response_code, gate_opened, reason, \
      attempts, next_attempt_at_ms, refund_no, refund_amount, created_at_ms, updated_at_ms, \
-     journey_id, fast_opened";
+     journey_id, fast_opened, channel";
 
 const JOURNEY_COLUMNS: &str =
     "id, pan_key, entry_station, tap_in_ref, tap_out_ref, state, fare, opened_at_ms, closed_at_ms";
@@ -226,6 +226,26 @@ impl Journal {
             .ctx("starting begin")?;
         begin_in(&tx, op)?;
         tx.commit().ctx("committing begin")
+    }
+
+    /// Journals a QRIS MPM sale before its `qr-mpm-generate` is sent: [`Journal::begin`] with
+    /// the operation marked [`Channel::Mpm`], in the same transaction, so that the reconciler
+    /// queries and refunds it through the MPM endpoints. `op` carries no PAN: see
+    /// [`Channel::Mpm`].
+    pub fn begin_qr(&mut self, op: &NewOp) -> Result<(), JournalError> {
+        validate_new(op).map_err(|(field, why)| JournalError::InvalidOp { field, why })?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx("starting a QR sale")?;
+        begin_in(&tx, op)?;
+        exec(
+            &tx,
+            "UPDATE fare_ops SET channel = 'mpm' WHERE partner_reference_no = ?1",
+            params![op.partner_reference_no],
+        )
+        .ctx("marking a QR sale")?;
+        tx.commit().ctx("committing a QR sale")
     }
 
     /// Starts a tap of one passenger: single-flight on `claim.pan_key`, across the lanes of a
@@ -1422,6 +1442,7 @@ fn parse_op(row: &Row<'_>) -> Result<OpRow, RowError> {
         updated_at_ms: col(row, 19, "updated_at_ms", k)?,
         journey_id: col(row, 20, "journey_id", k)?,
         fast_opened: col::<i64>(row, 21, "fast_opened", k)? == 1,
+        channel: parse_enum(row, 22, "channel", k, Channel::parse)?,
     })
 }
 

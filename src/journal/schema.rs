@@ -14,7 +14,7 @@ use super::error::{DbContext, JournalError};
 pub const APPLICATION_ID: i64 = 0x5441_5047;
 
 /// The ordered migrations; index `i` takes a journal from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -187,6 +187,13 @@ CREATE INDEX unpaid_to_sync ON unpaid(at_ms) WHERE line_synced = 0;
 "#;
 
 /// What a file's header says about it.
+// QRIS MPM sales (a QR the gate showed) go through fare_ops like taps; `channel` says which
+// endpoints the reconciler queries and refunds them with.
+const V6: &str = r#"
+ALTER TABLE fare_ops ADD COLUMN channel TEXT NOT NULL DEFAULT 'cpm'
+    CHECK (channel IN ('cpm', 'mpm'));
+"#;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Header {
     pub user_version: i64,

@@ -74,6 +74,7 @@ fn new_row(op: &NewOp) -> OpRow {
         updated_at_ms: op.created_at_ms,
         journey_id: op.journey_id,
         fast_opened: false,
+        channel: Default::default(),
     }
 }
 
@@ -507,6 +508,24 @@ impl OpJournal for MemJournal {
         Box::pin(async move {
             self.delay(&[JournalCall::Record]).await;
             self.lock().record(partner_reference_no, transitions)
+        })
+    }
+
+    fn begin_qr(&self, op: NewOp) -> PortFuture<'_, Result<(), JournalError>> {
+        Box::pin(async move {
+            self.delay(&[JournalCall::Begin]).await;
+            let mut t = self.lock();
+            t.check(JournalCall::Begin)?;
+            crate::journal::validate_new(&op)
+                .map_err(|(field, why)| JournalError::InvalidOp { field, why })?;
+            if t.op(&op.partner_reference_no).is_some() {
+                return Err(JournalError::DuplicateReference(op.partner_reference_no));
+            }
+            t.ops.push(OpRow {
+                channel: crate::journal::Channel::Mpm,
+                ..new_row(&op)
+            });
+            Ok(())
         })
     }
 

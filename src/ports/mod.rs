@@ -5,6 +5,7 @@
 //! | port | real adapter | fake |
 //! |---|---|---|
 //! | [`Payments`] | [`crate::aggregator::Aggregator`] (SNAP) | [`fake::FakePayments`] |
+//! | [`QrPayments`] (optional) | [`crate::aggregator::Aggregator`] (SNAP QRIS MPM) | — (the simulator over HTTP) |
 //! | [`JourneyStore`] | [`crate::daemon::station::JournalHandle`] (SQLite) | [`fake::MemJournal`] |
 //! | [`OpJournal`] | [`crate::daemon::station::JournalHandle`] (SQLite) | [`fake::MemJournal`] |
 //! | [`crate::clock::Clock`] | [`crate::clock::SystemClock`] | [`crate::clock::ManualClock`] |
@@ -19,12 +20,13 @@ mod real;
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::aggregator::mpm::{GenerateOutcome, QrRequest};
 use crate::aggregator::{PayOutcome, QueryOutcome, RefundOutcome};
 use crate::fare::policy::TapOutcome;
 use crate::flow::{BeginTap, LineView, Planned};
 use crate::flow::{JourneyChange, Settlement, TapPayment};
 use crate::journal::{
-    JournalError, JourneyClose, JourneyRow, OpRow, Settled, TapStart, Transition,
+    JournalError, JourneyClose, JourneyRow, NewOp, OpRow, Settled, TapStart, Transition,
 };
 
 /// What a tap asks the line (see [`crate::flow::Effect::Lookup`]): the line store's own
@@ -58,6 +60,27 @@ pub trait Payments: Send + Sync + 'static {
     /// What became of a payment.
     fn query<'a>(&'a self, partner_reference_no: &'a str) -> PortFuture<'a, QueryOutcome>;
     /// Refunds `amount` of a successful payment; safe to repeat (same `partnerRefundNo`).
+    fn refund<'a>(
+        &'a self,
+        partner_reference_no: &'a str,
+        reference_no: &'a str,
+        amount: crate::fare::Rupiah,
+        reason: &'a str,
+    ) -> PortFuture<'a, RefundOutcome>;
+}
+
+/// The aggregator's QRIS MPM endpoints, as the gate's merchant side uses them: a dynamic QR
+/// for one fare, whether it was paid, and its refund.
+pub trait QrPayments: Send + Sync + 'static {
+    /// One `qr-mpm-generate`.
+    fn generate<'a>(&'a self, q: &'a QrRequest) -> PortFuture<'a, GenerateOutcome>;
+    /// Whether a QR was paid (`reference_no`: the aggregator's, when known).
+    fn query<'a>(
+        &'a self,
+        partner_reference_no: &'a str,
+        reference_no: Option<&'a str>,
+    ) -> PortFuture<'a, QueryOutcome>;
+    /// Refunds `amount` of a paid QR; safe to repeat.
     fn refund<'a>(
         &'a self,
         partner_reference_no: &'a str,
@@ -111,6 +134,9 @@ pub trait OpJournal: Send + Sync + 'static {
     /// its own result: a part that fails writes nothing, and the other is written all the
     /// same (see [`crate::journal::Journal::settle_tap`]).
     fn settle(&self, s: Settlement) -> PortFuture<'_, Settled>;
+    /// Journals a QR sale (QRIS MPM) before its QR is generated (see
+    /// [`crate::journal::Journal::begin_qr`]).
+    fn begin_qr(&self, op: NewOp) -> PortFuture<'_, Result<(), JournalError>>;
     /// One operation.
     fn get(
         &self,

@@ -1,13 +1,14 @@
 //! The real adapters: the SNAP aggregator and the SQLite journal behind the ports.
 
-use super::{JourneyStore, OpJournal, Payments, PortFuture};
+use super::{JourneyStore, OpJournal, Payments, PortFuture, QrPayments};
+use crate::aggregator::mpm::{GenerateOutcome, QrRequest};
 use crate::aggregator::{Aggregator, PayOutcome, QueryOutcome, RefundOutcome};
 use crate::daemon::station::JournalHandle;
 use crate::fare::policy::TapOutcome;
 use crate::fare::Rupiah;
 use crate::flow::{BeginTap, JourneyChange, Planned, Settlement, TapPayment};
 use crate::journal::{
-    JournalError, JourneyClose, JourneyRow, OpRow, Settled, TapStart, Transition,
+    JournalError, JourneyClose, JourneyRow, NewOp, OpRow, Settled, TapStart, Transition,
 };
 
 impl Payments for Aggregator {
@@ -27,6 +28,40 @@ impl Payments for Aggregator {
         reason: &'a str,
     ) -> PortFuture<'a, RefundOutcome> {
         Box::pin(Aggregator::refund(
+            self,
+            partner_reference_no,
+            reference_no,
+            amount,
+            reason,
+        ))
+    }
+}
+
+impl QrPayments for Aggregator {
+    fn generate<'a>(&'a self, q: &'a QrRequest) -> PortFuture<'a, GenerateOutcome> {
+        Box::pin(Aggregator::generate_qr(self, q))
+    }
+
+    fn query<'a>(
+        &'a self,
+        partner_reference_no: &'a str,
+        reference_no: Option<&'a str>,
+    ) -> PortFuture<'a, QueryOutcome> {
+        Box::pin(Aggregator::query_qr(
+            self,
+            partner_reference_no,
+            reference_no,
+        ))
+    }
+
+    fn refund<'a>(
+        &'a self,
+        partner_reference_no: &'a str,
+        reference_no: &'a str,
+        amount: Rupiah,
+        reason: &'a str,
+    ) -> PortFuture<'a, RefundOutcome> {
+        Box::pin(Aggregator::refund_qr(
             self,
             partner_reference_no,
             reference_no,
@@ -119,6 +154,10 @@ impl OpJournal for JournalHandle {
             }
             j.transitions(&partner_reference_no, &transitions).map(Some)
         }))
+    }
+
+    fn begin_qr(&self, op: NewOp) -> PortFuture<'_, Result<(), JournalError>> {
+        Box::pin(self.run(move |j| j.begin_qr(&op)))
     }
 
     fn settle(&self, s: Settlement) -> PortFuture<'_, Settled> {

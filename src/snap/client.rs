@@ -355,6 +355,9 @@ impl SnapClient {
             ("payment_path", &cfg.payment_path),
             ("query_path", &cfg.query_path),
             ("refund_path", &cfg.refund_path),
+            ("mpm_generate_path", &cfg.mpm_generate_path),
+            ("mpm_query_path", &cfg.mpm_query_path),
+            ("mpm_refund_path", &cfg.mpm_refund_path),
         ] {
             check_path(what, p)?;
         }
@@ -513,6 +516,15 @@ impl SnapClient {
                 continue;
             }
             return outcome;
+        }
+    }
+
+    /// The keys a notification from the aggregator is checked with (its signature is keyed
+    /// with our client secret).
+    pub(crate) fn notify_keys(&self, partner_id: &str) -> crate::qr::NotifyKeys {
+        crate::qr::NotifyKeys {
+            client_secret: self.inner.client_secret.clone(),
+            partner_id: partner_id.to_string(),
         }
     }
 

@@ -257,6 +257,7 @@ impl Rig {
                 line: line
                     .clone()
                     .map(|l| Arc::new(l) as Arc<dyn tapgate::ports::LinePort>),
+                qr: None,
             },
         );
         let lanes = config

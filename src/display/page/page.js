@@ -48,6 +48,29 @@
     }
     panel.dataset.expiresAt = s.expires_at_ms ? String(s.expires_at_ms) : "";
     countdown(panel);
+    // Pay by QR: offered on an idle screen of a lane that sells QRs; cancelled on its QR.
+    panel.dataset.asking = "no";
+    panel.querySelector(".qr-offer").hidden = !(s.kind === "idle" && s.qr_offer);
+    text(panel, "offer-amount", s.qr_offer);
+    panel.querySelector(".qr-cancel").hidden = s.kind !== "qr";
+  }
+
+  function post(lane, what) {
+    var path = "/lane/" + encodeURIComponent(lane) + "/qr" + what;
+    return fetch(path, { method: "POST", cache: "no-store" }).catch(function () {});
+  }
+
+  function buttons(lane, panel) {
+    panel.querySelector(".qr-offer").addEventListener("click", function () {
+      if (panel.dataset.asking === "yes") return;
+      panel.dataset.asking = "yes";
+      post(lane, "").then(function () {
+        setTimeout(function () { panel.dataset.asking = "no"; }, 3000);
+      });
+    });
+    panel.querySelector(".qr-cancel").addEventListener("click", function () {
+      post(lane, "/cancel");
+    });
   }
 
   function attach(lane, panel) {
@@ -91,6 +114,7 @@
     var panel = template.content.firstElementChild.cloneNode(true);
     panel.dataset.lane = lane;
     root.appendChild(panel);
+    buttons(lane, panel);
     attach(lane, panel);
   });
   setInterval(function () {

@@ -7,7 +7,8 @@ pub mod rules;
 
 pub use line::{ElsewhereClose, JourneyEvent, JourneyEventKind, LineWrites};
 pub use model::{
-    EventRow, FoundJourney, JourneyClose, JourneyRow, JourneyState, NewOp, OpFilter, OpKind, OpRow,
-    Owed, TapBlock, TapClaim, TapDecision, TapStart, Transition, MAX_REASON_CHARS,
+    Channel, EventRow, FoundJourney, JourneyClose, JourneyRow, JourneyState, NewOp, OpFilter,
+    OpKind, OpRow, Owed, TapBlock, TapClaim, TapDecision, TapStart, Transition, MAX_REASON_CHARS,
+    MPM_PAYER,
 };
 pub use rules::{allowed, apply, validate_new, Rejection, TransitionError};

@@ -41,6 +41,49 @@ impl fmt::Display for OpKind {
     }
 }
 
+/// How the passenger paid: by tapping their phone (QRIS TAP, the aggregator's CPM API), or by
+/// scanning a QR the gate showed (QRIS MPM).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// QRIS TAP: `qr-cpm-payment`, `-query`, `-refund`.
+    #[default]
+    Cpm,
+    /// A dynamic QR the gate showed: `qr-mpm-generate`, `-query`, `-refund`. Such an
+    /// operation has no PAN: its `pan_key` is a digest of its own reference, its
+    /// `pan_masked` and `nns` read [`MPM_PAYER`].
+    Mpm,
+}
+
+/// What an MPM operation holds in place of a masked PAN and an NNS: the gate never learns who
+/// paid a QR it showed.
+pub const MPM_PAYER: &str = "QR";
+
+impl Channel {
+    /// The journal's spelling: `cpm` or `mpm`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Cpm => "cpm",
+            Channel::Mpm => "mpm",
+        }
+    }
+
+    /// Parses the journal's spelling.
+    pub fn parse(s: &str) -> Option<Channel> {
+        match s {
+            "cpm" => Some(Channel::Cpm),
+            "mpm" => Some(Channel::Mpm),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The life of a journey: a tap-in linked to its tap-out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -235,6 +278,8 @@ pub struct OpRow {
     pub journey_id: Option<i64>,
     /// The gate opened before the aggregator answered (`[policy.fast_open]`).
     pub fast_opened: bool,
+    /// Tapped (CPM) or paid by scanning the gate's QR (MPM).
+    pub channel: Channel,
 }
 
 impl OpRow {

@@ -368,6 +368,7 @@ mod tests {
             updated_at_ms: 1,
             journey_id: None,
             fast_opened: false,
+            channel: Default::default(),
         }
     }
 
