@@ -445,6 +445,11 @@ impl Config {
         }
         in_range("qr.validity_seconds", q.validity_seconds, 30..=900)?;
         in_range("qr.poll_ms", q.poll_ms, 250..=10_000)?;
+        in_range(
+            "qr.late_payment_seconds",
+            q.late_payment_seconds,
+            30..=86_400,
+        )?;
         let p = &q.notify_path;
         let ok = p.starts_with('/')
             && p.len() > 1

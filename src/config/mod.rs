@@ -194,6 +194,10 @@ pub struct QrConfig {
     /// milliseconds.
     #[serde(default = "default_qr_poll_ms")]
     pub poll_ms: u64,
+    /// How long after a QR's validity ended the reconciler still asks whether it was paid
+    /// late (then refunds it), before counting it unpaid, seconds.
+    #[serde(default = "default_qr_late_payment_seconds")]
+    pub late_payment_seconds: u64,
     /// The path, on the display's address, where the aggregator's payment notification
     /// (`qr-mpm-notify`) is received.
     #[serde(default = "default_qr_notify_path")]
@@ -210,6 +214,24 @@ fn default_qr_validity_seconds() -> u64 {
 }
 fn default_qr_poll_ms() -> u64 {
     1000
+}
+fn default_qr_late_payment_seconds() -> u64 {
+    600
+}
+
+impl Config {
+    /// How long after a QR sale began the aggregator may still report it paid: its validity
+    /// and `[qr] late_payment_seconds` (their defaults without `[qr]`), milliseconds.
+    pub fn qr_payable_for_ms(&self) -> i64 {
+        let (validity, late) = self.qr.as_ref().map_or(
+            (
+                default_qr_validity_seconds(),
+                default_qr_late_payment_seconds(),
+            ),
+            |q| (q.validity_seconds, q.late_payment_seconds),
+        );
+        i64::try_from(validity.saturating_add(late).saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
 }
 fn default_qr_notify_path() -> String {
     "/v1.0/qr/qr-mpm-notify".into()

@@ -1427,3 +1427,56 @@ fn a_remote_listen_address_says_why_and_what_to_do() {
     assert!(e.message.contains("allow_remote = true"), "{e}");
     assert!(e.message.contains("127.0.0.1"), "{e}");
 }
+
+/// The annotated `[qr]` parses with its documented values; off when absent.
+#[test]
+fn the_documented_qr_parses_and_is_off_when_absent() {
+    let c = parse(EXAMPLE).expect("annotated example");
+    let q = c.qr.expect("[qr] in the example");
+    assert_eq!(q.lanes, ["out-1"]);
+    assert_eq!((q.validity_seconds, q.poll_ms), (120, 1000));
+    assert_eq!(q.late_payment_seconds, 600);
+    assert_eq!(q.notify_path, "/v1.0/qr/qr-mpm-notify");
+    assert_eq!(q.callback_url, None);
+    assert_eq!(c.aggregator.mpm_generate_path, "/v1.0/qr/qr-mpm-generate");
+    assert_eq!(c.aggregator.mpm_query_path, "/v1.0/qr/qr-mpm-query");
+    assert_eq!(c.aggregator.mpm_refund_path, "/v1.0/qr/qr-mpm-refund");
+    let callback = EXAMPLE.replace(
+        "# callback_url = \"https://backoffice",
+        "callback_url = \"https://backoffice",
+    );
+    assert!(parse(&callback)
+        .expect("callback")
+        .qr
+        .expect("qr")
+        .callback_url
+        .is_some());
+    assert!(parse(DEMO).expect("demo").qr.is_none(), "off when absent");
+}
+
+/// Each bad `[qr]` key: named, at its line; `[qr]` without `[display]` names `[qr]`.
+#[test]
+fn bad_qr_keys_are_named_with_their_line() {
+    const LANES: &str = "lanes = [\"out-1\"]";
+    let cases: &[Bad] = &[
+        bad(&[(LANES, "lanes = [\"in-1\"]")], "qr.lanes[0]", "lanes = [\"in-1\"]"),
+        bad(&[(LANES, "lanes = [\"out-9\"]")], "qr.lanes[0]", "lanes = [\"out-9\"]"),
+        bad(&[(LANES, "lanes = [\"out-1\", \"out-1\"]")], "qr.lanes[1]", "lanes = [\"out-1\", "),
+        bad(&[(LANES, "lanes = []")], "qr.lanes", "lanes = []"),
+        bad(&[(LANES, "")], "qr.lanes", "[qr]"),
+        bad(&[("validity_seconds = 120", "validity_seconds = 29")], "qr.validity_seconds", "validity_seconds ="),
+        bad(&[("validity_seconds = 120", "validity_seconds = 901")], "qr.validity_seconds", "validity_seconds ="),
+        bad(&[("poll_ms = 1000", "poll_ms = 249")], "qr.poll_ms", "poll_ms ="),
+        bad(&[("poll_ms = 1000", "poll_ms = 10001")], "qr.poll_ms", "poll_ms ="),
+        bad(&[("late_payment_seconds = 600", "late_payment_seconds = 29")], "qr.late_payment_seconds", "late_payment_seconds ="),
+        bad(&[("notify_path = \"/v1.0/qr/qr-mpm-notify\"", "notify_path = \"/lane/out-1\"")], "qr.notify_path", "notify_path ="),
+        bad(&[("notify_path = \"/v1.0/qr/qr-mpm-notify\"", "notify_path = \"notify\"")], "qr.notify_path", "notify_path ="),
+        bad(&[("# callback_url = \"https://backoffice.operator.example/gates/BLM-G1/qr-mpm-notify\"", "callback_url = \"ftp://x\"")], "qr.callback_url", "callback_url ="),
+        bad(&[("poll_ms = 1000", "poll_ms = 1000\ncolour = 1")], "qr.colour", "colour"),
+        bad(&[("mpm_query_path = \"/v1.0/qr/qr-mpm-query\"", "mpm_query_path = \"v1.0\"")], "aggregator.mpm_query_path", "mpm_query_path ="),
+    ];
+    assert_each_refused_at_its_key(cases);
+    let e = parse(&strip_display(EXAMPLE)).expect_err("[qr] needs [display]");
+    assert_eq!(e.key.as_deref(), Some("qr"));
+    assert!(e.to_string().contains("[display]"), "{e}");
+}

@@ -188,6 +188,43 @@ pub fn after_query(
     }
 }
 
+/// A QR sale the aggregator reports unpaid (failed, cancelled, not found) before `payable_ms`
+/// after it began (its validity and `[qr] late_payment_seconds`) is not final yet: a late
+/// payment may still land, and must then be refunded. Returns the transition that asks again
+/// (no attempt counted: this is waiting, not failing), at most a minute later and no later
+/// than the window's end; `None` when the answer stands. Pure.
+pub fn qr_unpaid_too_soon(
+    row: &OpRow,
+    q: &QueryOutcome,
+    now_ms: i64,
+    payable_ms: i64,
+    cfg: &ReconcilerConfig,
+) -> Option<Transition> {
+    let unpaid = matches!(
+        q,
+        QueryOutcome::NotFound { .. }
+            | QueryOutcome::Status {
+                status: TxStatus::Failed | TxStatus::Cancelled | TxStatus::NotFound,
+                ..
+            }
+    );
+    let window_end = row.created_at_ms.saturating_add(payable_ms);
+    if row.channel != Channel::Mpm || !unpaid || now_ms >= window_end {
+        return None;
+    }
+    let step = i64::try_from(cfg.backoff_cap_ms.min(60_000)).unwrap_or(60_000);
+    Some(Transition {
+        next_attempt_at_ms: Some(now_ms.saturating_add(step).min(window_end)),
+        response_code: q.code().map(str::to_string),
+        reason: Some(format!(
+            "query: QR unpaid so far ({}); a late payment is still possible for {} s",
+            q.reason(),
+            (window_end - now_ms) / 1000
+        )),
+        ..Transition::new(OpState::Unknown, now_ms)
+    })
+}
+
 /// The transition a refund answer leads to.
 pub fn after_refund(
     row: &OpRow,
@@ -305,11 +342,37 @@ impl Reconciler {
                     Some(owner) => crate::journal::owner_is_alive(&owner),
                     None => true,
                 };
+                // A QR sale whose process is gone is on no screen any more: the gate will never
+                // open for it, so a payment made now is refunded.
+                let orphans: Vec<String> = j
+                    .qr_sales_on_screen()?
+                    .into_iter()
+                    .filter(|(_, owner)| {
+                        !owner.as_deref().is_some_and(crate::journal::owner_is_alive)
+                    })
+                    .map(|(pref, _)| pref)
+                    .collect();
+                for pref in &orphans {
+                    j.transition(
+                        pref,
+                        &Transition {
+                            gate_opened: Some(false),
+                            next_attempt_at_ms: Some(now),
+                            reason: Some(
+                                "QR sale of a process that stopped: withdrawn; a payment still \
+                                 made is refunded"
+                                    .into(),
+                            ),
+                            ..Transition::new(OpState::Unknown, now)
+                        },
+                    )?;
+                }
                 let rows: Vec<_> = rows
                     .into_iter()
+                    .filter(|r| !orphans.contains(&r.partner_reference_no))
                     .filter(|r| !(matches!(r.next_attempt_at_ms, Some(t) if t > now) && live(r)))
                     .collect();
-                let n = rows.len();
+                let n = rows.len() + orphans.len();
                 for row in rows {
                     j.transition(
                         &row.partner_reference_no,
@@ -472,7 +535,11 @@ impl Reconciler {
                             ("code", q.code().unwrap_or("no_answer")),
                         ],
                     );
-                    after_query(&row, &q, st.now_ms(), cfg)
+                    let payable = st.config.qr_payable_for_ms();
+                    match qr_unpaid_too_soon(&row, &q, st.now_ms(), payable, cfg) {
+                        Some(wait) => vec![wait],
+                        None => after_query(&row, &q, st.now_ms(), cfg),
+                    }
                 }
                 Step::Refund => {
                     stats.refunds += 1;

@@ -318,16 +318,32 @@ impl Journal {
     /// for rows written before schema version 2), for start-up recovery with
     /// [`owner_is_alive`].
     pub fn pending_owners(&self) -> Result<Vec<(String, Option<String>)>, JournalError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT partner_reference_no, owner FROM fare_ops WHERE state = 'PENDING'")
-            .ctx("reading pending operations")?;
+        self.owners("state = 'PENDING'", "reading pending operations")
+    }
+
+    /// The operations matching `filter` (SQL), each with the process that began it.
+    fn owners(
+        &self,
+        filter: &str,
+        what: &'static str,
+    ) -> Result<Vec<(String, Option<String>)>, JournalError> {
+        let sql = format!("SELECT partner_reference_no, owner FROM fare_ops WHERE {filter}");
+        let mut stmt = self.conn.prepare(&sql).ctx(what)?;
         let rows = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .ctx("reading pending operations")?
+            .ctx(what)?
             .collect::<Result<Vec<_>, _>>()
-            .ctx("reading pending operations")?;
+            .ctx(what)?;
         Ok(rows)
+    }
+
+    /// QR sales (channel `mpm`) still PENDING or UNKNOWN whose gate outcome is not known: a
+    /// QR some process may still show. Each with the process that began it.
+    pub fn qr_sales_on_screen(&self) -> Result<Vec<(String, Option<String>)>, JournalError> {
+        self.owners(
+            "channel = 'mpm' AND state IN ('PENDING', 'UNKNOWN') AND gate_opened IS NULL",
+            "reading QR sales",
+        )
     }
 
     /// Successful holds (tap-in `SUCCEEDED`) that belong to no journey, oldest first, at most
