@@ -146,18 +146,18 @@ fn plain(status: StatusCode, text: String) -> Response {
         .into_response()
 }
 
-fn desk(app: &App) -> Result<&Arc<crate::qr::QrDesk>, Response> {
-    app.station
-        .as_ref()
-        .and_then(|s| s.qr_desk())
-        .ok_or_else(|| plain(StatusCode::SERVICE_UNAVAILABLE, "no QR sales here".into()))
+fn desk(app: &App) -> Option<&Arc<crate::qr::QrDesk>> {
+    app.station.as_ref().and_then(|s| s.qr_desk())
+}
+
+fn no_desk() -> Response {
+    plain(StatusCode::SERVICE_UNAVAILABLE, "no QR sales here".into())
 }
 
 /// A passenger's "pay by QR": starts the lane's sale (`202`), or says why not.
 async fn qr_request(State(app): State<App>, Path(name): Path<String>) -> Response {
-    let desk = match desk(&app) {
-        Ok(d) => d,
-        Err(r) => return r,
+    let Some(desk) = desk(&app) else {
+        return no_desk();
     };
     match desk.request(&name) {
         Ok(fare) => plain(
@@ -171,9 +171,8 @@ async fn qr_request(State(app): State<App>, Path(name): Path<String>) -> Respons
 
 /// A passenger's "cancel" on the QR screen.
 async fn qr_cancel(State(app): State<App>, Path(name): Path<String>) -> Response {
-    let desk = match desk(&app) {
-        Ok(d) => d,
-        Err(r) => return r,
+    let Some(desk) = desk(&app) else {
+        return no_desk();
     };
     if desk.withdraw(&name, crate::qr::Withdrawn::Cancelled) {
         plain(StatusCode::ACCEPTED, "QR withdrawn".into())
@@ -189,9 +188,8 @@ async fn qr_notify(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let desk = match desk(&app) {
-        Ok(d) => d,
-        Err(r) => return r,
+    let Some(desk) = desk(&app) else {
+        return no_desk();
     };
     let header = |name: &str| {
         headers
