@@ -195,7 +195,14 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     println!(
         " #  lane       passenger  issuer PAN             outcome           amount    gate  ms"
     );
-    let reports = run_script(&sim, &lanes).await?;
+    let mut reports = run_script(&sim, &lanes).await?;
+    let out_relay = cfg
+        .lanes
+        .iter()
+        .position(|l| l.name == QR_LANE)
+        .and_then(|i| relays.get(i))
+        .context("the demo config has no out-1 lane")?;
+    reports.push(qr_passenger(&sim, &cfg, &station, out_relay, reports.len() + 1).await?);
 
     // Late replies land in the journal; then the reconciler settles what is owed.
     station.drain().await;
@@ -287,6 +294,14 @@ fn print_passengers(sim: &SimHandle) {
             );
         }
     }
+    let start = crate::sim::mpm::MpmConfig::default().demo_customer_balance;
+    if let Some(c) = sim.customer(crate::sim::linkage::DEMO_CUSTOMER_ID) {
+        println!(
+            "  paid  Nadia {}  net {:>9}  (by QR, from her wallet over Linkage)",
+            c.masked_pan,
+            Rupiah(start.saturating_sub(c.balance)).to_string()
+        );
+    }
     println!(
         "aggregator: {} passengers paid {} in all; {} hold(s) still open (journeys not ended yet)",
         all.totals.passengers,
@@ -364,7 +379,8 @@ fn print_audit(sim: &SimHandle, rows: &[crate::journal::OpRow], left: usize) -> 
             row.reason.as_deref().unwrap_or("")
         );
     }
-    let mismatches = super::audit::compare_with_journal(&sim.ledger(), rows);
+    let mut mismatches = super::audit::compare_with_journal(&sim.ledger(), rows);
+    mismatches.extend(super::audit::compare_qr_sales(&sim.mpm_ledger(), rows));
     let violations = sim.stats().protocol_violations();
     println!(
         "journal vs simulator ledger: {} operations, {} mismatches; {} not final; {} SNAP protocol violations seen by the simulator",
@@ -377,6 +393,115 @@ fn print_audit(sim: &SimHandle, rows: &[crate::journal::OpRow], left: usize) -> 
         println!("  MISMATCH {m}");
     }
     mismatches.is_empty() && left == 0 && violations == 0
+}
+
+/// The exit lane whose screen sells a QR in the demo.
+const QR_LANE: &str = "out-1";
+
+/// Nadia's iPhone cannot tap (no QRIS TAP on iOS): at the Blok M exit she touches "Bayar
+/// dengan QR / Pay by QR" on the lane's screen, her wallet app scans the QR and pays over the
+/// aggregator's Linkage API, and the gate opens when the aggregator reports it paid. The
+/// screen here is the display's hub without its web server; the wallet reads the QR's text
+/// from the simulator's record of it, which is what the screen draws.
+async fn qr_passenger(
+    sim: &SimHandle,
+    cfg: &Config,
+    station: &Arc<Station>,
+    relay: &RecordingRelay,
+    n: usize,
+) -> anyhow::Result<TapReport> {
+    use crate::display::{DisplayHub, ScreenKind};
+    let hub = DisplayHub::new(
+        cfg.lanes.iter().map(|l| (l.name.clone(), l.direction)),
+        crate::display::DEFAULT_IDLE_AFTER,
+        station.clock.clone(),
+    );
+    let qr_cfg: crate::config::QrConfig =
+        toml::from_str(&format!("lanes = [\"{QR_LANE}\"]\npoll_ms = 250\n"))
+            .context("the demo's [qr]")?;
+    let relays = std::collections::HashMap::from([(
+        QR_LANE.to_string(),
+        Arc::new(relay.clone()) as Arc<dyn crate::relay::Relay>,
+    )]);
+    let desk = crate::qr::QrDesk::new(
+        station.core(),
+        hub.clone(),
+        qr_cfg,
+        station.aggregator.notify_keys(&cfg.aggregator.partner_id),
+        relays,
+    );
+    station.attach_qr(desk.clone());
+    let t = Instant::now();
+    let fare = desk.request(QR_LANE)?;
+    let shown = wait_for(|| {
+        hub.snapshot(QR_LANE)
+            .is_some_and(|s| s.kind == ScreenKind::Qr)
+    })
+    .await;
+    anyhow::ensure!(shown, "the QR never reached the screen");
+    let qr = sim
+        .mpm_ledger()
+        .qrs
+        .pop()
+        .context("the simulator generated no QR")?;
+    let wallet = crate::sim::wallet::Wallet::new(
+        &sim.base_url(),
+        crate::sim::wallet::WalletCredentials::demo(),
+    )?;
+    wallet.pay(&qr.qr_content).await?;
+    let done = wait_for(|| {
+        hub.snapshot(QR_LANE)
+            .is_some_and(|s| s.kind != ScreenKind::Qr)
+    })
+    .await;
+    anyhow::ensure!(done, "the gate never decided on the paid QR");
+    let row = station
+        .journal
+        .run({
+            let pref = qr.partner_reference_no.clone();
+            move |j| j.get(&pref)
+        })
+        .await?
+        .context("the QR sale is not in the journal")?;
+    let opened = row.gate_opened == Some(true);
+    let mut r = TapReport::refused(
+        QR_LANE,
+        crate::fare::Direction::Out,
+        if opened {
+            TapOutcome::Approved
+        } else {
+            TapOutcome::Refused
+        },
+        "QR sale",
+    );
+    r.opened = opened;
+    r.amount = Some(fare.0);
+    r.partner_reference_no = Some(row.partner_reference_no);
+    println!(
+        "{:>2}  {:<10} {:<10} {:<22} {:<17} {:<9} {:<5} {:>3}   {}",
+        n,
+        QR_LANE,
+        "Nadia",
+        "iPhone: pays by QR",
+        if opened { "approved" } else { "refused" },
+        fare.to_string(),
+        if opened { "OPEN" } else { "shut" },
+        t.elapsed().as_millis(),
+        "no NFC: touches \"Pay by QR\", scans it, pays over Linkage"
+    );
+    Ok(r)
+}
+
+/// Waits up to 5 s for `done`, looking every 20 ms.
+async fn wait_for(done: impl Fn() -> bool) -> bool {
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done()
 }
 
 /// Runs the APDU exchange with the step's scripted phone, as a reader thread would.
