@@ -395,6 +395,9 @@ fn print_audit(sim: &SimHandle, rows: &[crate::journal::OpRow], left: usize) -> 
     mismatches.is_empty() && left == 0 && violations == 0
 }
 
+/// What the demo's QR passenger does.
+const NADIA_NOTE: &str = "no NFC: touches \"Pay by QR\", scans it, pays over Linkage";
+
 /// The exit lane whose screen sells a QR in the demo.
 const QR_LANE: &str = "out-1";
 
@@ -477,17 +480,18 @@ async fn qr_passenger(
     r.opened = opened;
     r.amount = Some(fare.0);
     r.partner_reference_no = Some(row.partner_reference_no);
+    let (outcome, gate) = if opened {
+        ("approved", "OPEN")
+    } else {
+        ("refused", "shut")
+    };
     println!(
-        "{:>2}  {:<10} {:<10} {:<22} {:<17} {:<9} {:<5} {:>3}   {}",
-        n,
-        QR_LANE,
+        "{n:>2}  {QR_LANE:<10} {:<10} {:<22} {outcome:<17} {:<9} {gate:<5} {:>3}   {}",
         "Nadia",
         "iPhone: pays by QR",
-        if opened { "approved" } else { "refused" },
         fare.to_string(),
-        if opened { "OPEN" } else { "shut" },
         t.elapsed().as_millis(),
-        "no NFC: touches \"Pay by QR\", scans it, pays over Linkage"
+        NADIA_NOTE
     );
     Ok(r)
 }
