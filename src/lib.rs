@@ -19,7 +19,7 @@
 //! | [`relay`] | gate relay backends (recording; GPIO) and the gate inputs |
 //! | [`daemon`] | the station, the lanes (the flow's executor), the reconciler, the run loop |
 //! | [`display`] | the passenger's screen: pages for a kiosk browser, live by server-sent events; one presentation of a tap for the screen and the reader |
-//! | [`qr`] | QRIS MPM at an exit: a QR on the screen for phones that cannot tap, journaled, paid, opened or refunded; the payment notification |
+//! | [`qr`] | QRIS MPM at the gate: a QR on the screen for phones that cannot tap, journaled, paid, opened or refunded; the payment notification |
 //! | `sim` | (feature `sim`) the acquirer simulator used by `tapgate demo`, `tapgate sim` and the tests |
 //! | [`cmd`] | the CLI's commands |
 //! | [`clock`] | (core) the clock port |

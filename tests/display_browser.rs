@@ -10,6 +10,9 @@
 //! the test FAILS, unless `TAPGATE_SKIP_BROWSER=1` asks to skip it on purpose (printed).
 //! Screenshots are left in `target/tmp/display/`.
 
+mod common;
+#[path = "qr_mpm_e2e/gate.rs"]
+mod gate;
 #[path = "lane_flow/rig.rs"]
 mod rig;
 
@@ -238,6 +241,9 @@ impl Browser {
                            p.querySelector('.detail-en').textContent,
                    amount: p.querySelector('.amount').textContent,
                    qr: !!p.querySelector('.qr svg'),
+                   offer: p.querySelector('.qr-offer').hidden ? '' :
+                          p.querySelector('.offer-amount').textContent,
+                   cancel: !p.querySelector('.qr-cancel').hidden,
                    background: getComputedStyle(p).backgroundColor,
                  }));",
             )
@@ -265,6 +271,25 @@ impl Browser {
         }
     }
 
+    /// Clicks the element `css` selects, as a finger on the touch screen would.
+    async fn click(&self, css: &str) {
+        let v = self
+            .session(
+                "POST",
+                "/element",
+                Some(json!({ "using": "css selector", "value": css })),
+            )
+            .await;
+        let id = v
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_string();
+        self.session("POST", &format!("/element/{id}/click"), Some(json!({})))
+            .await;
+    }
+
     async fn quit(self) {
         self.session("DELETE", "", None).await;
     }
@@ -283,12 +308,32 @@ struct Panel {
     detail: String,
     amount: String,
     qr: bool,
+    offer: String,
+    cancel: bool,
     background: String,
 }
 
 /// The panel is connected and shows a screen the server sent (not the page's blank one).
 fn shown(p: &Panel) -> bool {
     p.link == "up" && !p.id.is_empty()
+}
+
+/// What a phone's camera reads: the QR code in the screenshot `shot`, decoded by `zbarimg`.
+fn scan(zbarimg: &Path, shot: &Path) -> String {
+    let out = Command::new(zbarimg)
+        .args(["--quiet", "--raw", "-Sdisable", "-Sqrcode.enable"])
+        .arg(shot)
+        .output()
+        .expect("zbarimg runs");
+    assert!(
+        out.status.success(),
+        "zbarimg found no QR code in {}: {}",
+        shot.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim_end_matches('\n')
+        .to_string()
 }
 
 /// A "daemon": a station over the fakes, its display hub attached, the server on `port`.
@@ -432,20 +477,8 @@ async fn a_kiosk_browser_shows_each_tap_keeps_it_over_a_reload_and_a_restart_and
     assert_eq!(p.amount, "Rp9.000");
     assert_eq!((p.tone.as_str(), p.background.as_str()), ("qr", WHITE));
     let shot = browser.screenshot("06-qr").await;
-    let out = Command::new(&zbarimg)
-        .args(["--quiet", "--raw", "-Sdisable", "-Sqrcode.enable"])
-        .arg(&shot)
-        .output()
-        .expect("zbarimg runs");
-    let read = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "zbarimg found no QR code in {}: {}",
-        shot.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
-        read.trim_end_matches('\n'),
+        scan(&zbarimg, &shot),
         content,
         "the QR on screen is the qrContent"
     );
@@ -498,4 +531,71 @@ async fn a_kiosk_browser_shows_each_tap_keeps_it_over_a_reload_and_a_restart_and
             .join("display")
             .display()
     );
+}
+
+/// The whole QR fallback as a passenger lives it, on `tapgate run` and the simulator: the
+/// exit's idle screen offers "Pay by QR" with the fare; a touch (a WebDriver click) has the
+/// gate generate a QR at the aggregator; the code on screen, read back from a screenshot,
+/// is the simulator's `qrContent`; the wallet pays what it read; the screen turns green with
+/// the fare and the journal and the simulator's QR ledger agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_without_nfc_touches_pay_by_qr_scans_the_screen_and_the_exit_opens() {
+    let Some((chromium, chromedriver, zbarimg)) = tools() else {
+        return;
+    };
+    let sim = common::start_sim().await;
+    let mut g = gate::Gate::new(&sim, 120, 500, true);
+    g.start().await;
+    let browser = Browser::start(&chromium, &chromedriver).await;
+    browser
+        .goto(&format!("{}/lane/{}", g.display, gate::LANE))
+        .await;
+    let idle = browser
+        .wait_for(gate::LANE, "the QR offer", |p| {
+            shown(p) && p.kind == "idle" && !p.offer.is_empty()
+        })
+        .await;
+    assert_eq!(idle.offer, "Rp14.000", "the unknown-entry fare");
+    assert!(!idle.cancel);
+    browser.screenshot("09-qr-offer").await;
+
+    browser.click(".qr-offer").await;
+    let p = browser
+        .wait_for(gate::LANE, "the aggregator's QR", |p| {
+            p.kind == "qr" && p.qr
+        })
+        .await;
+    assert_eq!(p.amount, "Rp14.000");
+    assert!(p.cancel, "a QR can be cancelled");
+    assert!(p.offer.is_empty());
+    let shot = browser.screenshot("10-qr-from-the-aggregator").await;
+    let read = scan(&zbarimg, &shot);
+    let generated = gate::the_qr(&sim).await;
+    assert_eq!(
+        read, generated.qr_content,
+        "the screen shows the simulator's qrContent"
+    );
+
+    assert!(
+        gate::pay(&sim, &read),
+        "the wallet pays what the camera read"
+    );
+    let p = browser
+        .wait_for(gate::LANE, "approved", |p| p.kind == "approved")
+        .await;
+    assert_eq!(
+        (p.title_id.as_str(), p.title_en.as_str()),
+        ("Silakan keluar", "Please exit")
+    );
+    assert_eq!(p.amount, "Rp14.000");
+    assert_eq!(p.background, GREEN);
+    browser.screenshot("11-qr-paid").await;
+    let row = g
+        .sale_until(Duration::from_secs(5), |r| {
+            r.state == tapgate::fare::OpState::Succeeded
+        })
+        .await;
+    assert_eq!(row.gate_opened, Some(true));
+    gate::assert_books_agree(&g, &sim);
+    browser.quit().await;
 }

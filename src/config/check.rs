@@ -416,7 +416,7 @@ impl Config {
         if self.display.is_none() {
             return Err((
                 "qr".into(),
-                "a QR is shown on the passenger display and asked for there: configure                  [display] too"
+                "a QR is shown on the passenger display and asked for there: configure [display] too"
                     .into(),
             ));
         }
@@ -431,11 +431,13 @@ impl Config {
             let Some(lane) = self.lane(name) else {
                 return Err((key, format!("no [[lane]] named {name:?}")));
             };
-            if lane.direction != crate::fare::Direction::Out {
+            let flat = matches!(self.tariff, crate::fare::TariffConfig::Flat { .. });
+            if lane.direction == crate::fare::Direction::In && !flat {
                 return Err((
                     key,
                     format!(
-                        "lane {name:?} is an entry: a QR is offered at exits only, where the fare                          is known without a tap (an entry paid by QR could not be matched at                          the exit, and the passenger would pay twice)"
+                        "lane {name:?} is an entry on a fare matrix, where the fare is not known \
+                         without a tap: a QR is offered at exits, and at entries of a flat tariff"
                     ),
                 ));
             }
@@ -460,7 +462,7 @@ impl Config {
         if !ok {
             return Err((
                 "qr.notify_path".into(),
-                "must start with /, not be / or under /lane/ or /gate/ (the pages' paths), and                  hold no query, fragment, spaces or non-ASCII characters"
+                "must start with /, not be / or under /lane/ or /gate/ (the pages' paths), and hold no query, fragment, spaces or non-ASCII characters"
                     .into(),
             ));
         }

@@ -179,13 +179,15 @@ pub struct Config {
     pub qr: Option<QrConfig>,
 }
 
-/// `[qr]`: QRIS MPM at the gate (see [`crate::qr`]). An exit lane listed here offers, on its
-/// screen, a dynamic QR for the fare a gate knows without a tap (the flat fare, or the
-/// unknown-entry fare); the gate opens once the aggregator reports it paid.
+/// `[qr]`: QRIS MPM at the gate (see [`crate::qr`]). A lane listed here offers, on its
+/// screen, a dynamic QR for the fare a gate knows without a tap (at an exit the flat fare or
+/// the unknown-entry fare; at an entry of a flat tariff the flat fare); the gate opens once
+/// the aggregator reports it paid.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QrConfig {
-    /// The exit lanes that offer a QR, by their `[[lane]]` names.
+    /// The lanes that offer a QR, by their `[[lane]]` names: exits, and entries of a flat
+    /// tariff.
     pub lanes: Vec<String>,
     /// How long a QR can be paid, seconds.
     #[serde(default = "default_qr_validity_seconds")]

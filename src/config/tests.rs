@@ -1452,6 +1452,20 @@ fn the_documented_qr_parses_and_is_off_when_absent() {
         .callback_url
         .is_some());
     assert!(parse(DEMO).expect("demo").qr.is_none(), "off when absent");
+    // A flat tariff knows the fare at the entry too: an entry lane may sell QRs there.
+    let start = EXAMPLE.find("\nkind = \"matrix\"").expect("matrix") + 1;
+    let end = start + EXAMPLE[start..].find("\n]\n").expect("fares end") + 3;
+    let flat = format!(
+        "{}kind = \"flat\"\nfare = 3500\n{}",
+        &EXAMPLE[..start],
+        &EXAMPLE[end..]
+    )
+    .replace("lanes = [\"out-1\"]", "lanes = [\"in-1\", \"out-1\"]");
+    let q = parse(&flat)
+        .expect("entry on a flat tariff")
+        .qr
+        .expect("qr");
+    assert_eq!(q.lanes, ["in-1", "out-1"]);
 }
 
 /// Each bad `[qr]` key: named, at its line; `[qr]` without `[display]` names `[qr]`.

@@ -96,7 +96,7 @@ fn start_qr(
     let mut offers: Vec<String> = desk
         .offers()
         .iter()
-        .map(|(lane, fare)| format!("{lane} {fare}"))
+        .map(|(lane, (fare, direction))| format!("{lane} ({}) {fare}", direction.as_str()))
         .collect();
     offers.sort();
     tracing::info!(target: "tapgate::qr", lanes = %offers.join(", "),

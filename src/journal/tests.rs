@@ -93,3 +93,48 @@ fn the_reconcilers_states_are_exactly_the_non_final_ones() {
         assert_eq!(listed, !s.is_final(), "{s} in {sql}");
     }
 }
+
+#[test]
+fn a_qr_sale_is_journaled_as_mpm_and_a_tap_as_cpm_and_only_a_stopped_process_s_sale_is_on_screen_for_recovery(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&dir.path().join("journal.db")).unwrap();
+    j.begin(&op(1)).unwrap();
+    let qr = NewOp {
+        partner_reference_no: "TQ-LBB-01-000002".into(),
+        pan_masked: MPM_PAYER.into(),
+        nns: MPM_PAYER.into(),
+        ..op(2)
+    };
+    j.begin_qr(&qr).unwrap();
+    assert_eq!(
+        j.get(&op(1).partner_reference_no).unwrap().unwrap().channel,
+        Channel::Cpm
+    );
+    let sale = j.get(&qr.partner_reference_no).unwrap().unwrap();
+    assert_eq!((sale.channel, sale.state), (Channel::Mpm, OpState::Pending));
+    assert!(matches!(
+        j.begin_qr(&qr),
+        Err(JournalError::DuplicateReference(_))
+    ));
+    // On screen: PENDING or UNKNOWN with the gate's outcome unknown; this process owns it.
+    let on_screen = j.qr_sales_on_screen().unwrap();
+    assert_eq!(on_screen.len(), 1);
+    assert_eq!(on_screen[0].0, qr.partner_reference_no);
+    assert!(on_screen[0].1.as_deref().is_some_and(owner_is_alive));
+    j.transition(
+        &qr.partner_reference_no,
+        &Transition {
+            gate_opened: Some(false),
+            ..Transition::new(OpState::Unknown, 1_700_000_010_000)
+        },
+    )
+    .unwrap();
+    assert!(j.qr_sales_on_screen().unwrap().is_empty(), "withdrawn");
+    let mut csv = Vec::new();
+    write_csv(&j.export(0).unwrap(), &mut csv).unwrap();
+    let text = String::from_utf8(csv).unwrap();
+    assert!(text.lines().next().unwrap().ends_with(",channel"));
+    assert_eq!(text.matches(",mpm\r\n").count(), 1);
+    assert_eq!(text.matches(",cpm\r\n").count(), 1);
+}

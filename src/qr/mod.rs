@@ -1,9 +1,10 @@
 //! QRIS MPM at the gate: a QR on the passenger display for phones that cannot tap (every
 //! iPhone, Android phones without NFC).
 //!
-//! An exit lane named in `[qr] lanes` offers, on its idle screen, to pay by QR the fare the
-//! gate knows without a tap: the flat fare, or on a fare matrix the unknown-entry fare. A
-//! passenger who touches the offer starts a sale ([`QrDesk::request`]):
+//! A lane named in `[qr] lanes` offers, on its idle screen, to pay by QR the fare the gate
+//! knows without a tap ([`fare_without_tap`]): at an exit the flat fare, or on a fare matrix
+//! the unknown-entry fare; at an entry of a flat tariff the flat fare. A passenger who touches
+//! the offer starts a sale ([`QrDesk::request`]):
 //!
 //! 1. the sale is journaled (`fare_ops`, channel `mpm`, PENDING) before any byte is sent;
 //! 2. `qr-mpm-generate` makes a dynamic QR for the fare, valid `validity_seconds`; the
@@ -74,7 +75,7 @@ pub struct QrDesk {
     cfg: QrConfig,
     keys: NotifyKeys,
     relays: HashMap<String, Arc<dyn Relay>>,
-    offers: HashMap<String, Rupiah>,
+    offers: HashMap<String, (Rupiah, Direction)>,
     running: Mutex<HashMap<String, Running>>,
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
     stopping: std::sync::atomic::AtomicBool,
@@ -88,10 +89,20 @@ impl std::fmt::Debug for QrDesk {
     }
 }
 
-/// The fare a gate can ask without a tap at an exit of `station`: the flat fare, or the
-/// unknown-entry fare of a matrix. Pure.
-pub fn exit_fare_without_tap(tariff: &crate::fare::tariff::Tariff, station: &str) -> Rupiah {
-    tariff.fare(None, station).0
+/// The fare a gate can ask without a tap at a lane of `station` going `direction`: at an exit
+/// the flat fare, or the unknown-entry fare of a matrix; at an entry the flat fare, and
+/// nothing on a matrix (the trip's end is not known). Pure.
+pub fn fare_without_tap(
+    tariff: &crate::fare::tariff::Tariff,
+    station: &str,
+    direction: Direction,
+) -> Option<Rupiah> {
+    use crate::fare::tariff::Tariff;
+    match (direction, tariff) {
+        (Direction::Out, _) => Some(tariff.fare(None, station).0),
+        (Direction::In, Tariff::Flat(f)) => Some(*f),
+        (Direction::In, Tariff::Matrix { .. }) => None,
+    }
 }
 
 impl QrDesk {
@@ -104,19 +115,17 @@ impl QrDesk {
         keys: NotifyKeys,
         relays: HashMap<String, Arc<dyn Relay>>,
     ) -> Arc<QrDesk> {
-        let fare = exit_fare_without_tap(&station.tariff, &station.config.station.id);
-        let offers: HashMap<String, Rupiah> = cfg
+        let offers: HashMap<String, (Rupiah, Direction)> = cfg
             .lanes
             .iter()
-            .filter(|l| {
-                station
-                    .config
-                    .lane(l)
-                    .is_some_and(|c| c.direction == Direction::Out)
+            .filter_map(|l| {
+                let direction = station.config.lane(l)?.direction;
+                let fare =
+                    fare_without_tap(&station.tariff, &station.config.station.id, direction)?;
+                Some((l.clone(), (fare, direction)))
             })
-            .map(|l| (l.clone(), fare))
             .collect();
-        for (lane, fare) in &offers {
+        for (lane, (fare, _)) in &offers {
             hub.set_qr_offer(lane, Some(*fare));
         }
         Arc::new(QrDesk {
@@ -132,8 +141,8 @@ impl QrDesk {
         })
     }
 
-    /// The lanes that offer a QR, and the fare each asks.
-    pub fn offers(&self) -> &HashMap<String, Rupiah> {
+    /// The lanes that offer a QR: the fare each asks, and its direction.
+    pub fn offers(&self) -> &HashMap<String, (Rupiah, Direction)> {
         &self.offers
     }
 
@@ -154,7 +163,7 @@ impl QrDesk {
     /// paid, expires or is withdrawn. Returns the fare.
     pub fn request(self: &Arc<Self>, lane: &str) -> Result<Rupiah, QrRefusal> {
         use std::sync::atomic::Ordering;
-        let fare = *self
+        let (fare, direction) = *self
             .offers
             .get(lane)
             .ok_or_else(|| QrRefusal::NotOffered(lane.to_string()))?;
@@ -172,7 +181,7 @@ impl QrDesk {
         let desk = self.clone();
         let name = lane.to_string();
         let task = tokio::spawn(async move {
-            sale::run(&desk, &name, fare, rx).await;
+            sale::run(&desk, &name, direction, fare, rx).await;
             desk.running().remove(&name);
         });
         running.insert(

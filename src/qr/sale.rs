@@ -166,11 +166,20 @@ enum End {
     Journal(String),
 }
 
+/// What one sale is: where, which way, for how much, under which reference.
+struct Sale<'a> {
+    lane: &'a str,
+    direction: Direction,
+    fare: Rupiah,
+    pref: &'a str,
+}
+
 /// Runs one sale of `fare` at `lane` until it is paid, expires or is withdrawn through
 /// `withdraw`. Every end is journaled, logged and shown.
 pub async fn run(
     desk: &QrDesk,
     lane: &str,
+    direction: Direction,
     fare: Rupiah,
     mut withdraw: watch::Receiver<Option<Withdrawn>>,
 ) {
@@ -179,21 +188,30 @@ pub async fn run(
     let now = st.clock.now();
     let pref = new_qr_reference(&st.config.station.id, lane, &now);
     let wake = desk.register(&pref);
-    let end = sell(desk, lane, fare, &pref, &now, &wake, &mut withdraw).await;
+    let sale = Sale {
+        lane,
+        direction,
+        fare,
+        pref: &pref,
+    };
+    let end = sell(desk, &sale, &now, &wake, &mut withdraw).await;
     desk.unregister(&pref);
-    finish(desk, lane, fare, &pref, &end, started.elapsed());
+    finish(desk, &sale, &end, started.elapsed());
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn sell(
     desk: &QrDesk,
-    lane: &str,
-    fare: Rupiah,
-    pref: &str,
+    sale: &Sale<'_>,
     now: &jiff::Zoned,
     wake: &tokio::sync::Notify,
     withdraw: &mut watch::Receiver<Option<Withdrawn>>,
 ) -> End {
+    let Sale {
+        lane,
+        direction,
+        fare,
+        pref,
+    } = *sale;
     let st = &desk.station;
     let validity = Duration::from_secs(desk.cfg.validity_seconds);
     let Ok(valid_until) = now.checked_add(validity) else {
@@ -210,7 +228,7 @@ async fn sell(
         partner_reference_no: pref.to_string(),
         kind: OpKind::Settle,
         lane: lane.to_string(),
-        direction: Direction::Out,
+        direction,
         station_id: st.config.station.id.clone(),
         amount: fare,
         pan_key: payer_key(pref),
@@ -403,7 +421,13 @@ async fn withdrawn(desk: &QrDesk, pref: &str, why: Withdrawn) -> End {
 }
 
 /// The sale's one log line, its metric, and the passenger's screen.
-fn finish(desk: &QrDesk, lane: &str, fare: Rupiah, pref: &str, end: &End, took: Duration) {
+fn finish(desk: &QrDesk, sale: &Sale<'_>, end: &End, took: Duration) {
+    let Sale {
+        lane,
+        direction,
+        fare,
+        pref,
+    } = *sale;
     let st = &desk.station;
     let (outcome, screen) = match end {
         End::Paid { opened: true, .. } => ("paid", Some(TapOutcome::Approved)),
@@ -446,7 +470,7 @@ fn finish(desk: &QrDesk, lane: &str, fare: Rupiah, pref: &str, end: &End, took: 
             amount = fare.0, took_ms, "QR sale {outcome}: {detail}");
     }
     if let Some(o) = screen {
-        let mut r = TapReport::refused(lane, Direction::Out, o, detail);
+        let mut r = TapReport::refused(lane, direction, o, detail);
         r.opened = o == TapOutcome::Approved;
         r.amount = Some(fare.0);
         r.partner_reference_no = Some(pref.to_string());
