@@ -13,25 +13,70 @@ mod gate;
 
 use std::time::{Duration, Instant};
 
-use gate::{assert_books_agree, balance, pay, the_qr, Gate, FARE};
+use gate::{assert_books_agree, balance, pay, qr_on_screen, FARE};
 use tapgate::fare::OpState;
 use tapgate::sim::mpm::NotifyState;
+
+/// A notification as the aggregator would send it to `url`, signed with `secret`.
+async fn notify(url: &str, secret: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let body = body.to_string();
+    let path = url
+        .splitn(4, '/')
+        .nth(3)
+        .map(|p| format!("/{p}"))
+        .unwrap_or_default();
+    let ts = tapgate::snap::sign::timestamp(&jiff::Zoned::now());
+    let sig = tapgate::snap::sign::transaction_signature(
+        secret,
+        "POST",
+        &path,
+        "tok",
+        body.as_bytes(),
+        &ts,
+    );
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .post(url)
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer tok")
+        .header("x-timestamp", ts)
+        .header("x-signature", sig)
+        .header("x-partner-id", "TAPGATE-DEMO")
+        .header("x-external-id", "12345678901234567890123456789012")
+        .body(body)
+        .send()
+        .await
+        .expect("the gate answers");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("an answer");
+    (status, serde_json::from_str(&text).expect("a SNAP answer"))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_qr_paid_over_linkage_opens_the_exit_on_the_notification_and_the_books_agree() {
     let sim = common::start_sim().await;
     // Polling every 10 s: an open within a second or two can only be the notification's.
-    let mut gate = Gate::new(&sim, 120, 10_000, true);
-    gate.start().await;
-    let before = balance(&sim);
-    gate.ask_for_qr().await;
-    let qr = the_qr(&sim).await;
+    let (gate, qr, before) = qr_on_screen(&sim, 120, 10_000, true).await;
     assert_eq!(qr.amount, FARE);
-    let shown = gate
-        .sale_until(Duration::from_secs(5), |r| r.reference_no.is_some())
-        .await;
-    assert_eq!(shown.state, OpState::Unknown, "on screen, not yet paid");
-    assert_eq!(shown.gate_opened, None);
+
+    // Forged, or about a QR the gate never sold: answered as SNAP says, nothing changes.
+    let url = format!("{}/v1.0/qr/qr-mpm-notify", gate.display);
+    let about = |r: &str| serde_json::json!({"originalPartnerReferenceNo": r, "latestTransactionStatus": "00"});
+    let (status, body) = notify(&url, "not-the-secret", about(&qr.partner_reference_no)).await;
+    assert_eq!(
+        (status, body["responseCode"].as_str()),
+        (401, Some("4015200"))
+    );
+    let secret = tapgate::sim::DEMO_CLIENT_SECRET;
+    let (status, body) = notify(&url, secret, about("TQNOSUCHSALE")).await;
+    assert_eq!(
+        (status, body["responseCode"].as_str()),
+        (404, Some("4045201"))
+    );
+    let still = &gate.sales()[0];
+    assert_eq!((still.state, still.gate_opened), (OpState::Unknown, None));
 
     let paid_at = Instant::now();
     assert!(pay(&sim, &qr.qr_content), "the wallet paid");
@@ -52,6 +97,7 @@ async fn a_qr_paid_over_linkage_opens_the_exit_on_the_notification_and_the_books
     );
     assert_eq!(balance(&sim), before - FARE, "charged once");
     assert!(gate.log().contains("QR sale paid"), "log:\n{}", gate.log());
+    assert!(gate.log().contains("payment notification refused"));
     assert_books_agree(&gate, &sim);
 }
 
@@ -59,13 +105,7 @@ async fn a_qr_paid_over_linkage_opens_the_exit_on_the_notification_and_the_books
 async fn with_every_notification_lost_polling_alone_opens_the_exit() {
     let sim = common::start_sim().await;
     sim.drop_notifications(true);
-    let mut gate = Gate::new(&sim, 120, 250, true);
-    gate.start().await;
-    let before = balance(&sim);
-    gate.ask_for_qr().await;
-    let qr = the_qr(&sim).await;
-    gate.sale_until(Duration::from_secs(5), |r| r.reference_no.is_some())
-        .await;
+    let (gate, qr, before) = qr_on_screen(&sim, 120, 250, true).await;
     assert!(pay(&sim, &qr.qr_content));
     let row = gate
         .sale_until(Duration::from_secs(5), |r| r.state == OpState::Succeeded)
@@ -85,11 +125,7 @@ async fn with_every_notification_lost_polling_alone_opens_the_exit() {
 async fn a_payment_after_the_qr_expired_is_refunded_once_and_the_gate_stays_shut() {
     let sim = common::start_sim().await;
     sim.accept_late_payments(true);
-    let mut gate = Gate::new(&sim, 30, 500, true);
-    gate.start().await;
-    let before = balance(&sim);
-    gate.ask_for_qr().await;
-    let qr = the_qr(&sim).await;
+    let (gate, qr, before) = qr_on_screen(&sim, 30, 500, true).await;
     // The gate gives up when the QR expires: it will not open for it.
     let withdrawn = gate
         .sale_until(Duration::from_secs(40), |r| r.gate_opened == Some(false))
@@ -120,13 +156,7 @@ async fn a_payment_after_the_qr_expired_is_refunded_once_and_the_gate_stays_shut
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_qr_paid_after_the_passenger_cancelled_is_refunded_once() {
     let sim = common::start_sim().await;
-    let mut gate = Gate::new(&sim, 120, 250, false);
-    gate.start().await;
-    let before = balance(&sim);
-    gate.ask_for_qr().await;
-    let qr = the_qr(&sim).await;
-    gate.sale_until(Duration::from_secs(5), |r| r.reference_no.is_some())
-        .await;
+    let (gate, qr, before) = qr_on_screen(&sim, 120, 250, false).await;
     gate.cancel().await;
     gate.sale_until(Duration::from_secs(5), |r| r.gate_opened == Some(false))
         .await;
@@ -143,13 +173,7 @@ async fn a_qr_paid_after_the_passenger_cancelled_is_refunded_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_killed_between_generate_and_payment_is_reconciled_without_a_double_charge() {
     let sim = common::start_sim().await;
-    let mut gate = Gate::new(&sim, 120, 250, true);
-    gate.start().await;
-    let before = balance(&sim);
-    gate.ask_for_qr().await;
-    let qr = the_qr(&sim).await;
-    gate.sale_until(Duration::from_secs(5), |r| r.reference_no.is_some())
-        .await;
+    let (mut gate, qr, before) = qr_on_screen(&sim, 120, 250, true).await;
     gate.kill();
     // The passenger pays the QR still on a dead screen (notification undeliverable).
     assert!(pay(&sim, &qr.qr_content));

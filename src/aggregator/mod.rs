@@ -387,27 +387,10 @@ impl Aggregator {
             RefundStep::Done(o) => o,
             // A duplicate partnerRefundNo: an earlier attempt may have gone through; the
             // payment's own status tells.
-            RefundStep::VerifyByQuery { response_code } => {
-                match self.query(original_partner_reference_no).await {
-                    QueryOutcome::Status {
-                        status: TxStatus::Refunded,
-                        ..
-                    } => RefundOutcome::Refunded {
-                        refund_no: None,
-                        response_code,
-                    },
-                    QueryOutcome::Unavailable { reason } => RefundOutcome::Unavailable {
-                        reason: format!("duplicate partnerRefundNo, query unavailable: {reason}"),
-                    },
-                    other => RefundOutcome::Refused {
-                        response_code: Some(response_code),
-                        message: format!(
-                            "duplicate partnerRefundNo, but the payment is not refunded ({})",
-                            other.reason()
-                        ),
-                    },
-                }
-            }
+            RefundStep::VerifyByQuery { response_code } => verified_by_query(
+                response_code,
+                self.query(original_partner_reference_no).await,
+            ),
         };
         tracing::info!(
             partner_reference_no = original_partner_reference_no,
@@ -538,6 +521,31 @@ fn query_outcome(raw: RawOutcome, partner_reference_no: &str) -> QueryOutcome {
                 message,
             }
         }
+    }
+}
+
+/// What a refund answered "duplicate refund reference" (`409xx01`) came to, by the payment's
+/// own status: refunded when the query says `04`. An earlier attempt may have gone through.
+/// Pure.
+fn verified_by_query(response_code: String, q: QueryOutcome) -> RefundOutcome {
+    match q {
+        QueryOutcome::Status {
+            status: TxStatus::Refunded,
+            ..
+        } => RefundOutcome::Refunded {
+            refund_no: None,
+            response_code,
+        },
+        QueryOutcome::Unavailable { reason } => RefundOutcome::Unavailable {
+            reason: format!("duplicate refund reference, query unavailable: {reason}"),
+        },
+        other => RefundOutcome::Refused {
+            response_code: Some(response_code),
+            message: format!(
+                "duplicate refund reference, but the payment is not refunded ({})",
+                other.reason()
+            ),
+        },
     }
 }
 

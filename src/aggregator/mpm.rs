@@ -15,7 +15,7 @@
 use serde_json::{json, Map, Value};
 
 use super::{message_of, query_outcome, refund_no_for, Aggregator, QueryOutcome, RefundOutcome};
-use super::{RefundStep, TxStatus};
+use super::{verified_by_query, RefundStep};
 use crate::fare::Rupiah;
 use crate::snap::codes::{classify_payment, classify_refund, PaymentClass, RefundClass};
 use crate::snap::wire::Amount;
@@ -201,25 +201,7 @@ impl Aggregator {
             RefundStep::Done(o) => o,
             RefundStep::VerifyByQuery { response_code } => {
                 let r = (!reference_no.is_empty()).then_some(reference_no);
-                match self.query_qr(partner_reference_no, r).await {
-                    QueryOutcome::Status {
-                        status: TxStatus::Refunded,
-                        ..
-                    } => RefundOutcome::Refunded {
-                        refund_no: None,
-                        response_code,
-                    },
-                    QueryOutcome::Unavailable { reason } => RefundOutcome::Unavailable {
-                        reason: format!("duplicate refund reference, query unavailable: {reason}"),
-                    },
-                    other => RefundOutcome::Refused {
-                        response_code: Some(response_code),
-                        message: format!(
-                            "duplicate refund reference, but the QR is not refunded ({})",
-                            other.reason()
-                        ),
-                    },
-                }
+                verified_by_query(response_code, self.query_qr(partner_reference_no, r).await)
             }
         };
         tracing::info!(

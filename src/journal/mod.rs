@@ -219,12 +219,24 @@ impl Journal {
     /// requests; some SD cards and USB sticks acknowledge before the data is on flash, and no
     /// software setting can fix that.
     pub fn begin(&mut self, op: &NewOp) -> Result<(), JournalError> {
+        self.begin_on(op, Channel::Cpm)
+    }
+
+    fn begin_on(&mut self, op: &NewOp, channel: Channel) -> Result<(), JournalError> {
         validate_new(op).map_err(|(field, why)| JournalError::InvalidOp { field, why })?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx("starting begin")?;
         begin_in(&tx, op)?;
+        if channel != Channel::Cpm {
+            exec(
+                &tx,
+                "UPDATE fare_ops SET channel = ?2 WHERE partner_reference_no = ?1",
+                params![op.partner_reference_no, channel.as_str()],
+            )
+            .ctx("marking the operation's channel")?;
+        }
         tx.commit().ctx("committing begin")
     }
 
@@ -233,19 +245,7 @@ impl Journal {
     /// queries and refunds it through the MPM endpoints. `op` carries no PAN: see
     /// [`Channel::Mpm`].
     pub fn begin_qr(&mut self, op: &NewOp) -> Result<(), JournalError> {
-        validate_new(op).map_err(|(field, why)| JournalError::InvalidOp { field, why })?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .ctx("starting a QR sale")?;
-        begin_in(&tx, op)?;
-        exec(
-            &tx,
-            "UPDATE fare_ops SET channel = 'mpm' WHERE partner_reference_no = ?1",
-            params![op.partner_reference_no],
-        )
-        .ctx("marking a QR sale")?;
-        tx.commit().ctx("committing a QR sale")
+        self.begin_on(op, Channel::Mpm)
     }
 
     /// Starts a tap of one passenger: single-flight on `claim.pan_key`, across the lanes of a

@@ -183,6 +183,28 @@ pub async fn the_qr(sim: &SimHandle) -> MpmEntry {
     }
 }
 
+/// A gate with a QR on its screen: started with [`Gate::new`]'s settings, a passenger asked
+/// for the QR, the aggregator generated it and the journal holds its reference. Returns the
+/// gate, the QR and the wallet's balance before it.
+pub async fn qr_on_screen(
+    sim: &SimHandle,
+    validity_s: u64,
+    poll_ms: u64,
+    notify: bool,
+) -> (Gate, MpmEntry, u64) {
+    let mut gate = Gate::new(sim, validity_s, poll_ms, notify);
+    gate.start().await;
+    let before = balance(sim);
+    gate.ask_for_qr().await;
+    let qr = the_qr(sim).await;
+    let shown = gate
+        .sale_until(Duration::from_secs(5), |r| r.reference_no.is_some())
+        .await;
+    assert_eq!(shown.state, OpState::Unknown, "on screen, not yet paid");
+    assert_eq!(shown.gate_opened, None);
+    (gate, qr, before)
+}
+
 /// `tapgate sim pay-qr`: the passenger's wallet pays the QR over Linkage. Returns whether it
 /// was paid.
 pub fn pay(sim: &SimHandle, qr_content: &str) -> bool {
