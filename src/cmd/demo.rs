@@ -195,14 +195,14 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     println!(
         " #  lane       passenger  issuer PAN             outcome           amount    gate  ms"
     );
-    let mut reports = run_script(&sim, &lanes).await?;
+    let reports = run_script(&sim, &lanes).await?;
     let out_relay = cfg
         .lanes
         .iter()
         .position(|l| l.name == QR_LANE)
         .and_then(|i| relays.get(i))
         .context("the demo config has no out-1 lane")?;
-    reports.push(qr_passenger(&sim, &cfg, &station, out_relay, reports.len() + 1).await?);
+    let sale = qr_passenger(&sim, &cfg, &station, out_relay, reports.len() + 1).await?;
 
     // Late replies land in the journal; then the reconciler settles what is owed.
     station.drain().await;
@@ -212,7 +212,7 @@ pub async fn run(journal: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let rows = station.journal.run(|j| j.export(0)).await?;
     let opened: usize = relays.iter().map(RecordingRelay::opens).sum();
     println!();
-    print_taps(&reports, opened);
+    print_taps(&reports, &[sale], opened);
     let ok = print_audit(&sim, &rows, left);
     print_passengers(&sim);
     println!(
@@ -351,10 +351,10 @@ async fn run_script(sim: &SimHandle, lanes: &[Lane]) -> anyhow::Result<Vec<TapRe
     Ok(reports)
 }
 
-fn print_taps(reports: &[TapReport], opened: usize) {
+fn print_taps(reports: &[TapReport], sales: &[TapReport], opened: usize) {
     let count = |o: TapOutcome| reports.iter().filter(|r| r.outcome == o).count();
     println!(
-        "taps {}: approved {}, declined {}, try again {}, wallet not ready {}, invalid {}, duplicate {}; gate opened {} times",
+        "taps {}: approved {}, declined {}, try again {}, wallet not ready {}, invalid {}, duplicate {}; QR sales {}: paid {}; gate opened {} times",
         reports.len(),
         count(TapOutcome::Approved),
         count(TapOutcome::Declined),
@@ -362,6 +362,8 @@ fn print_taps(reports: &[TapReport], opened: usize) {
         count(TapOutcome::WalletNotReady),
         count(TapOutcome::InvalidPayload),
         count(TapOutcome::Duplicate),
+        sales.len(),
+        sales.iter().filter(|r| r.opened).count(),
         opened
     );
 }

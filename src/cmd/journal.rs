@@ -628,7 +628,15 @@ fn write_op(out: &mut dyn std::io::Write, r: &OpRow, tz: &TimeZone) -> std::io::
         ("lane", format!("{} ({})", r.lane, r.direction.as_str())),
         ("station", r.station_id.clone()),
         ("amount", r.amount.0.to_string()),
-        ("pan", format!("{} (issuer {})", r.pan_masked, r.nns)),
+        (
+            "paid by",
+            match r.channel {
+                crate::journal::Channel::Cpm => {
+                    format!("tap: {} (issuer {})", r.pan_masked, r.nns)
+                }
+                crate::journal::Channel::Mpm => "scanning the gate's QR (payer not known)".into(),
+            },
+        ),
         ("referenceNo", opt(&r.reference_no)),
         ("responseCode", opt(&r.response_code)),
         (
