@@ -21,6 +21,10 @@ use crate::journal::{NewOp, OpKind, Transition, MPM_PAYER};
 /// the last second still opens the gate.
 pub const LAST_LOOK_AFTER: Duration = Duration::from_secs(1);
 
+/// What the reconciler leaves a sale beyond its last look's answer, for the relay and the
+/// journal write.
+pub const HANDS_OFF_MARGIN: Duration = Duration::from_secs(5);
+
 /// Why a QR left the screen unpaid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Withdrawn {
@@ -217,13 +221,19 @@ async fn sell(
     let Ok(valid_until) = now.checked_add(validity) else {
         return End::Refused("the QR's validity is out of range".into(), None);
     };
+    let Some(qr) = st.ports.qr.clone() else {
+        return End::Refused("no QRIS MPM endpoints".into(), None);
+    };
     let now_ms = now.timestamp().as_millisecond();
-    // The reconciler keeps off while the sale may still be asking: past the validity, the
-    // last look and its answer.
+    // The QR is payable until `valid_until`, counted from now: the sale's last look is then,
+    // whatever the generate took.
+    let last_look = Instant::now() + validity + LAST_LOOK_AFTER;
+    // The reconciler keeps off while the sale may still be asking: past the last look, its
+    // answer (a token renewal and two attempts at most) and the journal write.
     let hands_off = validity
         + LAST_LOOK_AFTER
-        + Duration::from_millis(desk.cfg.poll_ms)
-        + 2 * Duration::from_millis(st.config.aggregator.request_timeout_ms);
+        + 3 * Duration::from_millis(st.config.aggregator.request_timeout_ms)
+        + HANDS_OFF_MARGIN;
     let op = NewOp {
         partner_reference_no: pref.to_string(),
         kind: OpKind::Settle,
@@ -242,9 +252,6 @@ async fn sell(
     if let Err(e) = st.ports.ops.begin_qr(op).await {
         return End::Journal(e.to_string());
     }
-    let Some(qr) = st.ports.qr.clone() else {
-        return End::Refused("no QRIS MPM endpoints".into(), None);
-    };
     let g = qr
         .generate(&QrRequest {
             partner_reference_no: pref.to_string(),
@@ -293,7 +300,6 @@ async fn sell(
             return withdrawn(desk, pref, Withdrawn::Over).await;
         }
     };
-    let last_look = Instant::now() + validity + LAST_LOOK_AFTER;
     let paid = wait_for_payment(desk, pref, &reference_no, fare, last_look, wake, withdraw).await;
     desk.hub.clear(lane, screen);
     match paid {
