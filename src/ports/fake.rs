@@ -836,3 +836,118 @@ impl super::LinePort for FakeLine {
         })
     }
 }
+
+/// The aggregator's QRIS MPM side, in memory: generate answers from a script (else a QR for
+/// every request), a wallet that pays on demand ([`FakeQr::pay`]), queries that report what was
+/// paid (else pending), refunds that succeed. Records every call.
+#[derive(Clone, Debug, Default)]
+pub struct FakeQr(Arc<Mutex<QrScript>>);
+
+#[derive(Debug, Default)]
+struct QrScript {
+    generate: VecDeque<crate::aggregator::mpm::GenerateOutcome>,
+    generated: Vec<crate::aggregator::mpm::QrRequest>,
+    paid: HashMap<String, Rupiah>,
+    queries: usize,
+    refunds: Vec<(String, Rupiah)>,
+}
+
+impl FakeQr {
+    /// A fake whose generates all succeed and whose QRs nobody has paid.
+    pub fn new() -> FakeQr {
+        FakeQr::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QrScript> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues the answer to the next generate.
+    pub fn then_generate(&self, g: crate::aggregator::mpm::GenerateOutcome) -> &Self {
+        self.lock().generate.push_back(g);
+        self
+    }
+
+    /// A wallet pays the QR `partner_reference_no`, `amount` as the aggregator reports it.
+    pub fn pay(&self, partner_reference_no: &str, amount: Rupiah) {
+        self.lock()
+            .paid
+            .insert(partner_reference_no.to_string(), amount);
+    }
+
+    /// Every QR asked for, in order.
+    pub fn generated(&self) -> Vec<crate::aggregator::mpm::QrRequest> {
+        self.lock().generated.clone()
+    }
+
+    /// How many queries were asked.
+    pub fn queries(&self) -> usize {
+        self.lock().queries
+    }
+
+    /// Every refund made: the QR's reference and the amount.
+    pub fn refunds(&self) -> Vec<(String, Rupiah)> {
+        self.lock().refunds.clone()
+    }
+}
+
+impl super::QrPayments for FakeQr {
+    fn generate<'a>(
+        &'a self,
+        q: &'a crate::aggregator::mpm::QrRequest,
+    ) -> PortFuture<'a, crate::aggregator::mpm::GenerateOutcome> {
+        Box::pin(async move {
+            let mut s = self.lock();
+            s.generated.push(q.clone());
+            s.generate.pop_front().unwrap_or_else(|| {
+                crate::aggregator::mpm::GenerateOutcome::Generated {
+                    reference_no: format!("QREF-{}", q.partner_reference_no),
+                    qr_content: format!("00020101021226{}", q.partner_reference_no),
+                    response_code: "2004700".into(),
+                }
+            })
+        })
+    }
+
+    fn query<'a>(
+        &'a self,
+        partner_reference_no: &'a str,
+        reference_no: Option<&'a str>,
+    ) -> PortFuture<'a, QueryOutcome> {
+        Box::pin(async move {
+            let mut s = self.lock();
+            s.queries += 1;
+            let refunded = s.refunds.iter().any(|(r, _)| r == partner_reference_no);
+            let (status, amount) = match s.paid.get(partner_reference_no) {
+                Some(_) if refunded => (crate::aggregator::TxStatus::Refunded, None),
+                Some(a) => (crate::aggregator::TxStatus::Success, Some(*a)),
+                None => (crate::aggregator::TxStatus::Pending, None),
+            };
+            QueryOutcome::Status {
+                status,
+                reference_no: reference_no.map(str::to_string),
+                response_code: "2005100".into(),
+                amount: amount.map(crate::aggregator::Amount::idr),
+            }
+        })
+    }
+
+    fn refund<'a>(
+        &'a self,
+        partner_reference_no: &'a str,
+        _reference_no: &'a str,
+        amount: Rupiah,
+        _reason: &'a str,
+    ) -> PortFuture<'a, RefundOutcome> {
+        Box::pin(async move {
+            let mut s = self.lock();
+            if !s.refunds.iter().any(|(r, _)| r == partner_reference_no) {
+                s.refunds.push((partner_reference_no.to_string(), amount));
+            }
+            RefundOutcome::Refunded {
+                refund_no: Some(format!("QRF-{partner_reference_no}")),
+                response_code: "2007800".into(),
+            }
+        })
+    }
+}

@@ -223,6 +223,8 @@ pub struct Rig {
     tokens: Mutex<u8>,
     /// The line, for [`Rig::on_line`].
     pub line: Option<FakeLine>,
+    /// The aggregator's QRIS MPM side.
+    pub qr: tapgate::ports::fake::FakeQr,
 }
 
 impl Rig {
@@ -245,6 +247,7 @@ impl Rig {
         let config = Arc::new(config(policy, reconciler));
         let journal = MemJournal::new();
         let pay = FakePayments::new();
+        let qr = tapgate::ports::fake::FakeQr::new();
         let key = PassengerKey::from_bytes([7; 32]);
         let core = StationCore::new(
             config.clone(),
@@ -257,7 +260,7 @@ impl Rig {
                 line: line
                     .clone()
                     .map(|l| Arc::new(l) as Arc<dyn tapgate::ports::LinePort>),
-                qr: None,
+                qr: Some(Arc::new(qr.clone())),
             },
         );
         let lanes = config
@@ -277,12 +280,24 @@ impl Rig {
             key,
             lanes,
             tokens: Mutex::new(0),
+            qr,
         }
     }
 
     /// The lane called `name`.
     pub fn lane(&self, name: &str) -> &Lane {
         &self.lanes.iter().find(|(l, _)| l.name() == name).unwrap().0
+    }
+
+    /// Every lane's relay, by lane name (for a QR desk).
+    pub fn relays(&self) -> std::collections::HashMap<String, Arc<dyn tapgate::relay::Relay>> {
+        self.lanes
+            .iter()
+            .map(|(l, r)| {
+                let relay: Arc<dyn tapgate::relay::Relay> = Arc::new(r.clone());
+                (l.name().to_string(), relay)
+            })
+            .collect()
     }
 
     /// The relay of the lane called `name`.
