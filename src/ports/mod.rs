@@ -5,7 +5,7 @@
 //! | port | real adapter | fake |
 //! |---|---|---|
 //! | [`Payments`] | [`crate::aggregator::Aggregator`] (SNAP) | [`fake::FakePayments`] |
-//! | [`QrPayments`] (optional) | [`crate::aggregator::Aggregator`] (SNAP QRIS MPM) | — (the simulator over HTTP) |
+//! | [`QrPayments`] (optional) | [`crate::aggregator::Aggregator`] (SNAP QRIS MPM) | [`fake::FakeQr`] |
 //! | [`JourneyStore`] | [`crate::daemon::station::JournalHandle`] (SQLite) | [`fake::MemJournal`] |
 //! | [`OpJournal`] | [`crate::daemon::station::JournalHandle`] (SQLite) | [`fake::MemJournal`] |
 //! | [`crate::clock::Clock`] | [`crate::clock::SystemClock`] | [`crate::clock::ManualClock`] |
