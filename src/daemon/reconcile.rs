@@ -748,3 +748,91 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod qr_tests {
+    use super::*;
+    use crate::fare::Rupiah;
+
+    fn sale(channel: Channel) -> OpRow {
+        OpRow {
+            partner_reference_no: "TQBLM0126120209150200000123456".into(),
+            kind: crate::journal::OpKind::Settle,
+            lane: "out-1".into(),
+            direction: crate::fare::Direction::Out,
+            station_id: "BLM".into(),
+            amount: Rupiah(14_000),
+            pan_key: "k".into(),
+            pan_masked: "QR".into(),
+            nns: "QR".into(),
+            state: OpState::Unknown,
+            reference_no: Some("QREF1".into()),
+            response_code: None,
+            gate_opened: Some(false),
+            reason: None,
+            attempts: 1,
+            next_attempt_at_ms: Some(0),
+            refund_no: None,
+            refund_amount: None,
+            created_at_ms: 1_000_000,
+            updated_at_ms: 1_000_000,
+            journey_id: None,
+            fast_opened: false,
+            channel,
+        }
+    }
+
+    fn status(s: TxStatus) -> QueryOutcome {
+        QueryOutcome::Status {
+            status: s,
+            reference_no: None,
+            response_code: "2005100".into(),
+            amount: None,
+        }
+    }
+
+    #[test]
+    fn an_unpaid_qr_waits_for_a_late_payment_until_its_window_ends_and_a_tap_never_does() {
+        let cfg = ReconcilerConfig::default();
+        let payable = 720_000;
+        let early = 1_000_000 + 300_000;
+        for q in [
+            status(TxStatus::Failed),
+            status(TxStatus::Cancelled),
+            status(TxStatus::NotFound),
+            QueryOutcome::NotFound {
+                response_code: "4045101".into(),
+            },
+        ] {
+            let t = qr_unpaid_too_soon(&sale(Channel::Mpm), &q, early, payable, &cfg)
+                .unwrap_or_else(|| panic!("{q:?} waits"));
+            assert_eq!(t.to, OpState::Unknown);
+            assert!(!t.bump_attempts, "waiting is not failing");
+            let next = t.next_attempt_at_ms.expect("asked again");
+            assert!(next > early && next <= 1_000_000 + payable, "{next}");
+            assert!(qr_unpaid_too_soon(&sale(Channel::Cpm), &q, early, payable, &cfg).is_none());
+        }
+        let late = 1_000_000 + payable;
+        assert!(
+            qr_unpaid_too_soon(
+                &sale(Channel::Mpm),
+                &status(TxStatus::Failed),
+                late,
+                payable,
+                &cfg
+            )
+            .is_none(),
+            "the window is over: the answer stands"
+        );
+        for q in [
+            status(TxStatus::Success),
+            status(TxStatus::Pending),
+            QueryOutcome::Unavailable { reason: "x".into() },
+        ] {
+            assert!(
+                qr_unpaid_too_soon(&sale(Channel::Mpm), &q, early, payable, &cfg).is_none(),
+                "{q:?} is not an unpaid answer"
+            );
+        }
+    }
+}

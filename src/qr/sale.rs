@@ -1,4 +1,4 @@
-//! One QR sale at an exit lane: journaled, generated, shown, polled, then opened or withdrawn
+//! One QR sale at a lane: journaled, generated, shown, polled, then opened or withdrawn
 //! (see [`super`] for the whole story). The decisions are pure functions ([`seen`],
 //! [`withdrawal`], [`after_generate`]); [`run`] carries them out.
 
