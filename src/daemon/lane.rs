@@ -269,15 +269,10 @@ impl Lane {
             }
             Effect::OpenGate => {
                 run.timings.decision_us = self.since(run.started);
-                let r = self.relay.open().map_err(|e| e.to_string());
+                let r = st
+                    .open_gate(&self.cfg.name, self.relay.as_ref())
+                    .map_err(|e| e.to_string());
                 run.timings.relay_us = self.since(t);
-                if r.is_ok() {
-                    crate::failpoint::hit("after_relay");
-                    st.monitor
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .gate_opened(&self.cfg.name, crate::relay::inputs::monotonic_now());
-                }
                 Reply::Gate(r)
             }
             Effect::Settle(s) => {

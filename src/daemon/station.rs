@@ -373,6 +373,22 @@ impl StationCore {
         self.display.set(hub).is_ok()
     }
 
+    /// Opens `lane`'s gate through `relay`, and on success tells the gate monitor (which
+    /// matches the passage that follows). The lanes' taps and the QR sales both open this way.
+    pub fn open_gate(
+        &self,
+        lane: &str,
+        relay: &dyn crate::relay::Relay,
+    ) -> Result<(), crate::relay::RelayError> {
+        relay.open()?;
+        crate::failpoint::hit("after_relay");
+        self.monitor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .gate_opened(lane, crate::relay::inputs::monotonic_now());
+        Ok(())
+    }
+
     /// Attaches the QR desk: from now on a tap that opens a lane's gate withdraws the QR that
     /// lane shows. Only the first attach counts; returns whether this one did.
     pub fn attach_qr(&self, desk: Arc<crate::qr::QrDesk>) -> bool {

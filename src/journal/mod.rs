@@ -228,15 +228,7 @@ impl Journal {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx("starting begin")?;
-        begin_in(&tx, op)?;
-        if channel != Channel::Cpm {
-            exec(
-                &tx,
-                "UPDATE fare_ops SET channel = ?2 WHERE partner_reference_no = ?1",
-                params![op.partner_reference_no, channel.as_str()],
-            )
-            .ctx("marking the operation's channel")?;
-        }
+        begin_in(&tx, op, channel)?;
         tx.commit().ctx("committing begin")
     }
 
@@ -299,7 +291,7 @@ impl Journal {
                         outbox::outbox_insert(&tx, ev)?;
                     }
                 }
-                begin_in(&tx, &op)?;
+                begin_in(&tx, &op, Channel::Cpm)?;
                 if line.entry_unknown {
                     exec(
                         &tx,
@@ -1091,7 +1083,7 @@ fn close_journey_in(
 }
 
 /// Inserts a new `PENDING` operation inside the caller's transaction; `op` is validated.
-fn begin_in(tx: &Connection, op: &NewOp) -> Result<(), JournalError> {
+fn begin_in(tx: &Connection, op: &NewOp, channel: Channel) -> Result<(), JournalError> {
     let amount = i64::try_from(op.amount.0).map_err(|_| JournalError::InvalidOp {
         field: "amount",
         why: "too large",
@@ -1117,8 +1109,8 @@ fn begin_in(tx: &Connection, op: &NewOp) -> Result<(), JournalError> {
         tx,
         "INSERT INTO fare_ops (partner_reference_no, kind, lane, direction, station_id, \
          amount, pan_key, pan_masked, nns, state, attempts, next_attempt_at_ms, \
-         created_at_ms, updated_at_ms, journey_id, owner) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'PENDING', 0, ?10, ?11, ?11, ?12, ?13)",
+         created_at_ms, updated_at_ms, journey_id, owner, channel) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'PENDING', 0, ?10, ?11, ?11, ?12, ?13, ?14)",
         params![
             op.partner_reference_no,
             op.kind.as_str(),
@@ -1133,6 +1125,7 @@ fn begin_in(tx: &Connection, op: &NewOp) -> Result<(), JournalError> {
             op.created_at_ms,
             op.journey_id,
             this_process(),
+            channel.as_str(),
         ],
     )
     .ctx("inserting a fare operation")?;

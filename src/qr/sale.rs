@@ -376,15 +376,12 @@ async fn open(
     let opened = if mismatch.is_some() {
         false
     } else {
-        match desk.relays.get(lane).map(|r| r.open()) {
-            Some(Ok(())) => {
-                crate::failpoint::hit("after_relay");
-                st.monitor
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .gate_opened(lane, crate::relay::inputs::monotonic_now());
-                true
-            }
+        match desk
+            .relays
+            .get(lane)
+            .map(|r| st.open_gate(lane, r.as_ref()))
+        {
+            Some(Ok(())) => true,
             Some(Err(e)) => {
                 tracing::error!(target: "tapgate::qr", lane, fare_ref = pref, error = %e,
                     "relay failed: gate not opened for a paid QR; it is refunded");
